@@ -1,0 +1,23 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first and pinned: a bare `torch` requirement would pull a multi-gigabyte CUDA build.
+TORCH ?= torch==2.13.0
+
+$(BIN)/shillguard: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/shillguard
+
+demo: install
+	$(BIN)/shillguard up --demo
+
+test: install
+	$(BIN)/pytest -q
+
+.PHONY: install demo test

@@ -1,0 +1,47 @@
+"""Small helpers for the vectorised detectors: interning opaque ids to dense rows, and growable columns.
+
+Per-entity River statistics would cost one Python call per entity per update; detectors keep the same
+sufficient statistics in numpy columns instead, so that a micro-batch updates them in a few vector operations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Interner:
+    """Maps opaque string ids to dense row numbers, and back."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def row(self, entity_id: str) -> int:
+        row = self.index.get(entity_id)
+        if row is None:
+            row = self.index[entity_id] = len(self.ids)
+            self.ids.append(entity_id)
+        return row
+
+
+def grown(column: np.ndarray, size: int, fill: float = 0) -> np.ndarray:
+    """`column` with at least `size` rows, doubling capacity so that growth is amortised O(1)."""
+    if len(column) >= size:
+        return column
+    bigger = np.full((max(size, 2 * len(column), 64),) + column.shape[1:], fill, dtype=column.dtype)
+    bigger[: len(column)] = column
+    return bigger
+
+
+def robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Column-wise robust z-scores of `values` against `reference` rows: (x - median) / (1.4826 MAD).
+
+    A floor on the scale keeps a feature that is nearly constant in the population from exploding.
+    """
+    median = np.nanmedian(reference, axis=0)
+    mad = np.nanmedian(np.abs(reference - median), axis=0) * 1.4826
+    scale = np.maximum(mad, 1e-3 * np.maximum(np.abs(median), 1.0))
+    return (values - median) / scale

@@ -1,0 +1,47 @@
+"""The one interface every detector family implements, and the signal it emits.
+
+A detector observes validated events in micro-batches (a batch of one is fine) and answers with signals: a
+score in [0, 1] about an entity (user, item, seller, client), the evidence behind it, and optionally the
+events it implicates directly. Its state is bounded (windows, expiry, sketches) and can be snapshotted and
+restored, so that a restarted worker and the offline `replay` carry on from the same place.
+"""
+
+from __future__ import annotations
+
+import abc
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from detectors.events import Event
+
+EntityKind = Literal["user", "item", "seller", "client"]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A detector's belief that an entity is malicious (or, for items, under attack)."""
+
+    kind: EntityKind
+    id: str
+    detector: str
+    score: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+    event_ids: tuple[str, ...] = ()  # events this signal implicates beyond the entity's own
+
+
+class Detector(abc.ABC):
+    """Observe events, emit signals. `now` is the event-time watermark (the largest ts seen so far)."""
+
+    name: str = "detector"
+
+    @abc.abstractmethod
+    def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
+        """Update state with a micro-batch of events and return the signals it raises."""
+
+    def snapshot(self) -> bytes:
+        """State as bytes; everything a detector keeps is plain Python and numpy, so pickle suffices."""
+        return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, state: bytes) -> None:
+        self.__dict__.update(pickle.loads(state))

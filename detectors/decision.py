@@ -1,0 +1,213 @@
+"""The decision stage: fuse signals into entity risk, hold events, release, quarantine or retract them.
+
+Each accepted event is held for `hold_seconds` of event time. When its hold expires it is released to the
+clean stream unless its actor (the user of a rating or click, the seller of a catalog edit, the client of a
+query) is flagged or a signal implicated it directly; then it is quarantined. An entity flagged after some of
+its events were released has those events retracted, as far back as `retraction_horizon`.
+
+Fusion is a noisy-OR over detectors (each detector's strongest score for the entity), so independent weak
+evidence adds up while one confident detector suffices; flags are sticky until an analyst releases them.
+
+>>> from detectors.events import RatingEvent
+>>> from detectors.base import Signal
+>>> stage = DecisionStage(hold_seconds=60)
+>>> stage.admit(RatingEvent(event_id="a", ts=0.0, user_id="u1", item_id="i", rating=5))
+>>> stage.admit(RatingEvent(event_id="b", ts=0.0, user_id="u2", item_id="i", rating=4))
+>>> [o.verdict for o in stage.release(30.0)]
+[]
+>>> flags, _ = stage.apply([Signal("user", "u1", "profile", 0.9)])
+>>> [(o.event.event_id, o.verdict) for o in stage.release(60.0)]
+[('a', 'quarantined'), ('b', 'clean')]
+>>> _, late = stage.apply([Signal("user", "u2", "profile", 0.8)])
+>>> [(o.event.event_id, o.verdict) for o in late]
+[('b', 'retracted')]
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+from detectors.base import EntityKind, Signal
+from detectors.events import Event, actor
+
+Verdict = Literal["clean", "quarantined", "retracted"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    verdict: Verdict
+    event: Event
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Flag:
+    kind: EntityKind
+    id: str
+    score: float
+    detectors: dict[str, float]
+    evidence: dict[str, Any]
+    first_ts: float
+    updated: bool = False  # True when this re-announces a flag with stronger evidence
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "score": round(self.score, 4),
+                "detectors": sorted(self.detectors), "detector_scores": {
+                    name: round(score, 4) for name, score in self.detectors.items()},
+                "evidence": self.evidence, "first_ts": self.first_ts}
+
+
+@dataclass(slots=True)
+class _Risk:
+    scores: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    last_ts: float = 0.0
+
+    def fused(self) -> float:
+        clean_chance = 1.0
+        for score in self.scores.values():
+            clean_chance *= 1.0 - score
+        return 1.0 - clean_chance
+
+
+class DecisionStage:
+    """Parameters: `hold_seconds` of event time before release; `flag_threshold` on fused risk;
+    `retraction_horizon` seconds of event time during which released events can still be retracted;
+    `max_released_per_entity` bounds the retraction index for very active entities."""
+
+    def __init__(self, hold_seconds: float = 600.0, flag_threshold: float = 0.5,
+                 retraction_horizon: float = 30 * 86400.0, max_released_per_entity: int = 5000):
+        self.hold_seconds = hold_seconds
+        self.flag_threshold = flag_threshold
+        self.retraction_horizon = retraction_horizon
+        self.max_released_per_entity = max_released_per_entity
+        self._held: list[tuple[float, int, Event]] = []  # heap of (release time, seq, event)
+        self._seq = itertools.count()
+        self._risk: dict[tuple[str, str], _Risk] = {}
+        self._flags: dict[tuple[str, str], Flag] = {}
+        self._implicated: dict[str, str] = {}  # event_id -> reason, for signals naming events
+        self._released: dict[tuple[str, str], deque[Event]] = defaultdict(deque)
+        self._released_by_id: dict[str, tuple[str, str]] = {}
+
+    # -- holding and releasing ------------------------------------------------------------
+    def admit(self, event: Event) -> None:
+        heapq.heappush(self._held, (event.ts + self.hold_seconds, next(self._seq), event))
+
+    def release(self, watermark: float) -> list[Outcome]:
+        """Release every event whose hold has expired at `watermark` (event time)."""
+        out = []
+        while self._held and self._held[0][0] <= watermark:
+            out.append(self._decide(heapq.heappop(self._held)[2]))
+        if out:
+            self._expire(watermark)
+        return out
+
+    def flush(self) -> list[Outcome]:
+        """Release everything still held (end of a replay)."""
+        return self.release(float("inf"))
+
+    @property
+    def held_count(self) -> int:
+        return len(self._held)
+
+    def _decide(self, event: Event) -> Outcome:
+        key = actor(event)
+        flag = self._flags.get(key)
+        if flag is not None:
+            return Outcome("quarantined", event, [_flag_reason(flag)])
+        reason = self._implicated.pop(event.event_id, None)
+        if reason is not None:
+            return Outcome("quarantined", event, [reason])
+        released = self._released[key]
+        released.append(event)
+        self._released_by_id[event.event_id] = key
+        if len(released) > self.max_released_per_entity:
+            self._released_by_id.pop(released.popleft().event_id, None)
+        return Outcome("clean", event)
+
+    def _expire(self, watermark: float) -> None:
+        # Bounded state: forget released events past the retraction horizon, and unflagged risk that
+        # has gone quiet for as long.
+        horizon = watermark - self.retraction_horizon
+        if horizon <= 0 or watermark == float("inf"):
+            return
+        for key in [k for k, q in self._released.items() if q and q[-1].ts < horizon]:
+            for event in self._released.pop(key):
+                self._released_by_id.pop(event.event_id, None)
+        for key in [k for k, r in self._risk.items() if r.last_ts < horizon and k not in self._flags]:
+            del self._risk[key]
+
+    # -- signals ----------------------------------------------------------------------------
+    def apply(self, signals: Iterable[Signal], now: float = 0.0) -> tuple[list[Flag], list[Outcome]]:
+        """Fuse signals; return flags raised or strengthened, and retractions of released events."""
+        changed: dict[tuple[str, str], Flag] = {}
+        retracted: list[Outcome] = []
+        for signal in signals:
+            key = (signal.kind, signal.id)
+            risk = self._risk.get(key)
+            if risk is None:
+                risk = self._risk[key] = _Risk()
+            risk.last_ts = max(risk.last_ts, now)
+            if signal.score > risk.scores.get(signal.detector, 0.0):
+                risk.scores[signal.detector] = signal.score
+                risk.evidence[signal.detector] = signal.evidence
+            fused = risk.fused()
+            if fused < self.flag_threshold:
+                continue
+            flag = self._flags.get(key)
+            if flag is None:
+                flag = self._flags[key] = Flag(signal.kind, signal.id, fused, dict(risk.scores),
+                                               dict(risk.evidence), now)
+                retracted.extend(self._retract_entity(key, flag))
+            elif fused > flag.score + 1e-9:
+                flag.score, flag.detectors, flag.evidence = fused, dict(risk.scores), dict(risk.evidence)
+                flag.updated = True
+            else:
+                continue
+            changed[key] = flag
+            reason = f"implicated by {signal.detector} signal on {signal.kind} {signal.id}"
+            for event_id in signal.event_ids:
+                owner = self._released_by_id.get(event_id)
+                if owner is None:
+                    self._implicated.setdefault(event_id, reason)
+                else:
+                    retracted.extend(self._retract_ids(owner, {event_id}, reason))
+        return list(changed.values()), retracted
+
+    def _retract_entity(self, key: tuple[str, str], flag: Flag) -> list[Outcome]:
+        released = self._released.pop(key, None)
+        if not released:
+            return []
+        reason = _flag_reason(flag)
+        for event in released:
+            self._released_by_id.pop(event.event_id, None)
+        return [Outcome("retracted", event, [reason]) for event in released]
+
+    def _retract_ids(self, key: tuple[str, str], ids: set[str], reason: str) -> list[Outcome]:
+        released = self._released[key]
+        hit = [event for event in released if event.event_id in ids]
+        if hit:
+            self._released[key] = deque(event for event in released if event.event_id not in ids)
+            for event in hit:
+                self._released_by_id.pop(event.event_id, None)
+        return [Outcome("retracted", event, [reason]) for event in hit]
+
+    def is_flagged(self, kind: str, entity_id: str) -> bool:
+        return (kind, entity_id) in self._flags
+
+    def flags(self) -> list[Flag]:
+        return list(self._flags.values())
+
+    def unflag(self, kind: str, entity_id: str) -> bool:
+        """An analyst's release: the entity's future events flow again."""
+        self._risk.pop((kind, entity_id), None)
+        return self._flags.pop((kind, entity_id), None) is not None
+
+
+def _flag_reason(flag: Flag) -> str:
+    detectors = ", ".join(f"{name} {score:.2f}" for name, score in sorted(flag.detectors.items()))
+    return f"{flag.kind} {flag.id} flagged (risk {flag.score:.2f}: {detectors})"

@@ -1,0 +1,371 @@
+"""User rating profiles: the shilling literature's profile features, scored against the living population.
+
+Each user's ratings are kept (bounded) with per-item running sums, and on every micro-batch the users it
+touched are re-described by the classic attack-detection features: RDMA, WDMA, WDA, LengthVar, DegSim,
+FMTD, MeanVar, share of extreme ratings, rating entropy, target focus, account age, activity intensity and
+the popularity of the items rated. Each feature becomes a one-sided robust z-score against the current
+population of users (median and MAD, so a minority of fakes cannot move the yardstick), and the user's
+anomaly is the root mean square of those z-scores, itself standardised against the population.
+
+Anomaly alone rarely separates a fake from an eccentric real user. What a push or nuke attack cannot hide is
+its *target*: many anomalous profiles giving one item the same extreme rating. So the second stage tests,
+per item and direction, whether the share of anomalous users among its extreme raters exceeds the
+population's share (a binomial tail test); the significant items are flagged as targets, and the anomalous
+users who rated them that way are flagged with the target as evidence. A user far out on their own gets a
+signal below the flag threshold: heavy and eccentric real users are far out too, so a lone profile anomaly
+is evidence that needs another detector's agreement, not a verdict.
+
+Parameters: `min_ratings` before a user is scored; `max_profile` ratings kept per user; `suspect_z`, the
+anomaly (robust z over the population) that makes a user a suspect; `lone_max`, the score a lone suspect
+reaches at `outlier_z`; `target_alpha`, the significance of the target test; `min_group`, the fewest anomalous
+extreme raters that make a target; `min_population` scored users before anything is emitted.
+
+References: Chirita, Nejdl, Zamfir, "Preventing shilling attacks in online recommender systems" (WIDM 2005):
+RDMA, DegSim. Burke, Mobasher, Williams, Bhaumik, "Classification features for attack detection in
+collaborative recommender systems" (KDD 2006): WDMA, WDA, LengthVar, FMTD, MeanVar. Mobasher et al.,
+"Toward trustworthy recommender systems" (ACM TOIT 2007). Herlocker et al. (SIGIR 1999) for the
+significance weighting of DegSim.
+
+>>> import numpy as np
+>>> from detectors.events import RatingEvent
+>>> rng = np.random.default_rng(7)
+>>> taste = rng.normal(3.6, 0.7, 200)                       # each item's true appeal
+>>> popular = np.argsort(-rng.pareto(1.2, 200))             # real users favour popular items
+>>> events = []
+>>> for u in range(300):
+...     for i in rng.choice(popular[:120], 30, replace=False):
+...         r = int(np.clip(np.rint(taste[i] + rng.normal(0, 0.8)), 1, 5))
+...         events.append(RatingEvent(event_id=f"{u}-{i}", ts=u * 60.0, user_id=f"u{u}", item_id=f"i{i}", rating=r))
+>>> for f in range(20):                                     # a random push attack on item i199
+...     filler = rng.choice(200, 30, replace=False)
+...     events += [RatingEvent(event_id=f"f{f}-{i}", ts=18000.0 + f, user_id=f"f{f}", item_id=f"i{i}",
+...                            rating=int(np.clip(np.rint(rng.normal(3.5, 1.1)), 1, 5))) for i in filler if i != 199]
+...     events.append(RatingEvent(event_id=f"f{f}-t", ts=18000.0 + f, user_id=f"f{f}", item_id="i199", rating=5))
+>>> detector = ProfileDetector()
+>>> signals = detector.observe(events, now=18100.0)
+>>> flagged = {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
+>>> sum(u.startswith("f") for u in flagged), sum(u.startswith("u") for u in flagged)
+(20, 0)
+>>> [s.id for s in signals if s.kind == "item"]
+['i199']
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from typing import Sequence
+
+import numpy as np
+from scipy import sparse
+from scipy.stats import binom, norm
+
+from detectors._arrays import Interner, grown, robust_z
+from detectors.base import Detector, Signal
+from detectors.events import Event, RatingEvent
+
+# Feature name -> which side is suspicious (+1 high, -1 low, 0 either). Directions follow the papers:
+# random-filler profiles deviate from item means (RDMA, WDMA, MeanVar), push profiles separate target from
+# filler (FMTD) and favour extremes; generated profiles look alike (DegSim), are young and fast, and pick
+# filler items uniformly, hence unpopular ones.
+FEATURES: dict[str, int] = {
+    "rdma": +1, "wdma": +1, "wda": +1, "length_var": +1, "degsim": 0, "fmtd": +1, "mean_var": +1,
+    "extreme_share": +1, "entropy": 0, "target_focus": +1, "account_age": -1, "intensity": +1,
+    "popularity": -1,
+}
+_Z_CAP = 10.0  # one wild feature must not carry the whole score
+
+
+class ProfileDetector(Detector):
+    name = "profile"
+
+    def __init__(self, min_ratings: int = 5, max_profile: int = 2000, suspect_z: float = 1.0,
+                 outlier_z: float = 6.0, lone_max: float = 0.45, target_alpha: float = 1e-5, min_group: int = 5,
+                 min_population: int = 50, degsim_neighbours: int = 10, reference_size: int = 2000,
+                 rating_scale: tuple[float, float] = (1.0, 5.0), seed: int = 0):
+        self.min_ratings = min_ratings
+        self.max_profile = max_profile
+        self.suspect_z = suspect_z
+        self.outlier_z = outlier_z
+        self.lone_max = lone_max
+        self.target_alpha = target_alpha
+        self.min_group = min_group
+        self.min_population = min_population
+        self.degsim_neighbours = degsim_neighbours
+        self.reference_size = reference_size
+        self.rating_scale = rating_scale
+        self._rng = np.random.default_rng(seed)
+        self._users, self._items = Interner(), Interner()
+        self._profile_items: list[array] = []
+        self._profile_ratings: list[array] = []
+        self._length = np.zeros(0, dtype=np.int64)
+        self._first_ts = np.zeros(0)
+        self._last_ts = np.zeros(0)
+        self._item_n = np.zeros(0)
+        self._item_sum = np.zeros(0)
+        self._features = np.zeros((0, len(FEATURES)))
+        self._scored = np.zeros(0, dtype=bool)
+        self._anomaly = np.zeros(0)
+        self._members = np.zeros(0, dtype=bool)
+        self._emitted: dict[str, float] = {}
+        self._targets: set[tuple[int, int]] = set()
+        self._dirty: set[int] = set()
+        # Extreme ratings as an edge list (user, item, +1 max / -1 min), the input of the target test.
+        self._edge_user, self._edge_item, self._edge_sign = array("i"), array("i"), array("b")
+        self._reference: tuple[np.ndarray, sparse.csr_matrix] | None = None
+        self._batches = 0
+
+    # -- learning -----------------------------------------------------------------------------
+    def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
+        low, high = self.rating_scale
+        for event in events:
+            if type(event) is not RatingEvent:
+                continue
+            u, i = self._users.row(event.user_id), self._items.row(event.item_id)
+            if u == len(self._profile_items):
+                self._add_user(event.ts)
+            if i >= len(self._item_n):
+                self._item_n, self._item_sum = grown(self._item_n, i + 1), grown(self._item_sum, i + 1)
+            self._item_n[i] += 1
+            self._item_sum[i] += event.rating
+            items, ratings = self._profile_items[u], self._profile_ratings[u]
+            items.append(i)
+            ratings.append(event.rating)
+            if len(items) > self.max_profile:  # bounded: forget the oldest rating
+                del items[0], ratings[0]
+            else:
+                self._length[u] += 1
+            self._first_ts[u] = min(self._first_ts[u], event.ts)
+            self._last_ts[u] = max(self._last_ts[u], event.ts)
+            if event.rating >= high or event.rating <= low:
+                self._edge_user.append(u)
+                self._edge_item.append(i)
+                self._edge_sign.append(1 if event.rating >= high else -1)
+            self._dirty.add(u)
+        return self._score(now)
+
+    def _add_user(self, ts: float) -> None:
+        n = len(self._profile_items) + 1
+        self._profile_items.append(array("i"))
+        self._profile_ratings.append(array("f"))
+        self._length = grown(self._length, n)
+        self._first_ts = grown(self._first_ts, n, np.inf)
+        self._last_ts = grown(self._last_ts, n, -np.inf)
+        self._features = grown(self._features, n, np.nan)
+        self._scored = grown(self._scored, n, False)
+        self._anomaly = grown(self._anomaly, n)
+        self._members = grown(self._members, n, False)
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _score(self, now: float) -> list[Signal]:
+        rows = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
+        rows = rows[self._length[rows] >= self.min_ratings]
+        self._dirty.clear()
+        if len(rows) == 0:
+            return []
+        self._batches += 1
+        self._features[rows] = self.describe(rows, now)
+        self._scored[rows] = True
+        population = np.flatnonzero(self._scored[: len(self._users)])
+        if len(population) < self.min_population:
+            return []
+        reference = population
+        if len(reference) > 20_000:  # a uniform sample is as good a yardstick and bounds the cost
+            reference = self._rng.choice(population, 20_000, replace=False)
+        directions = np.array(list(FEATURES.values()))
+        raw = self._features[population]
+        z = robust_z(raw, self._features[reference])
+        one_sided = np.where(directions == 0, np.abs(z), z * directions)
+        # Stouffer's sum: features that agree add up, while noise in unrelated ones cancels out.
+        strength = np.clip(np.nan_to_num(one_sided), -_Z_CAP, _Z_CAP).sum(axis=1) / np.sqrt(len(FEATURES))
+        self._anomaly[population] = robust_z(strength[:, None], strength[:, None])[:, 0]
+        return self._signals(population, one_sided)
+
+    def describe(self, rows: np.ndarray, now: float) -> np.ndarray:
+        """The feature matrix (one row per user in `rows`, columns as in FEATURES)."""
+        low, high = self.rating_scale
+        lengths = self._length[rows]
+        items = np.concatenate([np.frombuffer(self._profile_items[u], dtype=np.int32) for u in rows])
+        ratings = np.concatenate([np.frombuffer(self._profile_ratings[u], dtype=np.float32)
+                                  for u in rows]).astype(np.float64)
+        seg = np.repeat(np.arange(len(rows)), lengths)
+        per_user = lambda values: np.bincount(seg, values, minlength=len(rows))  # noqa: E731
+        item_n = self._item_n[items]
+        deviation = np.abs(ratings - self._item_sum[items] / item_n)
+        top = ratings >= high
+        extreme = top | (ratings <= low)
+        n_top = per_user(top)
+        n_filler = lengths - n_top
+        filler_mean = per_user(np.where(top, 0.0, ratings)) / np.maximum(n_filler, 1)
+        histogram = np.zeros((len(rows), 5))
+        bins = np.clip(np.rint((ratings - low) / (high - low) * 4), 0, 4).astype(np.int64)
+        np.add.at(histogram, (seg, bins), 1.0)
+        share = histogram / lengths[:, None]
+        all_lengths = self._length[: len(self._users)].astype(np.float64)
+        spread = np.sum((all_lengths - all_lengths.mean()) ** 2) or 1.0
+        focus = np.zeros(len(rows))
+        if self._targets:
+            on_target = np.zeros(len(items), dtype=bool)
+            signs = np.where(top, 1, np.where(extreme, -1, 0))
+            for item, sign in self._targets:
+                on_target |= (items == item) & (signs == sign)
+            focus = per_user(on_target) / np.maximum(per_user(extreme), 1)
+        span = self._last_ts[rows] - self._first_ts[rows]
+        return np.column_stack([
+            per_user(deviation / item_n) / lengths,                               # rdma
+            per_user(deviation / item_n ** 2) / lengths,                          # wdma
+            per_user(deviation / item_n),                                         # wda
+            np.abs(lengths - all_lengths.mean()) / spread,                        # length_var
+            self._degsim(rows, items, ratings, seg),                              # degsim
+            np.where((n_top > 0) & (n_filler > 0), np.abs(high - filler_mean), 0.0),  # fmtd
+            per_user(np.where(top, 0.0, deviation ** 2)) / np.maximum(n_filler, 1),  # mean_var
+            per_user(extreme) / lengths,                                          # extreme_share
+            -np.sum(np.where(share > 0, share * np.log(np.where(share > 0, share, 1)), 0), axis=1) / math.log(5),
+            focus,                                                                # target_focus
+            np.maximum(now - self._first_ts[rows], 0.0),                          # account_age
+            lengths / np.maximum(span, 3600.0),                                   # intensity (per hour floor)
+            per_user(np.log1p(item_n)) / lengths,                                 # popularity
+        ])
+
+    def _degsim(self, rows: np.ndarray, items: np.ndarray, ratings: np.ndarray, seg: np.ndarray) -> np.ndarray:
+        """Mean similarity to the k most similar users of a reference sample (adjusted cosine with
+        significance weighting); the sample is refreshed periodically to bound the cost."""
+        if self._reference is None or self._batches % 20 == 1:
+            self._reference = self._reference_matrix()
+        ref_rows, ref = self._reference
+        if ref.shape[0] <= self.degsim_neighbours:
+            return np.zeros(len(rows))
+        n_items = max(len(self._items), ref.shape[1])
+        mine = _centred_matrix(seg, items, ratings, len(rows), n_items)
+        ref = _pad_columns(ref, n_items)
+        similarity = (mine @ ref.T).toarray()
+        norms = np.sqrt(np.asarray(mine.multiply(mine).sum(axis=1)).ravel())
+        ref_norms = np.sqrt(np.asarray(ref.multiply(ref).sum(axis=1)).ravel())
+        similarity /= np.maximum(np.outer(norms, ref_norms), 1e-9)
+        overlap = ((mine != 0).astype(np.float64) @ (ref != 0).astype(np.float64).T).toarray()
+        similarity *= np.minimum(overlap, 50.0) / 50.0
+        similarity[rows[:, None] == ref_rows[None, :]] = -np.inf  # not oneself
+        k = self.degsim_neighbours
+        return np.partition(similarity, -k, axis=1)[:, -k:].mean(axis=1)
+
+    def _reference_matrix(self) -> tuple[np.ndarray, sparse.csr_matrix]:
+        candidates = np.flatnonzero(self._length[: len(self._users)] >= self.min_ratings)
+        if len(candidates) > self.reference_size:
+            candidates = self._rng.choice(candidates, self.reference_size, replace=False)
+        lengths = self._length[candidates]
+        if len(candidates) == 0:
+            return candidates, sparse.csr_matrix((0, len(self._items)))
+        items = np.concatenate([np.frombuffer(self._profile_items[u], dtype=np.int32) for u in candidates])
+        ratings = np.concatenate([np.frombuffer(self._profile_ratings[u], dtype=np.float32)
+                                  for u in candidates]).astype(np.float64)
+        seg = np.repeat(np.arange(len(candidates)), lengths)
+        return candidates, _centred_matrix(seg, items, ratings, len(candidates), len(self._items))
+
+    # -- the target test and the signals --------------------------------------------------------
+    def _signals(self, population: np.ndarray, one_sided: np.ndarray) -> list[Signal]:
+        signals: list[Signal] = []
+        members: dict[int, list[tuple[int, int]]] = {}
+        for item, sign, group, evidence in self._targets_and_groups(population):
+            self._members[group] = True
+            for u in group:
+                members.setdefault(int(u), []).append((item, sign))
+            if (item, sign) not in self._targets:
+                self._targets.add((item, sign))
+                signals.append(Signal("item", self._items.ids[item], self.name, 0.9, evidence))
+        suspect = self._anomaly >= self.suspect_z
+        names = list(FEATURES)
+        in_group = np.zeros(len(population), dtype=bool)
+        if members:
+            in_group = np.isin(population, np.fromiter(members, dtype=np.int64))
+        for position in np.flatnonzero(in_group | suspect[population]):
+            u = int(population[position])
+            anomaly = float(self._anomaly[u])
+            if u in members:
+                score = 0.9
+            else:  # evidence, not a verdict: it flags only together with another detector's
+                score = self.lone_max * min(1.0, (anomaly - self.suspect_z) / (self.outlier_z - self.suspect_z))
+            user_id = self._users.ids[u]
+            if score < 0.1 or score <= self._emitted.get(user_id, 0.0) + 0.05:
+                continue
+            self._emitted[user_id] = score
+            z = one_sided[position]
+            top = np.argsort(-np.nan_to_num(z))[:4]
+            evidence = {"anomaly_z": round(anomaly, 2),
+                        "features": {names[f]: round(float(z[f]), 2) for f in top},
+                        "ratings": len(self._profile_items[u])}
+            if u in members:
+                evidence["targets"] = [{"item": self._items.ids[i], "direction": "push" if s > 0 else "nuke"}
+                                       for i, s in members[u][:5]]
+            signals.append(Signal("user", user_id, self.name, score, evidence))
+        return signals
+
+
+    def _targets_and_groups(self, population: np.ndarray):
+        """Items whose extreme raters hold more suspects than the base rate allows (a binomial tail test),
+        with the raters who make up the attack: a two-part mixture of anomalies (the population versus an
+        attack component, fitted by EM) picks the members."""
+        if not len(self._edge_user):
+            return
+        users = np.frombuffer(self._edge_user, dtype=np.int32)
+        items = np.frombuffer(self._edge_item, dtype=np.int32)
+        signs = np.frombuffer(self._edge_sign, dtype=np.int8)
+        scored = self._scored[users]
+        users, key = users[scored], items[scored].astype(np.int64) * 2 + (signs[scored] > 0)
+        anomaly = np.clip(self._anomaly, -_Z_CAP, _Z_CAP)
+        reference = anomaly[population]
+        mean0, sd0 = reference.mean(), max(reference.std(), 1e-6)
+        hit = anomaly[users] >= self.suspect_z
+        # Users already explained by one target neither make another (a bandwagon attack's popular
+        # items) nor raise the base rate; a known target keeps counting all its raters.
+        known = self._members[users]
+        target_keys = np.fromiter((i * 2 + (s > 0) for i, s in self._targets), dtype=np.int64)
+        counted = ~known | np.isin(key, target_keys)
+        raters = np.bincount(key[counted], minlength=2 * len(self._items))
+        suspicious = np.bincount(key[counted & hit], minlength=len(raters))
+        base_rate = min(max(float(hit[~known].mean()) if (~known).any() else 0.0, 1e-3), 0.5)
+        busy = np.flatnonzero(suspicious >= self.min_group)
+        tail = binom.sf(suspicious[busy] - 1, raters[busy], base_rate)
+        for k, p_value in zip(busy[tail < self.target_alpha], tail[tail < self.target_alpha]):
+            group = np.unique(users[(key == k) & counted])
+            share, posterior = _attack_posterior(anomaly[group], mean0, sd0)
+            group = group[posterior >= 0.5]
+            if len(group) < self.min_group:
+                continue
+            item, sign = int(k // 2), 1 if k % 2 else -1
+            yield item, sign, group, {
+                "reason": "push target" if sign > 0 else "nuke target", "extreme_raters": int(raters[k]),
+                "suspicious_raters": int(suspicious[k]), "base_rate": round(base_rate, 4),
+                "p_value": float(p_value), "attack_share": round(float(share), 3),
+                "sample_users": [self._users.ids[u] for u in group[:10]]}
+
+
+def _centred_matrix(seg: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_rows: int,
+                    n_items: int) -> sparse.csr_matrix:
+    means = np.bincount(seg, ratings, minlength=n_rows) / np.maximum(np.bincount(seg, minlength=n_rows), 1)
+    centred = ratings - means[seg]
+    centred[centred == 0] = 1e-6  # keep co-rating visible where a rating equals the user's mean
+    return sparse.csr_matrix((centred, (seg, items)), shape=(n_rows, n_items))
+
+
+def _attack_posterior(x: np.ndarray, mean0: float, sd0: float, iterations: int = 50):
+    """EM for a two-part mixture whose first part is the population N(mean0, sd0): returns the attack
+    part's share and each point's posterior of belonging to it."""
+    share, mean1, sd1 = 0.5, max(float(np.median(x)), mean0 + sd0), max(float(x.std()), 0.25 * sd0)
+    posterior = np.zeros(len(x))
+    for _ in range(iterations):
+        attack = share * norm.pdf(x, mean1, sd1)
+        posterior = attack / np.maximum(attack + (1 - share) * norm.pdf(x, mean0, sd0), 1e-300)
+        share = float(posterior.mean())
+        if share <= 1e-6:
+            return 0.0, posterior
+        mean1 = max(float(np.sum(posterior * x) / posterior.sum()), mean0)
+        sd1 = max(float(np.sqrt(np.sum(posterior * (x - mean1) ** 2) / posterior.sum())), 0.25 * sd0)
+    return share, posterior
+
+
+def _pad_columns(matrix: sparse.csr_matrix, n_columns: int) -> sparse.csr_matrix:
+    if matrix.shape[1] == n_columns:
+        return matrix
+    matrix = matrix.copy()
+    matrix.resize((matrix.shape[0], n_columns))
+    return matrix

@@ -1,0 +1,37 @@
+"""Builds the pipeline from settings: the one place that chooses and constructs detectors.
+
+Detectors are pure; anything they need from the outside world (a text encoder's weights) is loaded here
+and handed to them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from detectors.base import Detector
+from detectors.decision import DecisionStage
+from detectors.pipeline import Pipeline, SeenIds
+from streams.settings import Settings
+
+
+def _profile() -> Detector:
+    from detectors.profiles import ProfileDetector
+
+    return ProfileDetector()
+
+
+DETECTORS: dict[str, Callable[[], Detector]] = {"profile": _profile}
+
+
+def build_detectors(names: str) -> list[Detector]:
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(DETECTORS))
+    if unknown:
+        raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
+    return [DETECTORS[name]() for name in chosen]
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    decision = DecisionStage(hold_seconds=settings.hold_seconds, flag_threshold=settings.flag_threshold,
+                             retraction_horizon=settings.retraction_horizon_seconds)
+    return Pipeline(build_detectors(settings.detectors), decision, SeenIds(settings.dedupe_capacity))
