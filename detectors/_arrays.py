@@ -39,9 +39,10 @@ def grown(column: np.ndarray, size: int, fill: float = 0) -> np.ndarray:
 def robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Column-wise robust z-scores of `values` against `reference` rows: (x - median) / (1.4826 MAD).
 
-    A floor on the scale keeps a feature that is nearly constant in the population from exploding.
+    Where more than half the population shares one value (MAD 0) the standard deviation stands in.
     """
     median = np.nanmedian(reference, axis=0)
     mad = np.nanmedian(np.abs(reference - median), axis=0) * 1.4826
-    scale = np.maximum(mad, 1e-3 * np.maximum(np.abs(median), 1.0))
+    std = np.nanstd(reference, axis=0)
+    scale = np.where(mad > 1e-12, mad, np.where(std > 1e-12, std, 1.0))
     return (values - median) / scale

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal
 
 from detectors.base import EntityKind, Signal
@@ -86,6 +86,7 @@ class DecisionStage:
         self.retraction_horizon = retraction_horizon
         self.max_released_per_entity = max_released_per_entity
         self._held: list[tuple[float, int, Event]] = []  # heap of (release time, seq, event)
+        self._held_ids: set[str] = set()  # only held events can still be implicated before release
         self._seq = itertools.count()
         self._risk: dict[tuple[str, str], _Risk] = {}
         self._flags: dict[tuple[str, str], Flag] = {}
@@ -96,6 +97,7 @@ class DecisionStage:
     # -- holding and releasing ------------------------------------------------------------
     def admit(self, event: Event) -> None:
         heapq.heappush(self._held, (event.ts + self.hold_seconds, next(self._seq), event))
+        self._held_ids.add(event.event_id)
 
     def release(self, watermark: float) -> list[Outcome]:
         """Release every event whose hold has expired at `watermark` (event time)."""
@@ -116,10 +118,11 @@ class DecisionStage:
 
     def _decide(self, event: Event) -> Outcome:
         key = actor(event)
+        self._held_ids.discard(event.event_id)
+        reason = self._implicated.pop(event.event_id, None)  # popped either way, or it would linger
         flag = self._flags.get(key)
         if flag is not None:
             return Outcome("quarantined", event, [_flag_reason(flag)])
-        reason = self._implicated.pop(event.event_id, None)
         if reason is not None:
             return Outcome("quarantined", event, [reason])
         released = self._released[key]
@@ -135,9 +138,12 @@ class DecisionStage:
         horizon = watermark - self.retraction_horizon
         if horizon <= 0 or watermark == float("inf"):
             return
-        for key in [k for k, q in self._released.items() if q and q[-1].ts < horizon]:
-            for event in self._released.pop(key):
-                self._released_by_id.pop(event.event_id, None)
+        for key in [k for k, q in self._released.items() if not q or q[0].ts < horizon]:
+            released = self._released[key]
+            while released and released[0].ts < horizon:  # oldest first: released in ts order
+                self._released_by_id.pop(released.popleft().event_id, None)
+            if not released:
+                del self._released[key]
         for key in [k for k, r in self._risk.items() if r.last_ts < horizon and k not in self._flags]:
             del self._risk[key]
 
@@ -160,23 +166,24 @@ class DecisionStage:
                 continue
             flag = self._flags.get(key)
             if flag is None:
-                flag = self._flags[key] = Flag(signal.kind, signal.id, fused, dict(risk.scores),
-                                               dict(risk.evidence), now)
+                flag = changed[key] = self._flags[key] = Flag(
+                    signal.kind, signal.id, fused, dict(risk.scores), dict(risk.evidence), now)
                 retracted.extend(self._retract_entity(key, flag))
             elif fused > flag.score + 1e-9:
                 flag.score, flag.detectors, flag.evidence = fused, dict(risk.scores), dict(risk.evidence)
-                flag.updated = True
-            else:
-                continue
-            changed[key] = flag
+                if key not in changed:  # raised earlier in this same batch: still news, not an update
+                    flag.updated = True
+                changed[key] = flag
+            # Events named by a signal on a flagged entity are condemned even when the flag is old news.
             reason = f"implicated by {signal.detector} signal on {signal.kind} {signal.id}"
             for event_id in signal.event_ids:
                 owner = self._released_by_id.get(event_id)
-                if owner is None:
-                    self._implicated.setdefault(event_id, reason)
-                else:
+                if owner is not None:
                     retracted.extend(self._retract_ids(owner, {event_id}, reason))
-        return list(changed.values()), retracted
+                elif event_id in self._held_ids:
+                    self._implicated.setdefault(event_id, reason)
+        # Copies: a later update must not rewrite what was already announced.
+        return [replace(flag) for flag in changed.values()], retracted
 
     def _retract_entity(self, key: tuple[str, str], flag: Flag) -> list[Outcome]:
         released = self._released.pop(key, None)

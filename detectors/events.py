@@ -14,10 +14,10 @@ that dead letters can be counted and searched by cause.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 # Sane limits: one event is a few hundred bytes; anything far larger is abuse or a bug upstream.
 MAX_LINE_BYTES = 64 * 1024
@@ -33,23 +33,15 @@ MAX_K = 1_000
 MAX_TS = 1e11
 
 
-def _int_id_as_str(value: Any) -> Any:
-    # Integer ids are common upstream (MovieLens, SQL keys); accept them as their decimal string.
-    # bool is an int subclass in Python but never a legitimate id.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-EntityId = Annotated[
-    str, BeforeValidator(_int_id_as_str), Field(min_length=1, max_length=MAX_ID_CHARS)
-]
-EpochSeconds = Annotated[float, Field(ge=0, lt=MAX_TS, allow_inf_nan=False)]
+# Numeric ids are common upstream (MovieLens, SQL keys): the model coerces numbers to their decimal string
+# (pydantic's coerce_numbers_to_str, which runs in Rust, unlike a Python validator). Everything else is
+# strict: "5" is not a rating, "12" is not a timestamp, and true is not an id.
+EntityId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+EpochSeconds = Annotated[float, Field(strict=True, ge=0, lt=MAX_TS, allow_inf_nan=False)]
 
 
 class _Event(BaseModel):
-    # strict: "5" is not a rating and "12" is not a timestamp; unknown extra fields are ignored.
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+    model_config = ConfigDict(coerce_numbers_to_str=True, frozen=True, extra="ignore")
 
     event_id: EntityId
     ts: EpochSeconds
@@ -59,7 +51,7 @@ class RatingEvent(_Event):
     type: Literal["rating"] = "rating"
     user_id: EntityId
     item_id: EntityId
-    rating: Annotated[float, Field(ge=1, le=5, allow_inf_nan=False)]
+    rating: Annotated[float, Field(strict=True, ge=1, le=5, allow_inf_nan=False)]
     text: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
 
 
@@ -86,7 +78,7 @@ class RecQueryEvent(_Event):
     client_id: EntityId
     user_id: EntityId | None = None
     seed_items: Annotated[list[EntityId], Field(max_length=MAX_SEED_ITEMS)]
-    k: Annotated[int, Field(ge=1, le=MAX_K)]
+    k: Annotated[int, Field(strict=True, ge=1, le=MAX_K)]
 
 
 Event = Annotated[
@@ -118,7 +110,10 @@ def actor(event: Event) -> tuple[str, str]:
 def decode_event(raw: bytes | str) -> Event | Rejection:
     """Validate one JSON line; never raises."""
     if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogateescape")
+        try:
+            raw = raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that no bytes decode to: keep it, as invalid UTF-8
+            raw = raw.encode("utf-8", "surrogatepass")
     if len(raw) > MAX_LINE_BYTES:
         return Rejection(raw, f"oversized: line of {len(raw)} bytes exceeds {MAX_LINE_BYTES}")
     try:
@@ -132,12 +127,13 @@ def _reason(error: ValidationError) -> str:
     kind, loc, msg = first["type"], first["loc"], first["msg"]
     if kind == "json_invalid":
         return f"malformed_json: {msg}"
-    if not loc:
-        return "malformed_json: an event must be a JSON object"
+    # The tag errors come with an empty loc too, so they must be told apart before "not an object".
     if kind == "union_tag_invalid":
         return f"unknown_type: {first['input'].get('type')!r} is not one of {sorted(EVENT_TYPES)}"
     if kind == "union_tag_not_found":
         return "missing_field: type"
+    if not loc:
+        return "malformed_json: an event must be a JSON object"
     field = ".".join(str(part) for part in loc[1:]) or "event"
     if kind == "missing":
         return f"missing_field: {field}"

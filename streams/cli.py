@@ -79,3 +79,7 @@ def replay_command(events: str, out_dir: str, detectors: str | None, hold_second
         f"[bold]{counts['lines']}[/] lines: {counts['clean']} clean, {counts['quarantined'] + counts['retracted']} quarantined "
         f"({counts['retracted']} of them retracted after release), {counts['rejected']} rejected; "
         f"flags {summary['flags']}; {summary['events_per_second']:,.0f} events/s -> {out_dir}")
+
+
+if __name__ == "__main__":
+    main()
