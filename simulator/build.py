@@ -1,0 +1,206 @@
+"""Assemble a labelled event stream: benign base plus planted attacks, written as events.jsonl + truth.json.
+
+Order of work: the base's ratings, thin newcomers and the catalogue; then each attack; then the traffic
+that follows from everything (clicks around every rating, browse-only visitors, benign queries). Rows carry
+a label (-1 benign, else the attack's index) until the end, where events are sorted by time with actors
+in random order within a second (so planted events are never grouped; an actor's own events keep their
+order), and event ids are minted in that order from the same opaque space. Every event's label is its
+actor's: an event is malicious exactly when the user, seller or client behind it is one of an attack's
+entities.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import orjson
+
+from simulator.base import Base
+from simulator.benign import benign_ratings, browsers, clicks_from_ratings, newcomers
+from simulator.camouflage import camouflage_attack
+from simulator.catalog import benign_catalog, catalog_poison_attack
+from simulator.click_farm import click_farm_attack
+from simulator.queries import benign_queries, sweep_attack
+from simulator.review_bomb import review_bomb_attack
+from simulator.shilling import average_attack, bandwagon_attack, random_attack, segment_attack
+from simulator.world import BENIGN, Attack, AttackSpec, World
+
+FAMILIES: dict[str, Callable[[World, AttackSpec], Attack]] = {
+    "random": random_attack, "average": average_attack, "bandwagon": bandwagon_attack,
+    "segment": segment_attack, "review_bomb": review_bomb_attack, "camouflage": camouflage_attack,
+    "click_farm": click_farm_attack, "catalog_poison": catalog_poison_attack, "sweep": sweep_attack,
+}
+TRUTH_VERSION = 1
+EVENTS_PER_RATING = 3.0  # about what a base rating brings along (clicks, queries, attacks) at defaults
+
+
+@dataclass
+class Simulation:
+    events: list[dict[str, Any]]  # sorted by ts, each valid for detectors.events.decode_event
+    truth: dict[str, Any]
+
+    def write(self, out_dir: str | Path) -> tuple[Path, Path]:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        events_path, truth_path = out / "events.jsonl", out / "truth.json"
+        with events_path.open("wb") as sink:
+            for start in range(0, len(self.events), 50_000):
+                chunk = self.events[start:start + 50_000]
+                sink.write(b"\n".join(orjson.dumps(event) for event in chunk) + b"\n")
+        truth_path.write_bytes(orjson.dumps(self.truth, option=orjson.OPT_INDENT_2))
+        return events_path, truth_path
+
+
+def plan_attacks(names: str | Sequence[str], **common: Any) -> list[AttackSpec]:
+    """Parse "random,average:nuke,sweep" (or "all") into specs sharing `common` settings.
+
+    >>> [(s.family, s.intent) for s in plan_attacks("random,segment:nuke", size=10)]
+    [('random', None), ('segment', 'nuke')]
+    """
+    if isinstance(names, str):
+        names = [name.strip() for name in names.split(",") if name.strip()]
+    if list(names) == ["all"]:
+        names = list(FAMILIES)
+    specs = []
+    for name in names:
+        family, _, intent = name.partition(":")
+        if family not in FAMILIES:
+            raise ValueError(f"unknown attack family {family!r}: one of {', '.join(FAMILIES)} or all")
+        if intent and intent not in ("push", "nuke"):
+            raise ValueError(f"unknown intent {intent!r} in {name!r}: push or nuke")
+        specs.append(AttackSpec(family=family, intent=intent or None, **common))
+    return specs
+
+
+def build(base: Base, attacks: Sequence[AttackSpec] = (), seed: int = 0,
+          max_events: int | None = None) -> Simulation:
+    """The stream and its truth. With `max_events`, the base is cut to its earliest ratings so that the
+    stream about fits, and any remainder is trimmed from random benign clicks and queries."""
+    if max_events and max_events < EVENTS_PER_RATING * base.n_ratings:
+        base = base.head(max(int(max_events / EVENTS_PER_RATING), 100))
+    return _build_once(base, attacks, seed, max_events)
+
+
+def _build_once(base: Base, attacks: Sequence[AttackSpec], seed: int, cap: int | None) -> Simulation:
+    world = World(base, seed)
+    benign_ratings(world)
+    newcomers(world)
+    benign_catalog(world)
+    for spec in attacks:
+        FAMILIES[spec.family](world, spec)
+    clicks_from_ratings(world)
+    browsers(world)
+    benign_queries(world)
+    return _finalize(world, cap)
+
+
+def _finalize(world: World, cap: int | None) -> Simulation:
+    rng = world.rng("finalize")
+    events, ts, labels = _rows_as_events(world)
+    generated = len(events)
+    if cap and len(events) > cap:
+        # Trim what matters least: benign clicks and queries first, anything but listings if need be.
+        movable = np.array([event["type"] != "catalog_edit" for event in events])
+        benign = movable & (labels == BENIGN)
+        pool = np.flatnonzero(benign) if benign.sum() >= len(events) - cap else np.flatnonzero(movable)
+        drop = rng.choice(pool, min(len(pool), len(events) - cap), replace=False)
+        keep = np.ones(len(events), bool)
+        keep[drop] = False
+        events, ts, labels = [e for e, k in zip(events, keep) if k], ts[keep], labels[keep]
+    # Within a second, actors come in random order (never grouped by label) while each actor's own events
+    # keep the order they were made in, as a log with sub-second order would show them.
+    codes: dict[tuple[str, str], int] = {}
+    actor_code = np.array([codes.setdefault(_actor(event), len(codes)) for event in events], dtype=np.uint64)
+    salt = rng.integers(1, 1 << 62, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        shuffle = (actor_code + salt) * np.uint64(0x9E3779B97F4A7C15) ^ ts.astype(np.uint64) * np.uint64(
+            0xC2B2AE3D27D4EB4F)
+        shuffle = (shuffle ^ (shuffle >> np.uint64(29))) * np.uint64(0xBF58476D1CE4E5B9)
+    order = np.lexsort((np.arange(len(ts)), shuffle, ts))
+    events, labels = [events[i] for i in order], labels[order]
+    for event, event_id in zip(events, world.ids.mint("event", len(events))):
+        event["event_id"] = event_id
+    return Simulation(events, _truth(world, events, labels, generated))
+
+
+def _rows_as_events(world: World) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    users, items = np.array(world.user_ids, dtype=object), np.array(world.item_ids, dtype=object)
+    r, c = world.ratings, world.clicks
+    events: list[dict[str, Any]] = []
+    for t, u, i, stars, text in zip(r["ts"].tolist(), users[r["user"]].tolist(), items[r["item"]].tolist(),
+                                    r["rating"].tolist(), r["text"].tolist()):
+        event = {"type": "rating", "event_id": None, "ts": t, "user_id": u, "item_id": i, "rating": stars}
+        if text is not None:
+            event["text"] = text
+        events.append(event)
+    sessions = np.array(world.ids.mint("session", world.n_sessions) + [None], dtype=object)
+    for t, u, i, s in zip(c["ts"].tolist(), users[c["user"]].tolist(), items[c["item"]].tolist(),
+                          sessions[c["session"]].tolist()):  # session -1 picks the trailing None
+        event = {"type": "click", "event_id": None, "ts": t, "user_id": u, "item_id": i}
+        if s is not None:
+            event["session_id"] = s
+        events.append(event)
+    events += [doc for _, _, doc in world.docs]
+    ts = np.r_[r["ts"], c["ts"], [t for t, _, _ in world.docs]].astype(np.int64)
+    labels = np.r_[r["label"], c["label"], [label for _, label, _ in world.docs]].astype(np.int64)
+    return events, ts, labels
+
+
+def _actor(event: dict[str, Any]) -> tuple[str, str]:
+    kind = event["type"]
+    if kind in ("rating", "click"):
+        return "user", event["user_id"]
+    return ("seller", event["seller_id"]) if kind == "catalog_edit" else ("client", event["client_id"])
+
+
+def _truth(world: World, events: list[dict[str, Any]], labels: np.ndarray, generated: int) -> dict[str, Any]:
+    ids_of = {"user": world.user_ids, "seller": world.seller_ids, "client": world.client_ids}
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    actors: dict[str, set[str]] = {"user": set(), "seller": set(), "client": set()}
+    items: set[str] = set()
+    active: dict[int, set[str]] = {record.index: set() for record in world.attacks}
+    for event, label in zip(events, labels.tolist()):
+        by_type[event["type"]]["benign" if label == BENIGN else "malicious"] += 1
+        kind, actor = _actor(event)
+        actors[kind].add(actor)
+        if "item_id" in event:
+            items.add(event["item_id"])
+        if label != BENIGN:
+            active[label].add(actor)
+
+    attacks = []
+    for record in world.attacks:
+        # Entities that ended up with no event (trimmed by --max-events) cannot be caught: leave them out.
+        ids = [ids_of[record.kind][i] for i in record.entities]
+        entities = [entity for entity in ids if entity in active[record.index]]
+        event_ids = [events[i]["event_id"] for i in np.flatnonzero(labels == record.index)]
+        attacks.append({
+            "id": f"a{record.index}", "family": record.family, "intent": record.intent,
+            "entity_kind": record.kind, "entities": {record.kind: entities},
+            "target_items": [world.item_ids[i] for i in record.targets],
+            "window": list(record.window), "params": record.params, "details": record.details,
+            "n_events": len(event_ids), "event_ids": event_ids})
+
+    malicious = {kind: set() for kind in actors}
+    for attack in attacks:
+        malicious[attack["entity_kind"]].update(attack["entities"][attack["entity_kind"]])
+    targets = {item for attack in attacks for item in attack["target_items"]}
+    n_malicious = int((labels != BENIGN).sum())
+    return {
+        "version": TRUTH_VERSION, "base": world.base.name, "seed": world.seed, "events_file": "events.jsonl",
+        "time_range": [int(events[0]["ts"]), int(events[-1]["ts"])] if events else [0, 0],
+        "totals": {
+            "lines": len(events), "events": len(events), "generated_events": generated,
+            "benign_events": len(events) - n_malicious, "malicious_events": n_malicious,
+            "by_type": {kind: {"benign": counts["benign"], "malicious": counts["malicious"]}
+                        for kind, counts in sorted(by_type.items())},
+            "entities": {**{kind: {"total": len(ids), "malicious": len(malicious[kind])}
+                            for kind, ids in actors.items()},
+                         "item": {"total": len(items), "targets": len(targets)}},
+        },
+        "attacks": attacks,
+    }

@@ -1,0 +1,110 @@
+"""`shillguard simulate` and `shillguard evaluate`: plain click commands, registered by streams/cli.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from simulator.base import Base
+from simulator.build import FAMILIES, build, plan_attacks
+from simulator.evaluate import evaluate_replay
+from simulator.movielens import MovieLensNotFound, default_movielens_dir, load_movielens
+from simulator.synthetic import synthetic_base
+from simulator.world import SPREAD_SECONDS
+
+
+def load_base(data: str, seed: int = 0) -> Base:
+    """"synthetic", "movielens" (the configured directory) or a MovieLens-format directory."""
+    if data == "synthetic":
+        return synthetic_base(seed=seed)
+    return load_movielens(default_movielens_dir() if data == "movielens" else data)
+
+
+@click.command()
+@click.option("--data", default="movielens", show_default=True,
+              help="'synthetic', 'movielens' ($SHILLGUARD_MOVIELENS or ../shared/data/movielens-100k) "
+                   "or a MovieLens-format directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for events.jsonl and truth.json.")
+@click.option("--attacks", default="all", show_default=True,
+              help=f"Comma-separated families, each optionally :push or :nuke, or 'all'. "
+                   f"Families: {', '.join(FAMILIES)}.")
+@click.option("--attack-size", default=0.05, show_default=True,
+              help="Fake accounts per attack: a share of real users (< 1) or a count.")
+@click.option("--filler-size", default=0.05, show_default=True,
+              help="Filler items per shilling profile: a share of items (< 1) or a count.")
+@click.option("--targets", default=1, show_default=True, help="Target items per attack.")
+@click.option("--target-pool", type=click.Choice(["auto", "unpopular", "popular", "any"]), default="auto",
+              show_default=True, help="Where targets come from; auto: unpopular to push, popular to nuke.")
+@click.option("--spread", type=click.Choice(sorted(SPREAD_SECONDS)), default="burst", show_default=True,
+              help="Attack window: burst (an hour), hours (8 h) or days (10 days).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--max-events", type=int, default=None, help="Cap on the number of events.")
+def simulate(data: str, out_dir: Path, attacks: str, attack_size: float, filler_size: float, targets: int,
+             target_pool: str, spread: str, seed: int, max_events: int | None) -> None:
+    """Write a benign stream with labelled attacks planted in it: OUT/events.jsonl and OUT/truth.json."""
+    console = Console()
+    started = time.perf_counter()
+    try:
+        base = load_base(data, seed)
+        specs = plan_attacks(attacks, size=attack_size, filler=filler_size, targets=targets,
+                             target_pool=target_pool, spread=spread)
+    except (MovieLensNotFound, ValueError) as error:
+        raise click.UsageError(str(error)) from error
+    simulation = build(base, specs, seed=seed, max_events=max_events)
+    events_path, truth_path = simulation.write(out_dir)
+    totals = simulation.truth["totals"]
+    table = Table(title=f"{totals['events']:,} events from {base.name} (seed {seed}) "
+                        f"in {time.perf_counter() - started:.1f} s")
+    for column in ("attack", "family", "intent", "entities", "targets", "events"):
+        table.add_column(column, justify="right" if column in ("entities", "targets", "events") else "left")
+    for attack in simulation.truth["attacks"]:
+        table.add_row(attack["id"], attack["family"], str(attack["intent"] or "-"),
+                      f"{len(attack['entities'][attack['entity_kind']])} {attack['entity_kind']}s",
+                      str(len(attack["target_items"])), f"{attack['n_events']:,}")
+    users = totals["entities"]["user"]
+    table.add_row("", "benign", "", f"{users['total'] - users['malicious']} users", "",
+                  f"{totals['benign_events']:,}")
+    console.print(table)
+    console.print(f"wrote {events_path} and {truth_path}")
+
+
+@click.command()
+@click.argument("replay_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--truth", "truth_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the report as JSON here.")
+def evaluate(replay_dir: Path, truth_path: Path, json_out: Path | None) -> dict:
+    """Score REPLAY_DIR (verdicts.jsonl, flags.jsonl) against a simulation's truth.json."""
+    report = evaluate_replay(replay_dir, truth_path)
+    console = Console()
+    users = report["users"]
+    console.print(f"[bold]users[/]: precision {users['precision']:.3f}  recall {users['recall']:.3f}  "
+                  f"F1 {users['f1']:.3f}  ({users['true_positives']} of {users['malicious']} malicious "
+                  f"flagged, {users['false_positives']} benign flagged)")
+    table = Table(title="per attack family")
+    for column in ("family", "kind", "precision", "recall", "F1", "targets flagged", "events held"):
+        table.add_column(column, justify="left" if column in ("family", "kind") else "right")
+    for family, row in report["families"].items():
+        table.add_row(family, row["kind"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+                      f"{row['targets_flagged']}/{row['targets']}",
+                      f"{row['events_quarantined_share']:.1%}")
+    console.print(table)
+    items, events = report["items"], report["events"]
+    console.print(f"target items flagged: {items['targets_flagged']}/{items['targets']} "
+                  f"({items['targets_flagged_share']:.1%}); other items flagged: {items['other_items_flagged']}")
+    console.print(f"benign events quarantined: {events['benign_quarantined']:,}/{events['benign']:,} "
+                  f"({events['benign_quarantined_share']:.2%}); malicious events quarantined: "
+                  f"{events['malicious_quarantined']:,}/{events['malicious']:,} "
+                  f"({events['malicious_quarantined_share']:.1%})")
+    style = "red" if events["without_verdict"] else "green"
+    console.print(f"[{style}]lines without a verdict: {events['without_verdict']}[/]; "
+                  f"rejected: {events['rejected']}")
+    if json_out:
+        json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return report
