@@ -4,21 +4,24 @@ Each user's ratings are kept (bounded) with per-item running sums, and on every 
 touched are re-described by the classic attack-detection features: RDMA, WDMA, WDA, LengthVar, DegSim,
 FMTD, MeanVar, share of extreme ratings, rating entropy, target focus, account age, activity intensity and
 the popularity of the items rated. Each feature becomes a one-sided robust z-score against the current
-population of users (median and MAD, so a minority of fakes cannot move the yardstick), and the user's
-anomaly is the root mean square of those z-scores, itself standardised against the population.
+population of users (median and MAD, in log space for the heavy-tailed ones, so that a minority of fakes
+cannot move the yardstick), and a user's anomaly is the Stouffer sum over one feature per aspect,
+itself standardised against the population.
 
 Anomaly alone rarely separates a fake from an eccentric real user. What a push or nuke attack cannot hide is
-its *target*: many anomalous profiles giving one item the same extreme rating. So the second stage tests,
-per item and direction, whether the share of anomalous users among its extreme raters exceeds the
-population's share (a binomial tail test); the significant items are flagged as targets, and the anomalous
-users who rated them that way are flagged with the target as evidence. A user far out on their own gets a
-signal below the flag threshold: heavy and eccentric real users are far out too, so a lone profile anomaly
-is evidence that needs another detector's agreement, not a verdict.
+its *target*: many anomalous profiles giving one item the same extreme rating. So the second stage asks, per
+item and direction, whether the item's extreme raters are as a group odder than the extreme raters of items
+of the same popularity (a rank-sum test within the popularity stratum, with a floor on the effect size);
+such items are flagged as targets, and a two-part mixture of the raters' anomalies (population versus
+attack, fitted by EM) picks the members, who are flagged with the target as evidence. A user far out on
+their own gets a signal below the flag threshold: heavy and eccentric real users are far out too, so a lone
+profile anomaly is evidence that needs another detector's agreement, not a verdict.
 
 Parameters: `min_ratings` before a user is scored; `max_profile` ratings kept per user; `suspect_z`, the
-anomaly (robust z over the population) that makes a user a suspect; `lone_max`, the score a lone suspect
-reaches at `outlier_z`; `target_alpha`, the significance of the target test; `min_group`, the fewest anomalous
-extreme raters that make a target; `min_population` scored users before anything is emitted.
+anomaly (robust z over the population) that makes a lone user worth a weak signal; `lone_max`, the score a
+lone suspect reaches at `outlier_z`; `target_alpha`, the significance of the target test; `min_effect`, the
+least probability that a rater of the target is odder than a comparable rater; `min_group`, the fewest
+raters that make a target; `min_population` scored users before anything is emitted.
 
 References: Chirita, Nejdl, Zamfir, "Preventing shilling attacks in online recommender systems" (WIDM 2005):
 RDMA, DegSim. Burke, Mobasher, Williams, Bhaumik, "Classification features for attack detection in
@@ -29,25 +32,24 @@ significance weighting of DegSim.
 >>> import numpy as np
 >>> from detectors.events import RatingEvent
 >>> rng = np.random.default_rng(7)
->>> taste = rng.normal(3.6, 0.7, 200)                       # each item's true appeal
->>> popular = np.argsort(-rng.pareto(1.2, 200))             # real users favour popular items
+>>> appeal = rng.normal(3.6, 0.6, 300)                      # each item's true appeal
+>>> weight = 1 / np.arange(1, 301) ** 0.9                   # popularity follows Zipf's law
 >>> events = []
->>> for u in range(300):
-...     for i in rng.choice(popular[:120], 30, replace=False):
-...         r = int(np.clip(np.rint(taste[i] + rng.normal(0, 0.8)), 1, 5))
-...         events.append(RatingEvent(event_id=f"{u}-{i}", ts=u * 60.0, user_id=f"u{u}", item_id=f"i{i}", rating=r))
->>> for f in range(20):                                     # a random push attack on item i199
-...     filler = rng.choice(200, 30, replace=False)
-...     events += [RatingEvent(event_id=f"f{f}-{i}", ts=18000.0 + f, user_id=f"f{f}", item_id=f"i{i}",
-...                            rating=int(np.clip(np.rint(rng.normal(3.5, 1.1)), 1, 5))) for i in filler if i != 199]
-...     events.append(RatingEvent(event_id=f"f{f}-t", ts=18000.0 + f, user_id=f"f{f}", item_id="i199", rating=5))
->>> detector = ProfileDetector()
->>> signals = detector.observe(events, now=18100.0)
+>>> for u in range(400):                                    # real users favour popular items
+...     for i in rng.choice(300, 40, replace=False, p=weight / weight.sum()):
+...         r = int(np.clip(np.rint(appeal[i] + rng.normal(0, 0.9)), 1, 5))
+...         events.append(RatingEvent(event_id=f"{u}-{i}", ts=u * 600.0, user_id=f"u{u}", item_id=f"i{i}", rating=r))
+>>> for f in range(25):                                     # a random push attack on the obscure i299
+...     for i in rng.choice(299, 30, replace=False):
+...         r = int(np.clip(np.rint(rng.normal(3.6, 1.1)), 1, 5))
+...         events.append(RatingEvent(event_id=f"f{f}-{i}", ts=240000.0 + f, user_id=f"f{f}", item_id=f"i{i}", rating=r))
+...     events.append(RatingEvent(event_id=f"f{f}-t", ts=240000.0 + f, user_id=f"f{f}", item_id="i299", rating=5))
+>>> signals = ProfileDetector().observe(events, now=240100.0)
 >>> flagged = {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
->>> sum(u.startswith("f") for u in flagged), sum(u.startswith("u") for u in flagged)
-(20, 0)
+>>> sum(u.startswith("f") for u in flagged), sum(u.startswith("u") for u in flagged)  # fakes, real users
+(25, 1)
 >>> [s.id for s in signals if s.kind == "item"]
-['i199']
+['i299']
 """
 
 from __future__ import annotations
@@ -58,29 +60,38 @@ from typing import Sequence
 
 import numpy as np
 from scipy import sparse
-from scipy.stats import binom, norm
+from scipy.stats import norm, rankdata
 
 from detectors._arrays import Interner, grown, robust_z
 from detectors.base import Detector, Signal
 from detectors.events import Event, RatingEvent
 
-# Feature name -> which side is suspicious (+1 high, -1 low, 0 either). Directions follow the papers:
-# random-filler profiles deviate from item means (RDMA, WDMA, MeanVar), push profiles separate target from
-# filler (FMTD) and favour extremes; generated profiles look alike (DegSim), are young and fast, and pick
-# filler items uniformly, hence unpopular ones.
+# Feature name -> which side is suspicious (+1 high, -1 low, 0 either). Directions follow the papers where
+# they agree: generated filler deviates from item means (RDMA, WDMA, WDA, MeanVar), push profiles separate
+# target from filler (FMTD) and favour extremes; fakes are young and fast, and pick filler uniformly from
+# the catalog, hence unpopular items and few close neighbours among real users (low DegSim against the
+# living population, where Chirita et al. measured high DegSim among the fakes themselves), with ratings
+# drawn across the whole scale (high entropy) where real users mostly rate what they chose to watch.
 FEATURES: dict[str, int] = {
-    "rdma": +1, "wdma": +1, "wda": +1, "length_var": +1, "degsim": 0, "fmtd": +1, "mean_var": +1,
-    "extreme_share": +1, "entropy": 0, "target_focus": +1, "account_age": -1, "intensity": +1,
+    "rdma": +1, "wdma": +1, "wda": +1, "length_var": +1, "degsim": -1, "fmtd": +1, "mean_var": +1,
+    "extreme_share": +1, "entropy": +1, "target_focus": +1, "account_age": -1, "intensity": +1,
     "popularity": -1,
 }
+# The anomaly score adds one feature per aspect, so that near-duplicates (WDMA and WDA restate RDMA,
+# MeanVar restates both) do not count three times; the rest are kept as evidence for the analyst.
+SCORED = ("rdma", "popularity", "degsim", "entropy", "fmtd", "intensity", "account_age")
 _Z_CAP = 10.0  # one wild feature must not carry the whole score
+_SCORED = np.array([name in SCORED for name in FEATURES])
+_LOG_SCALED = np.array([name in ("rdma", "wdma", "wda", "length_var", "mean_var", "account_age", "intensity")
+                        for name in FEATURES])
 
 
 class ProfileDetector(Detector):
     name = "profile"
 
     def __init__(self, min_ratings: int = 5, max_profile: int = 2000, suspect_z: float = 1.0,
-                 outlier_z: float = 6.0, lone_max: float = 0.45, target_alpha: float = 1e-5, min_group: int = 5,
+                 outlier_z: float = 6.0, lone_max: float = 0.45, target_alpha: float = 1e-6,
+                 min_effect: float = 0.75, min_group: int = 5,
                  min_population: int = 50, degsim_neighbours: int = 10, reference_size: int = 2000,
                  rating_scale: tuple[float, float] = (1.0, 5.0), seed: int = 0):
         self.min_ratings = min_ratings
@@ -89,6 +100,7 @@ class ProfileDetector(Detector):
         self.outlier_z = outlier_z
         self.lone_max = lone_max
         self.target_alpha = target_alpha
+        self.min_effect = min_effect
         self.min_group = min_group
         self.min_population = min_population
         self.degsim_neighbours = degsim_neighbours
@@ -173,11 +185,12 @@ class ProfileDetector(Detector):
         if len(reference) > 20_000:  # a uniform sample is as good a yardstick and bounds the cost
             reference = self._rng.choice(population, 20_000, replace=False)
         directions = np.array(list(FEATURES.values()))
-        raw = self._features[population]
-        z = robust_z(raw, self._features[reference])
+        # Ratio-scale features are heavy-tailed (a few users rate thousands of items): compare them in
+        # log space, where a fake's "three times the usual deviation" stands out as it should.
+        z = robust_z(_log_scaled(self._features[population]), _log_scaled(self._features[reference]))
         one_sided = np.where(directions == 0, np.abs(z), z * directions)
         # Stouffer's sum: features that agree add up, while noise in unrelated ones cancels out.
-        strength = np.clip(np.nan_to_num(one_sided), -_Z_CAP, _Z_CAP).sum(axis=1) / np.sqrt(len(FEATURES))
+        strength = np.clip(np.nan_to_num(one_sided[:, _SCORED]), -_Z_CAP, _Z_CAP).sum(axis=1)
         self._anomaly[population] = robust_z(strength[:, None], strength[:, None])[:, 0]
         return self._signals(population, one_sided)
 
@@ -301,9 +314,10 @@ class ProfileDetector(Detector):
 
 
     def _targets_and_groups(self, population: np.ndarray):
-        """Items whose extreme raters hold more suspects than the base rate allows (a binomial tail test),
-        with the raters who make up the attack: a two-part mixture of anomalies (the population versus an
-        attack component, fitted by EM) picks the members."""
+        """Items whose extreme raters are, as a group, more anomalous than the extreme raters of items of
+        the same popularity (a rank-sum test within the popularity stratum, with an effect-size floor so
+        that a huge item's tiny shift is not a target), and the raters who make up the attack: a two-part
+        mixture of anomalies (the population versus an attack component, fitted by EM) picks them."""
         if not len(self._edge_user):
             return
         users = np.frombuffer(self._edge_user, dtype=np.int32)
@@ -314,29 +328,47 @@ class ProfileDetector(Detector):
         anomaly = np.clip(self._anomaly, -_Z_CAP, _Z_CAP)
         reference = anomaly[population]
         mean0, sd0 = reference.mean(), max(reference.std(), 1e-6)
-        hit = anomaly[users] >= self.suspect_z
         # Users already explained by one target neither make another (a bandwagon attack's popular
-        # items) nor raise the base rate; a known target keeps counting all its raters.
-        known = self._members[users]
+        # items) nor weigh on the yardstick; a known target keeps counting all its raters.
         target_keys = np.fromiter((i * 2 + (s > 0) for i, s in self._targets), dtype=np.int64)
-        counted = ~known | np.isin(key, target_keys)
-        raters = np.bincount(key[counted], minlength=2 * len(self._items))
-        suspicious = np.bincount(key[counted & hit], minlength=len(raters))
-        base_rate = min(max(float(hit[~known].mean()) if (~known).any() else 0.0, 1e-3), 0.5)
-        busy = np.flatnonzero(suspicious >= self.min_group)
-        tail = binom.sf(suspicious[busy] - 1, raters[busy], base_rate)
-        for k, p_value in zip(busy[tail < self.target_alpha], tail[tail < self.target_alpha]):
-            group = np.unique(users[(key == k) & counted])
+        counted = ~self._members[users] | np.isin(key, target_keys)
+        users, key = users[counted], key[counted]
+        # Raters of obscure items are eccentric by construction (rating them moves RDMA and popularity),
+        # so each item is compared with items of its own popularity: strata of doubling rating counts.
+        stratum = np.log2(self._item_n[key // 2] + 1).astype(np.int64)
+        n_keys = 2 * len(self._items)
+        raters = np.bincount(key, minlength=n_keys)
+        ranks = np.empty(len(key))
+        stratum_size = np.bincount(stratum)
+        for s in np.flatnonzero(stratum_size):
+            in_s = stratum == s
+            ranks[in_s] = rankdata(anomaly[users[in_s]])
+        busy = np.flatnonzero(raters >= self.min_group)
+        m = raters[busy].astype(np.float64)
+        n = stratum_size[np.log2(self._item_n[busy // 2] + 1).astype(np.int64)] - m
+        u_stat = np.bincount(key, ranks, minlength=n_keys)[busy] - m * (m + 1) / 2
+        effect = u_stat / np.maximum(m * n, 1)  # P(a rater of this item is odder than a comparable rater)
+        z = (u_stat - m * n / 2) / np.sqrt(np.maximum(m * n * (m + n + 1) / 12, 1e-9))
+        chosen = (z >= norm.isf(self.target_alpha)) & (effect >= self.min_effect) & (n >= m)
+        for k, item_z, item_effect in zip(busy[chosen], z[chosen], effect[chosen]):
+            group = np.unique(users[key == k])
             share, posterior = _attack_posterior(anomaly[group], mean0, sd0)
-            group = group[posterior >= 0.5]
+            # A member is likelier attack than population, and at least as odd as the average user.
+            group = group[(posterior >= 0.5) & (anomaly[group] >= mean0)]
             if len(group) < self.min_group:
                 continue
             item, sign = int(k // 2), 1 if k % 2 else -1
             yield item, sign, group, {
                 "reason": "push target" if sign > 0 else "nuke target", "extreme_raters": int(raters[k]),
-                "suspicious_raters": int(suspicious[k]), "base_rate": round(base_rate, 4),
-                "p_value": float(p_value), "attack_share": round(float(share), 3),
+                "effect": round(float(item_effect), 3), "z": round(float(item_z), 2),
+                "attack_share": round(float(share), 3),
                 "sample_users": [self._users.ids[u] for u in group[:10]]}
+
+
+def _log_scaled(features: np.ndarray) -> np.ndarray:
+    scaled = features.copy()
+    scaled[:, _LOG_SCALED] = np.log(scaled[:, _LOG_SCALED] + 1e-9)
+    return scaled
 
 
 def _centred_matrix(seg: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_rows: int,

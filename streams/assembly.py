@@ -20,7 +20,13 @@ def _profile() -> Detector:
     return ProfileDetector()
 
 
-DETECTORS: dict[str, Callable[[], Detector]] = {"profile": _profile}
+def _rating_shift() -> Detector:
+    from detectors.rating_shift import RatingShiftDetector
+
+    return RatingShiftDetector()
+
+
+DETECTORS: dict[str, Callable[[], Detector]] = {"profile": _profile, "rating_shift": _rating_shift}
 
 
 def build_detectors(names: str) -> list[Detector]:

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     retraction_horizon_seconds: float = 30 * 86400.0
     # Pipeline
     batch_size: int = 2048
-    detectors: str = "profile"  # comma-separated names, see streams.assembly.DETECTORS
+    detectors: str = "profile,rating_shift"  # comma-separated names, see streams.assembly.DETECTORS
     dedupe_capacity: int = 5_000_000
     # Data
     movielens: Path = PROJECT_ROOT.parent / "shared" / "data" / "movielens-100k"
