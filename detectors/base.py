@@ -31,7 +31,10 @@ class Signal:
 
 
 class Detector(abc.ABC):
-    """Observe events, emit signals. `now` is the event-time watermark (the largest ts seen so far)."""
+    """Observe events, emit signals. `now` is the event-time watermark (the largest ts seen so far).
+
+    `observe` is also called with an empty batch on idle and flush ticks: the moment to finish periodic
+    work (a pending group search), so that an idle stream or the end of a replay misses nothing."""
 
     name: str = "detector"
 

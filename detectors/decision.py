@@ -93,6 +93,7 @@ class DecisionStage:
         self._implicated: dict[str, str] = {}  # event_id -> reason, for signals naming events
         self._released: dict[tuple[str, str], deque[Event]] = defaultdict(deque)
         self._released_by_id: dict[str, tuple[str, str]] = {}
+        self._expired_at = float("-inf")
 
     # -- holding and releasing ------------------------------------------------------------
     def admit(self, event: Event) -> None:
@@ -104,8 +105,10 @@ class DecisionStage:
         out = []
         while self._held and self._held[0][0] <= watermark:
             out.append(self._decide(heapq.heappop(self._held)[2]))
-        if out:
+        # Expiry scans every entity, so it runs once per hundredth of the horizon, not per release.
+        if out and watermark - self._expired_at >= self.retraction_horizon / 100:
             self._expire(watermark)
+            self._expired_at = watermark
         return out
 
     def flush(self) -> list[Outcome]:

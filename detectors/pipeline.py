@@ -69,14 +69,14 @@ class Pipeline:
             self.decision.admit(event)
             if event.ts > self.watermark:
                 self.watermark = event.ts
-        if events:
-            for detector in self.detectors:
-                started = time.perf_counter()
-                signals = detector.observe(events, self.watermark)
-                self.detector_seconds[detector.name] += time.perf_counter() - started
-                flags, retracted = self.decision.apply(signals, self.watermark)
-                step.flags.extend(flags)
-                step.outcomes.extend(retracted)
+        # An empty batch is a tick (idle, flush): detectors finish their periodic work on it.
+        for detector in self.detectors:
+            started = time.perf_counter()
+            signals = detector.observe(events, self.watermark)
+            self.detector_seconds[detector.name] += time.perf_counter() - started
+            flags, retracted = self.decision.apply(signals, self.watermark)
+            step.flags.extend(flags)
+            step.outcomes.extend(retracted)
         step.outcomes.extend(self.decision.release(self.watermark))
         return step
 
@@ -87,6 +87,6 @@ class Pipeline:
 
     def flush(self) -> Step:
         """End of input: release everything that is still held."""
-        step = Step()
+        step = self._detect_and_decide([], Step())
         step.outcomes.extend(self.decision.flush())
         return step

@@ -104,11 +104,11 @@ def test_detector_sees_accepted_events_only_with_the_watermark():
     assert detector.calls == [(["a", "b"], 40.0)]
 
 
-def test_batch_of_only_rejections_does_not_call_detectors():
+def test_batch_of_only_rejections_gives_detectors_an_empty_tick():
     detector = FlagUsers()
     pipe = pipeline(detector)
     pipe.process([b"{", b""])
-    assert detector.calls == []
+    assert detector.calls == [([], 0.0)]
 
 
 def test_fake_detector_flag_quarantines_held_events_of_the_user():
