@@ -98,13 +98,19 @@ class Rejection:
     event_id: str | None = None
 
 
+_ACTOR_FIELD = {RatingEvent: ("user", "user_id"), ClickEvent: ("user", "user_id"),
+                CatalogEditEvent: ("seller", "seller_id"), RecQueryEvent: ("client", "client_id")}
+
+
 def actor(event: Event) -> tuple[str, str]:
     """The entity responsible for an event: whose flag taints it."""
-    if isinstance(event, (RatingEvent, ClickEvent)):
-        return "user", event.user_id
-    if isinstance(event, CatalogEditEvent):
-        return "seller", event.seller_id
-    return "client", event.client_id
+    kind, field = _ACTOR_FIELD[type(event)]
+    return kind, getattr(event, field)
+
+
+def to_json(event: Event) -> bytes:
+    """The event as compact JSON, without the optional fields it does not carry."""
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
 
 
 def decode_event(raw: bytes | str) -> Event | Rejection:

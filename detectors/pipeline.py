@@ -54,21 +54,22 @@ class Pipeline:
     def process(self, lines: Iterable[bytes | str]) -> Step:
         step = Step()
         events: list[Event] = []
+        decoded_all, seen = step.decoded, self.seen
         for raw in lines:
             decoded = decode_event(raw)
-            if not isinstance(decoded, Rejection) and not self.seen.add(decoded.event_id):
-                decoded = Rejection(raw if isinstance(raw, bytes) else raw.encode(),
-                                    "duplicate_event_id: already seen", decoded.event_id)
-            step.decoded.append(decoded)
-            if not isinstance(decoded, Rejection):
-                events.append(decoded)
+            if type(decoded) is not Rejection:
+                if seen.add(decoded.event_id):
+                    events.append(decoded)
+                else:
+                    decoded = Rejection(raw if isinstance(raw, bytes) else raw.encode(),
+                                        "duplicate_event_id: already seen", decoded.event_id)
+            decoded_all.append(decoded)
         return self._detect_and_decide(events, step)
 
     def _detect_and_decide(self, events: list[Event], step: Step) -> Step:
-        for event in events:
-            self.decision.admit(event)
-            if event.ts > self.watermark:
-                self.watermark = event.ts
+        self.decision.admit(*events)
+        if events:
+            self.watermark = max(self.watermark, max(event.ts for event in events))
         # An empty batch is a tick (idle, flush): detectors finish their periodic work on it.
         for detector in self.detectors:
             started = time.perf_counter()

@@ -10,10 +10,6 @@ from detectors.decision import Flag, Outcome
 from detectors.events import Event, Rejection
 
 
-def event_json(event: Event) -> bytes:
-    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
-
-
 def event_dict(event: Event) -> dict[str, Any]:
     return event.model_dump(exclude_none=True)
 

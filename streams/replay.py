@@ -20,9 +20,9 @@ from typing import BinaryIO, Iterator
 
 import orjson
 
-from detectors.events import Rejection
+from detectors.events import Rejection, to_json
 from detectors.pipeline import Pipeline, Step
-from streams.outcomes import dumps, event_json, flag_record, outcome_record, rejection_record
+from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
 
 OUTPUT_FILES = ("verdicts.jsonl", "flags.jsonl", "clean.jsonl", "quarantined.jsonl", "rejected.jsonl",
                 "retractions.jsonl", "summary.json")
@@ -79,38 +79,42 @@ def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_si
 
 
 def _record(ledger: _Ledger, step: Step, watermark: float, files: dict[str, BinaryIO]) -> None:
+    counts, verdicts, event_ids, line_of = ledger.counts, ledger.verdicts, ledger.event_ids, ledger.line_of
+    line = counts["lines"]
     for decoded in step.decoded:
-        line = ledger.counts["lines"]
-        ledger.counts["lines"] += 1
-        if isinstance(decoded, Rejection):
-            ledger.verdicts.append("rejected")
-            ledger.event_ids.append(decoded.event_id)
+        event_ids.append(decoded.event_id)
+        if type(decoded) is Rejection:
+            verdicts.append("rejected")
             ledger.reasons[line] = [decoded.reason]
-            ledger.counts["rejected"] += 1
             code = decoded.reason.split(":", 1)[0]
             ledger.rejected_by_reason[code] = ledger.rejected_by_reason.get(code, 0) + 1
             files["rejected"].write(dumps(rejection_record(decoded, line)) + b"\n")
         else:
-            ledger.verdicts.append(None)  # held: decided when the decision stage releases it
-            ledger.event_ids.append(decoded.event_id)
-            ledger.line_of[decoded.event_id] = line
-            ledger.counts["accepted"] += 1
+            verdicts.append(None)  # held: decided when the decision stage releases it
+            line_of[decoded.event_id] = line
+        line += 1
+    rejected = len(step.decoded) - sum(verdict is None for verdict in verdicts[counts["lines"]:])
+    counts["rejected"] += rejected
+    counts["accepted"] += len(step.decoded) - rejected
+    counts["lines"] = line
+    clean = ledger.clean
     for outcome in step.outcomes:
-        event_id = outcome.event.event_id
-        line = ledger.line_of[event_id]
-        ledger.counts[outcome.verdict] += 1
-        if outcome.verdict == "clean":
-            ledger.verdicts[line] = "clean"
-            ledger.clean[event_id] = (outcome.event.ts, event_json(outcome.event))
+        event = outcome.event
+        position = line_of[event.event_id]
+        verdict = outcome.verdict
+        counts[verdict] += 1
+        if verdict == "clean":
+            verdicts[position] = "clean"
+            clean[event.event_id] = (event.ts, outcome.payload or to_json(event))
             continue
-        ledger.verdicts[line] = "quarantined"
-        if outcome.verdict == "retracted":
-            ledger.counts["clean"] -= 1
-            ledger.clean.pop(event_id, None)
-            ledger.reasons[line] = [f"retracted: {reason}" for reason in outcome.reasons]
+        verdicts[position] = "quarantined"
+        if verdict == "retracted":
+            counts["clean"] -= 1
+            clean.pop(event.event_id, None)
+            ledger.reasons[position] = [f"retracted: {reason}" for reason in outcome.reasons]
             files["retractions"].write(dumps(outcome_record(outcome, watermark)) + b"\n")
         else:
-            ledger.reasons[line] = outcome.reasons
+            ledger.reasons[position] = outcome.reasons
             files["quarantined"].write(dumps(outcome_record(outcome, watermark)) + b"\n")
     for flag in step.flags:
         ledger.flags[(flag.kind, flag.id)] = flag_record(flag)

@@ -130,7 +130,7 @@ def test_released_events_are_retracted_when_the_actor_is_flagged_later():
     assert [o.verdict for o in stage.release(3)] == ["clean"] * 3
     _, retracted = flag_user(stage, "u1", 0.8)
     assert verdicts(retracted) == [("a", "retracted"), ("b", "retracted")]
-    assert retracted[0].event is first and retracted[1].event is second  # the payload travels with it
+    assert retracted[0].event == first and retracted[1].event == second  # the payload travels with it
     assert retracted[0].reasons == ["user u1 flagged (risk 0.80: profile 0.80)"]
 
 
