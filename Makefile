@@ -15,7 +15,9 @@ $(BIN)/shillguard: pyproject.toml
 install: $(BIN)/shillguard
 
 demo: install
-	$(BIN)/shillguard up --demo
+	$(BIN)/shillguard simulate --data synthetic --attacks all --out out/demo
+	$(BIN)/shillguard replay out/demo/events.jsonl --out out/demo/replay
+	$(BIN)/shillguard evaluate out/demo/replay --truth out/demo/truth.json
 
 test: install
 	$(BIN)/pytest -q
