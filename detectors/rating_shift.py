@@ -79,8 +79,10 @@ class RatingShiftDetector(Detector):
         self._short[touched] *= np.exp2(-elapsed / self.short_half_life)
         self._long[touched] *= np.exp2(-elapsed / self.long_half_life)
         self._updated[touched] = now
-        np.add.at(self._short, (rows, levels), 1.0)
-        np.add.at(self._long, (rows, levels), 1.0)
+        # Each rating enters already decayed from its own ts to `now`: a batch may span days.
+        age = np.maximum(now - np.fromiter((e.ts for e in ratings), dtype=np.float64, count=len(ratings)), 0.0)
+        np.add.at(self._short, (rows, levels), np.exp2(-age / self.short_half_life))
+        np.add.at(self._long, (rows, levels), np.exp2(-age / self.long_half_life))
         np.add.at(self._global, levels, 1.0)
         return self._test(touched)
 

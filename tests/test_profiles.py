@@ -1,0 +1,126 @@
+"""The profile detector: each feature against a hand-computed case, and the target test's behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from detectors.events import ClickEvent, RatingEvent
+from detectors.profiles import FEATURES, ProfileDetector
+
+
+def rating(user: str, item: str, stars: int, ts: float = 0.0) -> RatingEvent:
+    return RatingEvent(event_id=f"{user}-{item}-{ts}", ts=ts, user_id=user, item_id=item, rating=stars)
+
+
+@pytest.fixture
+def tiny() -> ProfileDetector:
+    """Items A (5, 3, 4: mean 4, n 3), B (3, 1: mean 2, n 2), C (5, 2: mean 3.5, n 2)."""
+    detector = ProfileDetector()
+    detector.observe([rating("u1", "A", 5, 0), rating("u1", "B", 3, 7200),
+                      rating("u2", "A", 3, 0), rating("u2", "B", 1, 60), rating("u2", "C", 5, 120),
+                      rating("u3", "A", 4, 0), rating("u3", "C", 2, 10)], now=10_000.0)
+    return detector
+
+
+def features_of(detector: ProfileDetector, user: str, now: float = 10_000.0) -> dict[str, float]:
+    row = np.array([detector._users.index[user]])
+    return dict(zip(FEATURES, detector.describe(row, now)[0]))
+
+
+def test_rating_deviation_features_match_hand_computation(tiny):
+    u1 = features_of(tiny, "u1")  # deviations: |5-4| on A (n 3), |3-2| on B (n 2)
+    assert u1["rdma"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert u1["wdma"] == pytest.approx((1 / 9 + 1 / 4) / 2)
+    assert u1["wda"] == pytest.approx(1 / 3 + 1 / 2)
+
+
+def test_length_variance_matches_hand_computation(tiny):
+    # lengths 2, 3, 2: mean 7/3, sum of squared deviations 6/9
+    assert features_of(tiny, "u1")["length_var"] == pytest.approx((7 / 3 - 2) / (6 / 9))
+    assert features_of(tiny, "u2")["length_var"] == pytest.approx((3 - 7 / 3) / (6 / 9))
+
+
+def test_target_model_features_match_hand_computation(tiny):
+    u1 = features_of(tiny, "u1")  # target (rated max) A; filler B rated 3 against a mean of 2
+    assert u1["fmtd"] == pytest.approx(5 - 3)
+    assert u1["mean_var"] == pytest.approx((3 - 2) ** 2)
+    u3 = features_of(tiny, "u3")  # no rating at the maximum: no target, no FMTD
+    assert u3["fmtd"] == 0.0
+
+
+def test_shape_features_match_hand_computation(tiny):
+    u2 = features_of(tiny, "u2")  # ratings 3, 1, 5
+    assert u2["extreme_share"] == pytest.approx(2 / 3)
+    assert u2["entropy"] == pytest.approx(math.log(3) / math.log(5))
+    assert features_of(tiny, "u1")["entropy"] == pytest.approx(math.log(2) / math.log(5))
+
+
+def test_time_and_popularity_features_match_hand_computation(tiny):
+    u1 = features_of(tiny, "u1")
+    assert u1["account_age"] == pytest.approx(10_000.0)
+    assert u1["intensity"] == pytest.approx(2 / 7200)  # two ratings over two hours
+    assert features_of(tiny, "u2")["intensity"] == pytest.approx(3 / 3600)  # spans under an hour count as one
+    assert u1["popularity"] == pytest.approx((math.log1p(3) + math.log1p(2)) / 2)
+    assert u1["target_focus"] == 0.0
+
+
+def test_clicks_do_not_enter_rating_profiles():
+    detector = ProfileDetector()
+    detector.observe([ClickEvent(event_id="c", ts=0.0, user_id="u", item_id="A")], now=0.0)
+    assert len(detector._users) == 0
+
+
+def test_profiles_are_bounded():
+    detector = ProfileDetector(max_profile=3)
+    detector.observe([rating("u", f"i{k}", 3, k) for k in range(10)], now=10.0)
+    assert list(detector._profile_items[0]) == [7, 8, 9]
+
+
+def _population(rng: np.random.Generator, n_users: int = 400, n_items: int = 300) -> list[RatingEvent]:
+    appeal = rng.normal(3.6, 0.6, n_items)
+    weight = 1 / np.arange(1, n_items + 1) ** 0.9
+    events = []
+    for u in range(n_users):
+        for i in rng.choice(n_items, 40, replace=False, p=weight / weight.sum()):
+            stars = int(np.clip(np.rint(appeal[i] + rng.normal(0, 0.9)), 1, 5))
+            events.append(rating(f"u{u}", f"i{i}", stars, u * 600.0))
+    return events
+
+
+def test_benign_population_raises_no_flag():
+    signals = ProfileDetector().observe(_population(np.random.default_rng(3)), now=240_000.0)
+    assert [s for s in signals if s.score >= 0.5] == []
+
+
+def test_average_push_attack_is_found_with_its_target():
+    rng = np.random.default_rng(5)
+    events = _population(rng)
+    means = {}
+    for e in events:
+        means.setdefault(e.item_id, []).append(e.rating)
+    for f in range(25):
+        for item in rng.choice(sorted(means), 30, replace=False):
+            stars = int(np.clip(np.rint(rng.normal(np.mean(means[item]), 1.0)), 1, 5))
+            events.append(rating(f"fake{f}", item, stars, 240_000.0 + f))
+        events.append(rating(f"fake{f}", "i299", 5, 240_000.0 + f))
+    signals = ProfileDetector().observe(events, now=240_100.0)
+    flagged = {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
+    assert sum(user.startswith("fake") for user in flagged) >= 20
+    assert sum(user.startswith("u") for user in flagged) <= 2
+    assert [s.id for s in signals if s.kind == "item"] == ["i299"]
+    target = next(s for s in signals if s.kind == "item")
+    assert target.evidence["reason"] == "push target"
+
+
+def test_snapshot_restores_an_identical_detector():
+    rng = np.random.default_rng(9)
+    events = _population(rng, n_users=120)
+    first, second = events[:2000], events[2000:]
+    detector = ProfileDetector()
+    detector.observe(first, now=first[-1].ts)
+    clone = ProfileDetector()
+    clone.restore(detector.snapshot())
+    assert detector.observe(second, now=second[-1].ts) == clone.observe(second, now=second[-1].ts)
