@@ -87,6 +87,7 @@ Event = Annotated[
 EVENT_TYPES = {"rating": RatingEvent, "click": ClickEvent, "catalog_edit": CatalogEditEvent,
                "rec_query": RecQueryEvent}
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+_validate_json = _event_adapter.validator.validate_json  # the Rust validator, without the Python wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ def decode_event(raw: bytes | str) -> Event | Rejection:
     if len(raw) > MAX_LINE_BYTES:
         return Rejection(raw, f"oversized: line of {len(raw)} bytes exceeds {MAX_LINE_BYTES}")
     try:
-        return _event_adapter.validate_json(raw)
+        return _validate_json(raw)
     except ValidationError as error:
         return Rejection(raw, _reason(error), _event_id_of(raw))
 

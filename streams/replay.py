@@ -80,10 +80,11 @@ def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_si
 
 def _record(ledger: _Ledger, step: Step, watermark: float, files: dict[str, BinaryIO]) -> None:
     counts, verdicts, event_ids, line_of = ledger.counts, ledger.verdicts, ledger.event_ids, ledger.line_of
-    line = counts["lines"]
+    line, rejected = counts["lines"], 0
     for decoded in step.decoded:
         event_ids.append(decoded.event_id)
         if type(decoded) is Rejection:
+            rejected += 1
             verdicts.append("rejected")
             ledger.reasons[line] = [decoded.reason]
             code = decoded.reason.split(":", 1)[0]
@@ -93,7 +94,6 @@ def _record(ledger: _Ledger, step: Step, watermark: float, files: dict[str, Bina
             verdicts.append(None)  # held: decided when the decision stage releases it
             line_of[decoded.event_id] = line
         line += 1
-    rejected = len(step.decoded) - sum(verdict is None for verdict in verdicts[counts["lines"]:])
     counts["rejected"] += rejected
     counts["accepted"] += len(step.decoded) - rejected
     counts["lines"] = line
