@@ -1,0 +1,1 @@
+"""The trainer: learns a recommender from the clean stream, unlearns retractions, gates every version."""

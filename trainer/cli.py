@@ -1,0 +1,219 @@
+"""Click commands `train`, `recommend` and `trainer`; the lead registers them in `streams.cli`.
+
+    shillguard train EVENTS.jsonl --out MODELDIR [--model bpr|sasrec] [--epochs N] [--retractions R.jsonl]
+    shillguard recommend MODELDIR --k 10 [--users FILE] --out recs.jsonl
+    shillguard trainer --model-dir MODELDIR [--model bpr|sasrec]   # follows events.clean / events.retracted
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import orjson
+
+from trainer.alerts import FileAlertSink, KafkaAlertSink
+from trainer.checkpoint import CheckpointStore
+from trainer.gates import default_gates
+from trainer.incremental import Trainer, TrainConfig
+from trainer.loop import Schedule, run
+from trainer.promotion import Promoter
+from trainer.sources import FileSource, KafkaSource, broker_address, flagged_item_ids, topic_names
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _open_trainer(model_dir: str, model: str | None, from_scratch: bool, device: str | None,
+                  **overrides: Any) -> tuple[Trainer, dict[str, Any]]:
+    """Resume from the newest checkpoint in `model_dir`, or start a new model there."""
+    store = CheckpointStore(model_dir)
+    if store.latest() and not from_scratch:
+        trainer, meta = store.load("latest", device=device)
+        if model and model != trainer.config.model:
+            raise click.UsageError(f"{model_dir} holds a {trainer.config.model} model; pass --from-scratch "
+                                   f"to replace it with {model}")
+        if overrides.get("epochs"):
+            trainer.config.epochs = overrides["epochs"]
+        _echo(f"resuming from {meta['version']} ({trainer.log.n_active} events learned)")
+        return trainer, meta.get("offsets", {})
+    known = {k: v for k, v in overrides.items() if v is not None}
+    return Trainer(TrainConfig(model=model or "bpr", device=device, **known)), {}
+
+
+def _read_ids(path: str | None) -> list[str]:
+    if not path:
+        return []
+    ids = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            record = orjson.loads(line)
+            value = record.get("user_id", record.get("id", record.get("item_id")))
+            if value is not None:
+                ids.append(str(value))
+        else:
+            ids.append(line)
+    return ids
+
+
+def _read_flagged(path: str | None) -> set[str]:
+    """Item ids from a file of ids, or from flag records (a replay's flags.jsonl: only `kind: item`)."""
+    if not path:
+        return set()
+    flagged: set[str] = set()
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            record = orjson.loads(line)
+            if "kind" in record:
+                flagged.update(flagged_item_ids(record))
+            elif record.get("item_id") is not None:
+                flagged.add(str(record["item_id"]))
+        elif line:
+            flagged.add(line)
+    return flagged
+
+
+def _gates(utility_margin: float, max_jump: float, uniformity_margin: float):
+    return default_gates(utility_margin=utility_margin, max_jump=max_jump, uniformity_margin=uniformity_margin)
+
+
+_gate_options = [
+    click.option("--utility-margin", default=0.05, show_default=True,
+                 help="Largest relative drop in HR@10/NDCG@10 a new version may show."),
+    click.option("--max-exposure-jump", default=0.10, show_default=True,
+                 help="Largest rise in an item's share of top-10 lists (and 3x its old share)."),
+    click.option("--uniformity-margin", default=0.25, show_default=True,
+                 help="Largest drop in item-embedding uniformity (nats)."),
+    click.option("--flagged", type=click.Path(exists=True, dir_okay=False),
+                 help="Item ids flagged as attack targets: one a line, or flag records (flags.jsonl)."),
+]
+
+
+def gate_options(fn):
+    for option in reversed(_gate_options):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.argument("events", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="Model directory: versions, PROMOTED, alerts.jsonl.")
+@click.option("--model", type=click.Choice(["bpr", "sasrec"]), default=None, help="Default bpr.")
+@click.option("--epochs", type=int, default=None, help="Full passes over the learned events.")
+@click.option("--retractions", type=click.Path(dir_okay=False), default=None,
+              help="retractions.jsonl from replay: events to unlearn.")
+@click.option("--from-scratch", is_flag=True, help="Ignore existing checkpoints in --out.")
+@click.option("--dim", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda; default: CUDA when present.")
+@gate_options
+def train(events, model_dir, model, epochs, retractions, from_scratch, dim, lr, batch_size, seed, device,
+          utility_margin, max_exposure_jump, uniformity_margin, flagged):
+    """Learn from the ratings and clicks in EVENTS.jsonl (e.g. a replay's clean.jsonl)."""
+    trainer, offsets = _open_trainer(model_dir, model, from_scratch, device, epochs=epochs, dim=dim, lr=lr,
+                                     batch_size=batch_size, seed=seed)
+    if from_scratch:
+        offsets = {}
+    store = CheckpointStore(model_dir)
+    flagged_ids = _read_flagged(flagged)
+    promoter = Promoter(store, _gates(utility_margin, max_exposure_jump, uniformity_margin),
+                        FileAlertSink(Path(model_dir) / "alerts.jsonl"), lambda: flagged_ids)
+    source = FileSource(events, retractions, offsets)
+    proposals = run(trainer, source, promoter, streaming=False, epochs=epochs, echo=_echo, offsets=offsets)
+    for p in proposals:
+        click.echo(orjson.dumps({"version": p["version"], "promoted": p["promoted"],
+                                 "metrics": p["metrics"], "gates": [
+                                     {"gate": g["gate"], "passed": g["passed"]} for g in p["gates"]]}))
+    if proposals and not proposals[-1]["promoted"]:
+        sys.exit(3)
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--k", default=10, show_default=True)
+@click.option("--users", "users_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="User ids, one a line (or JSON lines with user_id); default every known user.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="-", show_default=True)
+@click.option("--version", default="promoted", show_default=True, help="promoted, latest, or vNNNNNN.")
+@click.option("--device", default=None)
+def recommend(model_dir, k, users_file, out_path, version, device):
+    """Top-k items per user from the served version, excluding items the user already interacted with."""
+    store = CheckpointStore(model_dir)
+    trainer, meta = store.load(version, device=device)
+    log = trainer.log
+    ids = _read_ids(users_file) or [log.users.id_of(u) for u in np.unique(log.user[log.active])]
+    rows = np.array([log.users.get(u) for u in ids], dtype=np.int64)
+    known = rows >= 0
+    lists = np.zeros((len(ids), k), dtype=np.int64)
+    if known.any():
+        got = trainer.recommend(rows[known], k)
+        lists[known, : got.shape[1]] = got
+    popular = trainer.popular(k)  # cold start: users the model has never seen
+    out = sys.stdout.buffer if out_path == "-" else open(out_path, "wb")
+    try:
+        for i, user_id in enumerate(ids):
+            items = lists[i] if known[i] else popular
+            out.write(orjson.dumps({"user_id": user_id,
+                                    "items": [log.items.id_of(int(x)) for x in items if x > 0]}) + b"\n")
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    _echo(f"{len(ids)} users ({int((~known).sum())} cold) from {meta['version']}")
+
+
+@click.command("trainer")
+@click.option("--model-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--model", type=click.Choice(["bpr", "sasrec"]), default=None)
+@click.option("--broker", default=None, help="Default $SHILLGUARD_BROKER or 127.0.0.1:9092.")
+@click.option("--every-events", default=50_000, show_default=True, help="Propose after this many events.")
+@click.option("--every-seconds", default=600.0, show_default=True, help="... or after this long.")
+@click.option("--poll-ms", default=1000, show_default=True)
+@click.option("--max-records", default=5000, show_default=True, help="Largest micro-batch.")
+@click.option("--idle-exit", type=float, default=None, help="Stop after this many idle seconds (tests).")
+@click.option("--from-scratch", is_flag=True)
+@click.option("--device", default=None)
+@gate_options
+def trainer_command(model_dir, model, broker, every_events, every_seconds, poll_ms, max_records, idle_exit,
+                    from_scratch, device, utility_margin, max_exposure_jump, uniformity_margin, flagged):
+    """Follow events.clean and events.retracted, train in micro-batches, propose versions on a schedule."""
+    import time
+
+    from kafka import KafkaProducer
+
+    trainer, offsets = _open_trainer(model_dir, model, from_scratch, device)
+    topics = topic_names()
+    flagged_ids = _read_flagged(flagged)
+    producer = KafkaProducer(bootstrap_servers=broker_address(broker))
+    promoter = Promoter(CheckpointStore(model_dir),
+                        _gates(utility_margin, max_exposure_jump, uniformity_margin),
+                        KafkaAlertSink(producer, topics["alerts"]), lambda: flagged_ids)
+    source = KafkaSource(broker, topics, offsets, poll_ms=poll_ms, max_records=max_records)
+    stopping = {"now": False, "idle_since": time.monotonic()}
+    signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.update(now=True))
+
+    def stop() -> bool:
+        if source.offsets != stopping.get("seen"):
+            stopping["seen"], stopping["idle_since"] = dict(source.offsets), time.monotonic()
+        idle = idle_exit is not None and time.monotonic() - stopping["idle_since"] > idle_exit
+        return stopping["now"] or idle
+
+    _echo(f"following {topics['clean']} and {topics['retracted']} on {','.join(broker_address(broker))}")
+    run(trainer, source, promoter, streaming=True, flagged=flagged_ids, stop=stop, echo=_echo,
+        schedule=Schedule(every_events, every_seconds), offsets=offsets)
+    producer.close()
+
+
+trainer = trainer_command  # the name the lead registers

@@ -1,0 +1,113 @@
+"""Propose a version: checkpoint it, run every gate against the promoted version, promote or alert.
+
+Both versions are judged on the same ground: the current held-back slice for utility, the same panel of users
+(with their current histories) for exposure, the items in use for uniformity. The promoted model is kept in
+memory (and reloaded from `MODELDIR/PROMOTED` after a restart); a blocked candidate is recorded with its gate
+results but not served, and the trainer keeps learning from the clean stream.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from trainer.alerts import AlertSink, gate_alert
+from trainer.checkpoint import CheckpointStore
+from trainer.gates import Gate, VersionReport, default_gates
+from trainer.incremental import Trainer, build_model, config_from_dict
+from trainer.metrics import exposure_shares, uniformity
+
+
+class Promoter:
+    """Parameters: the `store`, the `gates`, an alert `sink`, `flagged` (returns item ids flagged as
+    attack targets), `panel_size` users for exposure, `k` list length."""
+
+    def __init__(self, store: CheckpointStore, gates: list[Gate] | None = None,
+                 sink: AlertSink | None = None, flagged: Callable[[], Iterable[str]] | None = None,
+                 panel_size: int = 2000, k: int = 10):
+        self.store, self.gates = store, gates if gates is not None else default_gates()
+        self.sink, self.flagged = sink, flagged
+        self.panel_size, self.k = panel_size, k
+        self._baseline: tuple[str, torch.nn.Module] | None = None
+
+    def exposure_panel(self, trainer: Trainer) -> np.ndarray:
+        """Up to `panel_size` active users, picked by a stable hash of their ids."""
+        users = np.unique(trainer.log.user[trainer.log.active])
+        if len(users) <= self.panel_size:
+            return users
+        ids = trainer.log.users.ids
+        keys = np.array([zlib.crc32(ids[u].encode()) for u in users])
+        return np.sort(users[np.argsort(keys, kind="stable")[: self.panel_size]])
+
+    def report(self, trainer: Trainer, model: torch.nn.Module) -> VersionReport:
+        utility = trainer.evaluate_holdout(model, k=self.k, per_user=True)
+        lists = trainer.recommend(self.exposure_panel(trainer), self.k, model=model)
+        shares = exposure_shares(lists, trainer.n_items)
+        item_ids = trainer.log.items
+        in_use = np.unique(trainer.log.item[trainer.log.active])
+        emb = model.items.weight.detach()[torch.as_tensor(in_use, device=model.items.weight.device)]
+        return VersionReport(
+            hr=utility["hr"], ndcg=utility["ndcg"], n_eval=utility["n"], uniformity=uniformity(emb),
+            shares={item_ids.id_of(int(i)): float(shares[i]) for i in np.flatnonzero(shares)},
+            n_lists=len(lists), flagged=sorted(set(self.flagged())) if self.flagged else [],
+            per_user={"hr": utility["hits"], "ndcg": utility["ndcgs"]})
+
+    def baseline(self, trainer: Trainer) -> torch.nn.Module | None:
+        """The promoted model, grown to the trainer's current tables (new rows are untrained)."""
+        promoted = self.store.promoted()
+        if promoted is None:
+            return None
+        if self._baseline is None or self._baseline[0] != promoted:
+            self._baseline = (promoted, load_model(self.store, promoted, trainer.device))
+        model = self._baseline[1]
+        n_users = trainer.model.users.num_embeddings if trainer.model.kind == "bpr" else 1
+        model.grow(n_users, trainer.model.items.num_embeddings)
+        return model.to(trainer.device).eval()
+
+    def propose(self, trainer: Trainer, offsets: dict[str, Any] | None = None,
+                meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Checkpoint the trainer as a new version; promote it if every gate passes."""
+        candidate = trainer.clone_model()
+        cand = self.report(trainer, candidate)
+        base_model = self.baseline(trainer)
+        results = []
+        base = None
+        if base_model is not None:
+            base = self.report(trainer, base_model)
+            results = [gate.check(cand, base).as_dict() for gate in self.gates]
+        promoted = all(r["passed"] for r in results)
+        record = {"offsets": offsets or {}, "promoted": promoted, "baseline": self.store.promoted(),
+                  "metrics": _summary(cand), "baseline_metrics": _summary(base) if base else None,
+                  "gates": results, **(meta or {})}
+        version = self.store.save(trainer, record)
+        if promoted:
+            self.store.promote(version)
+            self._baseline = (version, candidate)
+        elif self.sink is not None:
+            for result in results:
+                if not result["passed"]:
+                    self.sink(gate_alert(version, result, str(self.store.dir)))
+        return {"version": version, **record}
+
+
+def _summary(report: VersionReport) -> dict[str, Any]:
+    top = sorted(report.shares.items(), key=lambda kv: -kv[1])[:5]
+    return {"hr@10": report.hr, "ndcg@10": report.ndcg, "n_eval": report.n_eval,
+            "uniformity": report.uniformity, "top_exposure": dict(top)}
+
+
+def load_model(store: CheckpointStore, version: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Just the network of a version (no log, no optimiser): what serving needs."""
+    from safetensors.torch import load_file
+
+    meta = store.meta(version)
+    tensors = load_file(str(store.versions_dir / f"{version}.safetensors"))
+    state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    config = config_from_dict(meta["config"])
+    n_users = state["users.weight"].shape[0] if "users.weight" in state else 1
+    model = build_model(config, n_users, state["items.weight"].shape[0])
+    model.load_state_dict(state)
+    return model.to(device).eval()
