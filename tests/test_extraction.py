@@ -1,0 +1,200 @@
+"""Model-extraction detector: sweeps in id order and in random permutation are flagged, benign clients are not.
+
+The fixture is a small labelled world built here: items with popularity-skewed demand, users with histories,
+three hundred light API clients that ask with some user's latest items (as apps do), one heavy user's own
+client, one batch client, and the sweepers planted among them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from detectors.decision import DecisionStage
+from detectors.events import RatingEvent, RecQueryEvent
+from detectors.extraction import ExtractionDetector
+from detectors.pipeline import Pipeline
+
+DAY = 86_400
+
+
+def _ids(rng: np.random.Generator, n: int, style: str) -> list[str]:
+    if style == "numeric":  # string order differs from numeric order ("10" < "9")
+        return [str(i) for i in rng.permutation(np.arange(1, 5 * n))[:n]]
+    return [f"i-{token:012x}" for token in rng.integers(0, 1 << 48, n)]
+
+
+def _world(seed: int = 0, n_items: int = 600, days: int = 10, sweepers: tuple[str, ...] = (),
+           id_style: str = "opaque", sweep_gap: float = 20.0):
+    """(events sorted by time, ids of the sweeping clients, id of the heavy benign user's client)."""
+    rng = np.random.default_rng(seed)
+    items = _ids(rng, n_items, id_style)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    popularity = popularity[rng.permutation(n_items)]  # popularity unrelated to id order
+    popularity /= popularity.sum()
+    start = 880_000_000
+    events: list = []
+
+    # Users rate items by popularity: their histories, and the demand the detector sees.
+    histories = []
+    for user in range(400):
+        size = int(rng.integers(5, 150))
+        picks = rng.choice(n_items, size, replace=False, p=popularity)
+        times = np.sort(rng.integers(start, start + days * DAY, size))
+        histories.append((picks, times))
+        events += [RatingEvent(event_id=f"r{user}-{n}", ts=float(t), user_id=f"u{user}", item_id=items[i],
+                               rating=4) for n, (i, t) in enumerate(zip(picks, times))]
+
+    def latest(user: int, ts: float) -> list[str]:
+        picks, times = histories[user]
+        known = picks[times <= ts]
+        depth = int(rng.integers(1, 6))
+        return [items[i] for i in known[::-1][:depth]] or [items[picks[0]]]
+
+    # Light clients: Zipf-like activity, each query seeded with some user's latest items.
+    weights = 1.0 / np.arange(1, 301) ** 1.1
+    for n in range(6000):
+        client = int(rng.choice(300, p=weights / weights.sum()))
+        ts = float(rng.integers(start, start + days * DAY))
+        events.append(RecQueryEvent(event_id=f"q{n}", ts=ts, client_id=f"app{client}",
+                                    user_id=f"u{int(rng.integers(400))}",
+                                    seed_items=latest(int(rng.integers(400)), ts), k=int(rng.choice([10, 20, 50]))))
+    # An ordinary heavy user: their own client, hundreds of queries in two days, seeded by their own
+    # latest items as they rate more and more (with the long-tail taste of a heavy user).
+    heavy_user = int(np.argmax([len(h[0]) for h in histories]))
+    for n, ts in enumerate(np.sort(rng.integers(start + 3 * DAY, start + 5 * DAY, 500))):
+        events.append(RecQueryEvent(event_id=f"h{n}", ts=float(ts), client_id="heavy-user",
+                                    user_id=f"u{heavy_user}", seed_items=latest(heavy_user, float(ts)), k=20))
+    # A batch client: a nightly run, one query every 1-3 s for recent users, k = 100.
+    for night in range(days):
+        begin = start + night * DAY + 7_200
+        for n, ts in enumerate(begin + np.cumsum(rng.integers(1, 4, 80))):
+            events.append(RecQueryEvent(event_id=f"b{night}-{n}", ts=float(ts), client_id="batch",
+                                        seed_items=latest(int(rng.integers(400)), float(ts)), k=100))
+    # Sweepers: every item once, 1-3 consecutive items a query, k 200.
+    sweeping = []
+    for n, order in enumerate(sweepers):
+        if order == "id":
+            sequence = sorted(items)
+        elif order == "numeric":
+            sequence = sorted(items, key=int)
+        else:
+            sequence = [items[i] for i in rng.permutation(n_items)]
+        ts, position, client = float(start + (4 + n) * DAY), 0, f"sweeper-{order}-{n}"
+        while position < len(sequence):
+            step = int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1]))
+            ts += math.floor(rng.exponential(sweep_gap))
+            events.append(RecQueryEvent(event_id=f"s{n}-{position}", ts=ts, client_id=client,
+                                        seed_items=sequence[position:position + step], k=200))
+            position += step
+        sweeping.append(client)
+    events.sort(key=lambda event: event.ts)
+    return events, sweeping, "heavy-user"
+
+
+def _run(detector: ExtractionDetector, events: list, batch: int = 512) -> dict[str, tuple[float, dict]]:
+    """Each client's strongest signal over the stream."""
+    best: dict[str, tuple[float, dict]] = {}
+    for start in range(0, len(events), batch):
+        chunk = events[start:start + batch]
+        for signal in detector.observe(chunk, chunk[-1].ts):
+            assert 0.0 <= signal.score <= 1.0 and len(orjson.dumps(signal.evidence)) < 2000  # alert-sized
+            if signal.score > best.get(signal.id, (0.0, {}))[0]:
+                best[signal.id] = (signal.score, signal.evidence)
+    return best
+
+
+def _flagged(best: dict[str, tuple[float, dict]]) -> set[str]:
+    return {client for client, (score, _) in best.items() if score >= 0.5}
+
+
+@pytest.fixture(scope="module")
+def mixed_world():
+    events, sweepers, heavy = _world(seed=11, sweepers=("id", "permutation", "permutation"))
+    return events, sweepers, heavy, _run(ExtractionDetector(), events)
+
+
+def test_sweep_in_id_order_is_flagged_with_a_bounded_action(mixed_world):
+    _, sweepers, _, best = mixed_world
+    score, evidence = best[sweepers[0]]
+    assert score >= 0.5
+    assert evidence["order"]["by"] in ("string", "first_seen") and evidence["order"]["z"] >= 5
+    action = evidence["action"]
+    assert action["type"] in ("throttle", "noise")
+    assert 0 < action["noise_scale"] <= 0.2 and action["max_qps"] >= 0.05
+
+
+def test_random_permutation_sweeps_are_flagged(mixed_world):
+    _, sweepers, _, best = mixed_world
+    for client in sweepers[1:]:
+        score, evidence = best[client]
+        assert score >= 0.5, evidence
+        assert evidence["repeats"]["observed"] == 0 and evidence["repeats"]["expected"] > 5
+
+
+def test_ordinary_heavy_user_and_benign_clients_are_not_flagged(mixed_world):
+    _, sweepers, heavy, best = mixed_world
+    benign_flagged = _flagged(best) - set(sweepers)
+    assert heavy not in benign_flagged and "batch" not in benign_flagged
+    assert len(benign_flagged) <= 3, benign_flagged
+
+
+def test_sweep_in_numeric_id_order_is_flagged():
+    events, sweepers, _ = _world(seed=5, sweepers=("numeric",), id_style="numeric", n_items=400, days=8)
+    best = _run(ExtractionDetector(), events)
+    score, evidence = best[sweepers[0]]
+    assert score >= 0.5 and evidence["order"]["by"] == "numeric"
+    assert _flagged(best) - set(sweepers) <= {"batch"} and len(_flagged(best) - set(sweepers)) == 0
+
+
+def test_slow_sweep_over_days_is_flagged():
+    # One query every ~10 minutes: the rate is ordinary; the absence of repeats and the order are not.
+    events, sweepers, _ = _world(seed=7, sweepers=("id", "permutation"), sweep_gap=600.0, days=16)
+    best = _run(ExtractionDetector(), events)
+    assert {c for c in sweepers if best.get(c, (0,))[0] >= 0.5} == set(sweepers)
+    assert len(_flagged(best) - set(sweepers)) <= 3
+
+
+def test_snapshot_and_restore_carry_on_identically():
+    events, _, _ = _world(seed=3, sweepers=("permutation",), n_items=300, days=6)
+    half = len(events) // 2
+    original = ExtractionDetector()
+    _run(original, events[:half])
+    restored = ExtractionDetector()
+    restored.restore(original.snapshot())
+    assert _run(original, events[half:]) == _run(restored, events[half:])
+
+
+def test_state_is_bounded_and_idle_clients_expire():
+    detector = ExtractionDetector(window_seconds=DAY, max_window_queries=50, population_seconds=2 * DAY)
+    queries = [RecQueryEvent(event_id=f"q{n}", ts=float(n), client_id="c", seed_items=[f"i{n}"], k=10)
+               for n in range(200)]
+    detector.observe(queries, now=199.0)
+    client = detector._clients["c"]
+    assert len(client.queries) == 50 and client.n_seeds == 50 and len(client.counts) == 50
+    later = RatingEvent(event_id="r", ts=10 * DAY, user_id="u", item_id="i0", rating=3)
+    detector.observe([later], now=10 * DAY)
+    assert "c" not in detector._clients
+    crowded = ExtractionDetector(max_clients=10)
+    crowded.observe([RecQueryEvent(event_id=f"q{n}", ts=float(n), client_id=f"c{n}", seed_items=["i"], k=10)
+                     for n in range(30)], now=29.0)
+    assert len(crowded._clients) <= 10 and "c29" in crowded._clients
+
+
+def test_pipeline_quarantines_a_flagged_sweeper():
+    events, sweepers, _ = _world(seed=2, sweepers=("id",), n_items=300, days=6)
+    pipeline = Pipeline([ExtractionDetector()], DecisionStage(hold_seconds=600))
+    lines = [event.model_dump_json() for event in events]
+    verdicts: dict[str, str] = {}
+    for start in range(0, len(lines), 512):
+        for outcome in pipeline.process(lines[start:start + 512]).outcomes:
+            verdicts[outcome.event.event_id] = outcome.verdict
+    for outcome in pipeline.flush().outcomes:
+        verdicts[outcome.event.event_id] = outcome.verdict
+    sweep_ids = [e.event_id for e in events if getattr(e, "client_id", None) == sweepers[0]]
+    held = sum(verdicts[e] in ("quarantined", "retracted") for e in sweep_ids)
+    assert held / len(sweep_ids) >= 0.9
+    assert pipeline.decision.is_flagged("client", sweepers[0])
