@@ -26,7 +26,48 @@ def _rating_shift() -> Detector:
     return RatingShiftDetector()
 
 
-DETECTORS: dict[str, Callable[[], Detector]] = {"profile": _profile, "rating_shift": _rating_shift}
+def _dense_block() -> Detector:
+    from detectors.dense_block import DenseBlockDetector
+
+    return DenseBlockDetector()
+
+
+def _lockstep() -> Detector:
+    from detectors.lockstep import LockstepDetector
+
+    return LockstepDetector()
+
+
+def _coordination() -> Detector:
+    from detectors.coordination import CoordinationDetector
+
+    return CoordinationDetector()
+
+
+def _midas() -> Detector:
+    from detectors.midas import MidasDetector
+
+    return MidasDetector()
+
+
+def _catalog_drift() -> Detector:
+    from detectors.catalog_drift import CatalogDriftDetector
+    from models.text_encoder import load_text_encoder
+
+    return CatalogDriftDetector(load_text_encoder())
+
+
+def _extraction() -> Detector:
+    from detectors.extraction import ExtractionDetector
+
+    return ExtractionDetector()
+
+
+DETECTORS: dict[str, Callable[[], Detector]] = {
+    "profile": _profile, "rating_shift": _rating_shift, "dense_block": _dense_block, "lockstep": _lockstep,
+    "coordination": _coordination, "midas": _midas, "catalog_drift": _catalog_drift,
+    "extraction": _extraction,
+}
 
 
 def build_detectors(names: str) -> list[Detector]:

@@ -20,6 +20,11 @@ COMMANDS = {
     "train": "trainer.cli:train",
     "recommend": "trainer.cli:recommend",
     "trainer": "trainer.cli:trainer",
+    "up": "streams.service:up",
+    "broker": "streams.service:broker_command",
+    "produce": "streams.produce:produce",
+    "export": "streams.export:export_command",
+    "quarantine": "streams.quarantine:quarantine",
 }
 
 
@@ -44,6 +49,9 @@ def main(verbose: bool) -> None:
     poisoning and model extraction, and feeds only clean data to the model that retrains on it."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # kafka-python narrates every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+        logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)  # "task ran for 0.1 s" on busy hosts
 
 
 @click.command("replay")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,50 @@ class Settings(BaseSettings):
     dedupe_capacity: int = 5_000_000
     # Data
     movielens: Path = PROJECT_ROOT.parent / "shared" / "data" / "movielens-100k"
+
+    # Streaming service (streams/README-streaming.md). Unset broker: the embedded Tansu broker.
+    broker: str | None = None  # kafka://host:port[,host:port]
+    embedded_listen: str = "127.0.0.1:9092"
+    broker_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    broker_sasl_mechanism: str = "PLAIN"  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    broker_sasl_username: str | None = None
+    broker_sasl_password: SecretStr | None = None
+    broker_ssl_cafile: Path | None = None
+    broker_ssl_certfile: Path | None = None
+    broker_ssl_keyfile: Path | None = None
+    app_id: str = "shillguard"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    state_dir: Path = Path(".shillguard")
+    partitions: int = 4  # for the topics `up` creates
+    # Topics
+    topic_ratings: str = "events.ratings"
+    topic_clicks: str = "events.clicks"
+    topic_catalog: str = "events.catalog"
+    topic_queries: str = "events.queries"
+    topic_clean: str = "events.clean"
+    topic_quarantined: str = "events.quarantined"
+    topic_rejected: str = "events.rejected"
+    topic_retracted: str = "events.retracted"
+    topic_flags: str = "flags"
+    topic_alerts: str = "alerts"
+    topic_client_actions: str = "client-actions"
+    # Worker
+    take_within_seconds: float = 0.05  # longest wait to fill a micro-batch
+    align_max_wait_seconds: float = 2.0  # longest wait for a lagging partition (streams.align)
+    idle_after_seconds: float = 2.0  # wall time without input before event time is advanced
+    idle_every_seconds: float = 1.0  # then an idle tick at most this often
+    idle_speedup: float = 1.0  # event-time seconds per idle wall second (tests and demos speed it up)
+    snapshot_interval_seconds: float = 5.0
+    snapshot_max_events: int = 100_000  # snapshot at least this often, counted in consumed messages
+    fetch_max_wait_ms: int | None = None  # None: 100 on the embedded broker (it holds fetches), Faust's 1500 else
+    fast_drain: bool = True  # streams.app.patch_faust: skip a per-message task pair in Faust's consumer
+    # Sinks
+    db: str = "sqlite:///.shillguard/quarantine.db"  # or postgresql://...
+    webhook_url: str | None = None
+    webhook_retries: int = 5
+    webhook_timeout_seconds: float = 5.0
+    demo_rate: float = 3000.0  # events/s that `up --demo` produces
 
 
 def get_settings() -> Settings:

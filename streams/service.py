@@ -1,0 +1,129 @@
+"""`shillguard up`: the whole service in one command.
+
+With SHILLGUARD_BROKER unset: start (or adopt) the embedded Tansu broker on SHILLGUARD_EMBEDDED_LISTEN,
+create the topics, restore the guard's state, and run the Faust worker (guard agent, quarantine store,
+alerts) with its web server on SHILLGUARD_WEB_PORT. `--demo` also feeds built-in simulated traffic with
+attacks. With SHILLGUARD_BROKER=kafka://host:port the same worker runs against that cluster.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from typing import Any
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(settings: Any, loglevel: str = "info") -> tuple[Any, Any, Any]:
+    """The Faust app and worker with every agent registered, state restored; (app, worker, guard)."""
+    import faust
+
+    from streams import agents, sinks, web
+    from streams.agents import Guard
+    from streams.app import create_app
+    from streams.store import open_store
+    from streams.topics import Topics
+
+    topics = Topics.from_settings(settings)
+    guard = Guard(settings, topics)
+    group = guard.recover()
+    # The worker keeps millions of long-lived objects (detector state, dedupe ids, messages awaiting a
+    # snapshot): fewer, later collections, and none of them over the restored state.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    app = create_app(settings, group)
+    store = open_store(settings.db)
+    agents.register(app, guard, settings, topics)
+    sinks.register(app, settings, topics, guard.metrics, store)
+    web.register(app, guard)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    return app, worker, guard
+
+
+def prepare_broker(settings: Any) -> Any:
+    """Start or adopt the embedded broker when no broker is configured; create the topics."""
+    from streams.broker import EmbeddedBroker, create_topics, is_embedded, wait_for_broker, kafka_python_config
+    from streams.topics import Topics
+
+    broker = None
+    if is_embedded(settings):
+        broker = EmbeddedBroker(settings.embedded_listen, settings.state_dir).start()
+    else:
+        config = kafka_python_config(settings)
+        wait_for_broker(config.pop("bootstrap_servers"), **config)
+    created = create_topics(settings, Topics.from_settings(settings).all)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    return broker
+
+
+@click.command("up")
+@click.option("--demo", is_flag=True, help="Also feed built-in simulated traffic with attacks.")
+@click.option("--demo-events", type=int, default=60_000, show_default=True, help="Size of the demo stream.")
+@click.option("--loglevel", default="info", show_default=True,
+              type=click.Choice(["crit", "error", "warn", "info", "debug"]))
+@click.option("--keep-broker/--stop-broker", default=False,
+              help="Leave the embedded broker running when the worker stops (default: stop it).")
+def up(demo: bool, demo_events: int, loglevel: str, keep_broker: bool) -> None:
+    """Run the guard worker (and, with SHILLGUARD_BROKER unset, the embedded broker)."""
+    from streams.settings import get_settings
+
+    settings = get_settings()
+    broker = prepare_broker(settings)
+    feeder = None
+    try:
+        app, worker, guard = build_worker(settings, loglevel)
+        if demo:
+            from streams.demo import DemoFeeder
+
+            feeder = DemoFeeder(settings, guard, n_events=demo_events)
+            feeder.start()
+        click.echo(f"shillguard up: broker {settings.broker or settings.embedded_listen} "
+                   f"(embedded: {broker is not None}), http://{settings.web_host}:{settings.web_port}/metrics",
+                   err=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exit_:
+            code = exit_.code
+        else:
+            code = 0
+    finally:
+        if feeder is not None:
+            feeder.stop()
+        if broker is not None and not keep_broker:
+            broker.stop()
+    sys.exit(code)
+
+
+@click.command("broker")
+@click.option("--listen", default=None, help="host:port (default: SHILLGUARD_EMBEDDED_LISTEN).")
+def broker_command(listen: str | None) -> None:
+    """Run only the embedded Tansu broker, with the topics, until interrupted."""
+    import signal
+    import time
+
+    from streams.broker import EmbeddedBroker, create_topics
+    from streams.settings import get_settings
+    from streams.topics import Topics
+
+    settings = get_settings()
+    if listen:
+        settings.embedded_listen = listen
+    settings.broker = None
+    broker = EmbeddedBroker(settings.embedded_listen, settings.state_dir).start()
+    create_topics(settings, Topics.from_settings(settings).all)
+    click.echo(f"embedded broker on {settings.embedded_listen}; Ctrl-C stops it", err=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()

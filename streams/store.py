@@ -1,0 +1,293 @@
+"""The analyst's quarantine queue and its audit trail: SQLite by default, PostgreSQL for a shared one.
+
+One small interface (`QuarantineStore`), two backends that differ only in driver and placeholders. Rows
+arrive from the worker's store agent (at least once: inserts are idempotent on event_id); analysts list,
+show, release (the event goes back to the clean stream) and confirm (label it) them. Every decision, the
+system's included, is a row in `audit`: who, what, why and when.
+
+>>> store = open_store("sqlite://")
+>>> store.add([{"event_id": "e1", "verdict": "quarantined", "reasons": ["user u1 flagged"],
+...             "event": {"type": "rating", "event_id": "e1", "ts": 5.0, "user_id": "u1", "item_id": "i",
+...                       "rating": 5.0}}])
+1
+>>> store.add([{"event_id": "e1", "verdict": "quarantined", "reasons": [], "event": {"type": "rating"}}])
+0
+>>> [row["event_id"] for row in store.list()]
+['e1']
+>>> store.confirm("e1", who="ana", why="known ring", label="shilling")["status"]
+'confirmed'
+>>> [entry["action"] for entry in store.audit("e1")]
+['quarantined', 'confirmed']
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from detectors.events import EVENT_TYPES
+
+SYSTEM = "shillguard"
+_ACTOR_FIELDS = {"rating": ("user", "user_id"), "click": ("user", "user_id"),
+                 "catalog_edit": ("seller", "seller_id"), "rec_query": ("client", "client_id")}
+assert set(_ACTOR_FIELDS) == set(EVENT_TYPES)
+
+
+class NotFound(KeyError):
+    pass
+
+
+class QuarantineStore:
+    """Backend-neutral SQL; `_placeholder` is '?' (sqlite3) or '%s' (psycopg)."""
+
+    _placeholder = "?"
+    _id_column = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # one connection shared by the agents' executor threads
+
+    # -- backend hooks ------------------------------------------------------------------------
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _executemany(self, sql: str, rows: list[tuple]) -> None:
+        raise NotImplementedError
+
+    def _insert_new(self, rows: list[tuple]) -> list[str]:
+        """Insert quarantine rows, skipping known event ids; return the ids actually inserted."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _sql(self, sql: str) -> str:
+        return sql if self._placeholder == "?" else sql.replace("?", self._placeholder)
+
+    def _create(self) -> None:
+        for statement in (
+            """CREATE TABLE IF NOT EXISTS quarantine (
+                event_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, event_type TEXT, actor_kind TEXT,
+                actor_id TEXT, ts DOUBLE PRECISION, reasons TEXT NOT NULL, event TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'pending', label TEXT,
+                created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX IF NOT EXISTS quarantine_status ON quarantine (status, created_at)",
+            "CREATE INDEX IF NOT EXISTS quarantine_actor ON quarantine (actor_kind, actor_id)",
+            f"""CREATE TABLE IF NOT EXISTS audit (
+                id {self._id_column}, at DOUBLE PRECISION NOT NULL, event_id TEXT, action TEXT NOT NULL,
+                actor TEXT NOT NULL, reason TEXT, detail TEXT)""",
+            "CREATE INDEX IF NOT EXISTS audit_event ON audit (event_id)",
+            """CREATE TABLE IF NOT EXISTS findings (
+                uid TEXT PRIMARY KEY, first_time DOUBLE PRECISION NOT NULL,
+                last_time DOUBLE PRECISION NOT NULL, updates INTEGER NOT NULL, members TEXT NOT NULL)""",
+        ):
+            self._execute(statement)
+
+    # -- the worker's side --------------------------------------------------------------------
+    def add(self, records: Iterable[dict[str, Any]]) -> int:
+        """Quarantined or retracted outcome records (streams.outcomes.outcome_record); idempotent."""
+        now = time.time()
+        rows, reasons_of = [], {}
+        for record in records:
+            event = record.get("event") or {}
+            kind, field = _ACTOR_FIELDS.get(event.get("type"), (None, None))
+            event_id = str(record["event_id"])
+            reasons_of[event_id] = (record.get("verdict"), record.get("reasons") or [])
+            rows.append((event_id, record.get("verdict", "quarantined"), event.get("type"), kind,
+                         event.get(field) if field else None, event.get("ts"),
+                         json.dumps(record.get("reasons") or []), json.dumps(event), now, now))
+        if not rows:
+            return 0
+        with self._lock:
+            inserted = self._insert_new(rows)
+            if inserted:
+                self._executemany(self._sql(
+                    "INSERT INTO audit (at, event_id, action, actor, reason, detail) VALUES (?, ?, ?, ?, ?, ?)"),
+                    [(now, event_id, reasons_of[event_id][0], SYSTEM, "; ".join(reasons_of[event_id][1]), None)
+                     for event_id in inserted])
+        return len(inserted)
+
+    def upsert_finding(self, uid: str, member: str, at: float) -> tuple[bool, list[str]]:
+        """Note that `member` is part of finding `uid`; return (new finding?, its members)."""
+        with self._lock:
+            rows = self._execute(self._sql("SELECT members, updates FROM findings WHERE uid = ?"), (uid,))
+            if not rows:
+                self._execute(self._sql(
+                    "INSERT INTO findings (uid, first_time, last_time, updates, members) VALUES (?, ?, ?, 0, ?)"),
+                    (uid, at, at, json.dumps([member])))
+                return True, [member]
+            members = json.loads(rows[0][0])
+            if member not in members:
+                members.append(member)
+            self._execute(self._sql(
+                "UPDATE findings SET last_time = ?, updates = updates + 1, members = ? WHERE uid = ?"),
+                (at, json.dumps(members), uid))
+            return False, members
+
+    # -- the analyst's side -------------------------------------------------------------------
+    def list(self, status: str | None = "pending", limit: int = 50, actor: str | None = None,
+             offset: int = 0) -> list[dict[str, Any]]:
+        where, params = [], []
+        if status and status != "all":
+            where.append("status = ?")
+            params.append(status)
+        if actor:
+            kind, _, entity = actor.partition(":")
+            where.append("actor_kind = ? AND actor_id = ?")
+            params += [kind, entity]
+        sql = ("SELECT event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, status, label, "
+               "created_at, updated_at FROM quarantine"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY created_at, event_id LIMIT ? OFFSET ?")
+        rows = self._execute(self._sql(sql), (*params, limit, offset))
+        keys = ("event_id", "verdict", "event_type", "actor_kind", "actor_id", "ts", "reasons", "status",
+                "label", "created_at", "updated_at")
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row))
+            item["reasons"] = json.loads(item["reasons"])
+            out.append(item)
+        return out
+
+    def count(self, status: str | None = None) -> int:
+        if status and status != "all":
+            return self._execute(self._sql("SELECT COUNT(*) FROM quarantine WHERE status = ?"), (status,))[0][0]
+        return self._execute("SELECT COUNT(*) FROM quarantine")[0][0]
+
+    def get(self, event_id: str) -> dict[str, Any]:
+        rows = self._execute(self._sql(
+            "SELECT event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, event, status, label, "
+            "created_at, updated_at FROM quarantine WHERE event_id = ?"), (event_id,))
+        if not rows:
+            raise NotFound(event_id)
+        keys = ("event_id", "verdict", "event_type", "actor_kind", "actor_id", "ts", "reasons", "event",
+                "status", "label", "created_at", "updated_at")
+        item = dict(zip(keys, rows[0]))
+        item["reasons"] = json.loads(item["reasons"])
+        item["event"] = json.loads(item["event"])
+        return item
+
+    def audit(self, event_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        sql = "SELECT id, at, event_id, action, actor, reason, detail FROM audit"
+        params: tuple = ()
+        if event_id is not None:
+            sql += " WHERE event_id = ?"
+            params = (event_id,)
+        rows = self._execute(self._sql(sql + " ORDER BY id LIMIT ?"), (*params, limit))
+        keys = ("id", "at", "event_id", "action", "actor", "reason", "detail")
+        return [{**dict(zip(keys, row)), "detail": json.loads(row[6]) if row[6] else None} for row in rows]
+
+    def release(self, event_id: str, who: str, why: str) -> dict[str, Any]:
+        """Mark released (the caller publishes the event to the clean stream first)."""
+        return self._decide(event_id, "released", who, why, label=None)
+
+    def confirm(self, event_id: str, who: str, why: str, label: str = "malicious") -> dict[str, Any]:
+        return self._decide(event_id, "confirmed", who, why, label=label)
+
+    def _decide(self, event_id: str, status: str, who: str, why: str, label: str | None) -> dict[str, Any]:
+        if not who or not why:
+            raise ValueError("an analyst decision needs who and why")
+        with self._lock:
+            before = self.get(event_id)
+            now = time.time()
+            self._execute(self._sql("UPDATE quarantine SET status = ?, label = ?, updated_at = ? WHERE event_id = ?"),
+                          (status, label if label is not None else before["label"], now, event_id))
+            self._execute(self._sql(
+                "INSERT INTO audit (at, event_id, action, actor, reason, detail) VALUES (?, ?, ?, ?, ?, ?)"),
+                (now, event_id, status, who, why, json.dumps({"from": before["status"], "label": label})))
+        return self.get(event_id)
+
+
+class SQLiteStore(QuarantineStore):
+    def __init__(self, path: str | Path = ":memory:"):
+        super().__init__()
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._create()
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def _executemany(self, sql: str, rows: list[tuple]) -> None:
+        with self._lock:
+            self._db.executemany(sql, rows)
+
+    def _insert_new(self, rows: list[tuple]) -> list[str]:
+        inserted = []
+        self._db.execute("BEGIN")
+        try:
+            for row in rows:
+                cursor = self._db.execute(
+                    "INSERT INTO quarantine (event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, "
+                    "event, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (event_id) DO NOTHING", row)
+                if cursor.rowcount:
+                    inserted.append(row[0])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return inserted
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresStore(QuarantineStore):
+    _placeholder = "%s"
+    _id_column = "BIGSERIAL PRIMARY KEY"
+
+    def __init__(self, url: str):
+        super().__init__()
+        try:
+            import psycopg
+        except ImportError as error:  # pragma: no cover - depends on the install
+            raise RuntimeError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from error
+        self._db = psycopg.connect(url, autocommit=True)
+        self._create()
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.execute(sql, tuple(params))
+            return cursor.fetchall() if cursor.description else []
+
+    def _executemany(self, sql: str, rows: list[tuple]) -> None:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+    def _insert_new(self, rows: list[tuple]) -> list[str]:
+        inserted: list[str] = []
+        with self._db.transaction(), self._db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO quarantine (event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, "
+                "event, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id", rows, returning=True)
+            while True:
+                row = cursor.fetchone()
+                if row is not None:
+                    inserted.append(row[0])
+                if not cursor.nextset():
+                    break
+        return inserted
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_store(url: str) -> QuarantineStore:
+    """sqlite:///relative.db, sqlite:////absolute.db, sqlite:// (memory) or postgresql://..."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+        if path.startswith("/"):
+            path = path[1:]
+        return SQLiteStore(path or ":memory:")
+    raise ValueError(f"unsupported SHILLGUARD_DB {url!r}: sqlite:///path or postgresql://...")

@@ -1,0 +1,227 @@
+"""The streaming service's parts that need no broker: OCSF mapping, client actions, the quarantine store,
+the webhook's retries, event-time alignment, routing, settings and snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import orjson
+import pytest
+
+from streams.align import EventTimeAligner, event_time
+from streams.broker import bootstrap_servers, faust_broker_url, kafka_python_config
+from streams.produce import route
+from streams.settings import Settings
+from streams.sinks import AlertSink, Webhook, client_action, finding_uid, ocsf_finding
+from streams.state import Snapshot, StateDir, dumps
+from streams.store import NotFound, open_store
+from streams.topics import Topics
+
+FLAG = {"kind": "user", "id": "u7", "score": 0.93, "detectors": ["profile", "rating_shift"],
+        "detector_scores": {"profile": 0.9, "rating_shift": 0.3},
+        "evidence": {"profile": {"anomaly_z": 4.1}, "rating_shift": {"g": 12.0}}, "first_ts": 100.0}
+
+
+def outcome(event_id: str, verdict: str = "quarantined", user: str = "u1") -> dict:
+    return {"event_id": event_id, "verdict": verdict, "reasons": [f"user {user} flagged"],
+            "event": {"type": "rating", "event_id": event_id, "ts": 10.0, "user_id": user, "item_id": "i1",
+                      "rating": 5.0}}
+
+
+# -- OCSF ---------------------------------------------------------------------------------------
+def test_ocsf_detection_finding_carries_the_required_attributes():
+    finding = ocsf_finding(FLAG, created=True, now=1_700_000_000.0)
+    for name in ("activity_id", "category_uid", "class_uid", "type_uid", "time", "severity_id", "metadata",
+                 "finding_info"):
+        assert name in finding, name  # OCSF 1.1 Detection Finding: required attributes
+    assert (finding["class_uid"], finding["category_uid"], finding["type_uid"]) == (2004, 2, 200401)
+    assert finding["metadata"]["version"].startswith("1.")
+    assert finding["metadata"]["product"]["name"] == "shillguard"
+    assert finding["finding_info"]["uid"] == "shillguard:user:u7"
+    assert finding["finding_info"]["first_seen_time"] == 100_000
+    assert finding["time"] == 1_700_000_000_000
+    assert finding["severity"] == "High" and finding["severity_id"] == 4
+    assert [e["data"]["detector"] for e in finding["evidences"]] == ["profile", "rating_shift"]
+    assert finding["evidences"][0]["data"]["evidence"] == {"anomaly_z": 4.1}
+    assert finding["resources"] == [{"uid": "u7", "type": "user", "name": "u7"}]
+    orjson.dumps(finding)  # serialisable as is
+
+
+def test_ocsf_update_is_activity_2_with_the_same_uid():
+    created, updated = ocsf_finding(FLAG, True), ocsf_finding({**FLAG, "score": 0.99}, False)
+    assert (updated["activity_id"], updated["type_uid"], updated["activity_name"]) == (2, 200402, "Update")
+    assert updated["finding_info"]["uid"] == created["finding_info"]["uid"]
+
+
+def test_ocsf_severity_follows_risk_and_items_are_victims():
+    low = ocsf_finding({**FLAG, "score": 0.55}, True)
+    item = ocsf_finding({**FLAG, "kind": "item", "id": "i1", "score": 0.95}, True)
+    assert (low["severity_id"], item["severity_id"]) == (2, 3)
+
+
+def test_a_group_named_in_evidence_is_one_finding_updated_as_members_join():
+    store = open_store("sqlite://")
+    sink = AlertSink(store, metrics=None)
+    member = lambda uid: {**FLAG, "id": uid, "evidence": {"dense_block": {"block": "dense_block-3"}}}  # noqa: E731
+    first, second = sink.findings([member("u1"), member("u2")])
+    assert finding_uid(member("u1")) == "shillguard:group:dense_block:dense_block-3"
+    assert first["activity_id"] == 1 and second["activity_id"] == 2
+    assert first["finding_info"]["uid"] == second["finding_info"]["uid"]
+    assert {r["uid"] for r in second["resources"]} == {"u1", "u2"}
+    # a plain entity flag seen again is an update too
+    again = sink.findings([FLAG, FLAG])
+    assert [f["activity_id"] for f in again] == [1, 2]
+
+
+def test_client_action_only_where_a_detector_proposed_one():
+    flag = {**FLAG, "kind": "client", "id": "c1",
+            "evidence": {"extraction": {"action": {"type": "throttle", "max_qps": 0.5}}}}
+    assert client_action(flag) == {"client_id": "c1", "action": {"type": "throttle", "max_qps": 0.5},
+                                   "detector": "extraction", "score": 0.93, "first_ts": 100.0}
+    assert client_action({**flag, "evidence": {"extraction": {}}}) is None
+    assert client_action(FLAG) is None
+
+
+# -- quarantine store ---------------------------------------------------------------------------
+def test_store_is_idempotent_and_audits_every_decision(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/q.db")
+    assert store.add([outcome("e1"), outcome("e2", "retracted")]) == 2
+    assert store.add([outcome("e1"), outcome("e3")]) == 1  # redelivery: e1 again
+    assert [r["event_id"] for r in store.list()] == ["e1", "e2", "e3"]
+    assert store.list(actor="user:u1")[0]["actor_id"] == "u1"
+    store.release("e1", who="ana", why="real fan")
+    store.confirm("e2", who="bo", why="ring", label="shilling")
+    assert store.count("pending") == 1
+    assert store.get("e2")["label"] == "shilling"
+    assert [(a["action"], a["actor"]) for a in store.audit("e1")] == [("quarantined", "shillguard"),
+                                                                      ("released", "ana")]
+    with pytest.raises(ValueError):
+        store.release("e3", who="", why="no one")
+    with pytest.raises(NotFound):
+        store.get("nope")
+    store.close()
+    reopened = open_store(f"sqlite:///{tmp_path}/q.db")  # durable
+    assert reopened.count() == 3
+
+
+def test_store_url_forms():
+    with pytest.raises(ValueError):
+        open_store("mysql://x")
+
+
+# -- webhook --------------------------------------------------------------------------------------
+def test_webhook_retries_server_errors_then_delivers():
+    from aiohttp import web
+
+    calls = []
+
+    async def handler(request):
+        calls.append(await request.json())
+        return web.Response(status=503 if len(calls) < 3 else 200)
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/hook", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        hook = Webhook(f"http://127.0.0.1:{port}/hook", retries=4, timeout=2, backoff=0.01)
+        try:
+            delivered = await hook.post({"a": 1})
+            refused = Webhook(f"http://127.0.0.1:{port}/missing", retries=3, timeout=2, backoff=0.01)
+            not_found = await refused.post({"a": 2})
+            await refused.close()
+            return delivered, not_found
+        finally:
+            await hook.close()
+            await runner.cleanup()
+
+    delivered, not_found = asyncio.run(scenario())
+    assert delivered and len(calls) == 3 and calls[0] == {"a": 1}
+    assert not not_found  # 404: not retried, reported
+
+
+def test_webhook_gives_up_after_its_retries():
+    async def scenario():
+        hook = Webhook("http://127.0.0.1:9/unreachable", retries=2, timeout=0.5, backoff=0.01)
+        try:
+            return await hook.post({"a": 1})
+        finally:
+            await hook.close()
+
+    assert asyncio.run(scenario()) is False
+
+
+# -- alignment, routing, settings, snapshots ----------------------------------------------------------
+def test_aligner_waits_for_a_lagging_partition_then_gives_up():
+    aligner = EventTimeAligner(max_wait=1.0)
+    aligner.add("a", 0, 5.0, "a5")
+    aligner.add("b", 0, 1.0, "b1")
+    aligner.add("a", 1, 9.0, "a9")
+    lagging = {"b"}
+    assert aligner.release(lambda tp: tp in lagging, now=0.0) == ["b1"]  # b may still send ts >= 1
+    assert aligner.release(lambda tp: tp in lagging, now=0.5) == []
+    assert aligner.release(lambda tp: tp in lagging, now=1.6) == ["a5", "a9"]  # waited long enough
+    assert len(aligner) == 0
+
+
+def test_event_time_of_odd_lines():
+    assert event_time(b'{"ts": 3}') == 3.0
+    assert event_time(b"not json") == float("-inf")
+    assert event_time(b'{"ts": "3"}') == float("-inf")
+    assert event_time(b"[1]") == float("-inf")
+
+
+def test_route_by_type_and_actor():
+    topics = Topics.from_settings(Settings())
+    assert route(b'{"type": "rating", "user_id": "u1"}', topics) == ("events.ratings", b"u1")
+    assert route(b'{"type": "catalog_edit", "seller_id": 7}', topics) == ("events.catalog", b"7")
+    assert route(b'{"type": "rec_query", "client_id": "c"}', topics) == ("events.queries", b"c")
+    assert route(b"garbage", topics) == ("events.ratings", None)  # still becomes a dead letter
+    assert route(b'{"type": "nope"}', topics) == ("events.ratings", None)
+
+
+def test_broker_settings():
+    settings = Settings(broker="kafka://k1:9092,k2:9093", broker_security_protocol="SASL_SSL",
+                        broker_sasl_mechanism="SCRAM-SHA-512", broker_sasl_username="u",
+                        broker_sasl_password="p")
+    assert bootstrap_servers(settings) == ["k1:9092", "k2:9093"]
+    assert faust_broker_url(settings) == "kafka://k1:9092;kafka://k2:9093"
+    config = kafka_python_config(settings)
+    assert config["sasl_plain_password"] == "p" and config["security_protocol"] == "SASL_SSL"
+    assert bootstrap_servers(Settings(embedded_listen="127.0.0.1:1234")) == ["127.0.0.1:1234"]
+
+
+def test_snapshot_round_trip_and_incarnation(tmp_path):
+    from streams.assembly import build_pipeline
+
+    state = StateDir(tmp_path, "t")
+    first = state.incarnation()
+    assert state.incarnation() == first
+    pipeline = build_pipeline(Settings())
+    pipeline.process([b'{"type": "rating", "event_id": "e1", "ts": 1, "user_id": "u", "item_id": "i", '
+                      b'"rating": 5}'])
+    snapshot = Snapshot({("events.ratings", 0): 1}, {("events.clean", 0): 0},
+                        {d.name: d.snapshot() for d in pipeline.detectors}, pipeline.decision,
+                        (10, ["e1"]), pipeline.watermark)
+    state.save_bytes(dumps(snapshot))
+    loaded = state.load()
+    assert loaded.input_offsets == {("events.ratings", 0): 1}
+    assert loaded.decision.held_count == 1
+    state.discard()
+    assert state.load() is None and state.incarnation() != first
+    pickle.dumps(loaded)
+
+
+def test_aligner_holds_back_for_an_assigned_partition_not_heard_from():
+    aligner = EventTimeAligner(max_wait=1.0)
+    aligner.track(["quiet", "slow"])
+    aligner.add("fast", 0, 50.0, "f50")
+    has_data = {"slow"}  # "quiet" proved empty; "slow" has data on the broker but has not delivered yet
+    assert aligner.release(lambda tp: tp in has_data, now=0.0) == []
+    aligner.add("slow", 0, 10.0, "s10")
+    has_data.clear()
+    assert aligner.release(lambda tp: tp in has_data, now=0.1) == ["s10", "f50"]
