@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     retraction_horizon_seconds: float = 30 * 86400.0
     # Pipeline
     batch_size: int = 2048
-    detectors: str = "profile,rating_shift"  # comma-separated names, see streams.assembly.DETECTORS
+    # comma-separated names, see streams.assembly.DETECTORS (midas is a reference anchor, off by default)
+    detectors: str = "profile,rating_shift,dense_block,lockstep,coordination,catalog_drift,extraction"
     dedupe_capacity: int = 5_000_000
     # Data
     movielens: Path = PROJECT_ROOT.parent / "shared" / "data" / "movielens-100k"
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
     idle_after_seconds: float = 2.0  # wall time without input before event time is advanced
     idle_every_seconds: float = 1.0  # then an idle tick at most this often
     idle_speedup: float = 1.0  # event-time seconds per idle wall second (tests and demos speed it up)
-    snapshot_interval_seconds: float = 5.0
+    snapshot_interval_seconds: float = 10.0  # stretched to 30x the last snapshot's cost
     snapshot_max_events: int = 100_000  # snapshot at least this often, counted in consumed messages
     fetch_max_wait_ms: int | None = None  # None: 100 on the embedded broker (it holds fetches), Faust's 1500 else
     fast_drain: bool = True  # streams.app.patch_faust: skip a per-message task pair in Faust's consumer
