@@ -230,7 +230,9 @@ class Guard:
             self.last_input = time.monotonic()
             await self._process(aligner.release(self._lagging, self.last_input))
             self.last_input = time.monotonic()
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            spent = time.perf_counter() - started
+            self.metrics.batch_seconds.observe(spent)
+            self.metrics.busy_seconds.inc(spent)
             self.metrics.batch_size.observe(len(events))
 
     def _lagging(self, tp: TP) -> bool:
@@ -397,7 +399,7 @@ class Guard:
             seconds = (now - max(self.last_idle, self.last_input)) * self.settings.idle_speedup
             self.last_idle = now
             await asyncio.shield(self._idle(seconds))
-        interval = max(self.settings.snapshot_interval_seconds, 20 * self.snapshot_cost)
+        interval = max(self.settings.snapshot_interval_seconds, 30 * self.snapshot_cost)
         if (self.dirty or self.unacked) and (now - self.last_snapshot >= interval
                                              or self.since_snapshot >= self.settings.snapshot_max_events):
             await self.snapshot()
@@ -447,6 +449,8 @@ class Guard:
 
     def _update_gauges(self) -> None:
         self.metrics.held.set(self.pipeline.decision.held_count)
+        self.metrics.aligned.set(len(self.aligner))
+        self.metrics.align_forced.set(self.aligner.forced)
         self.metrics.watermark.set(self.pipeline.watermark)
         self.metrics.ready.set(1 if self.ready else 0)
         consumer = getattr(self.app, "consumer", None) if self.app is not None else None

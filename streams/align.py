@@ -23,12 +23,14 @@ stale high watermark cannot stall the stream.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable
 
 import orjson
 
 NO_TIME = float("-inf")
+log = logging.getLogger(__name__)
 
 
 def event_time(value: bytes) -> float:
@@ -48,6 +50,7 @@ class EventTimeAligner:
         self.last_offset: dict[Hashable, int] = {}  # largest offset delivered per partition
         self._waiting_since: float | None = None
         self._size = 0
+        self.forced = 0  # releases that gave up waiting for a lagging partition
 
     def __len__(self) -> int:
         return self._size
@@ -84,6 +87,8 @@ class EventTimeAligner:
                 self._waiting_since = now
             elif now - self._waiting_since >= self.max_wait:
                 self._waiting_since = None
+                self.forced += 1
+                log.debug("gave up waiting for %s", self._lagging_partitions(lagging))
                 return self.release(lagging, now, force=True)
             return []
         self._waiting_since = None if not self._size else now

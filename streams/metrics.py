@@ -37,6 +37,13 @@ class Metrics:
                                          "hold window included", buckets=LATENCY_BUCKETS, registry=registry)
         self.consumer_lag = Gauge("shillguard_consumer_lag", "High watermark minus next offset to process",
                                   ["topic", "partition"], registry=registry)
+        self.aligned = Gauge("shillguard_align_buffer_events",
+                             "Messages waiting for a lagging partition before the pipeline (streams.align)",
+                             registry=registry)
+        self.align_forced = Gauge("shillguard_align_forced", "Times the aligner gave up waiting for a partition",
+                                  registry=registry)
+        self.busy_seconds = Counter("shillguard_guard_busy_seconds", "Wall time spent handling input batches",
+                                    registry=registry)
         self.held = Gauge("shillguard_hold_buffer_events", "Events held by the decision stage", registry=registry)
         self.watermark = Gauge("shillguard_event_time_watermark_seconds", "Largest event time seen",
                                registry=registry)

@@ -115,7 +115,8 @@ def broker_command(listen: str | None) -> None:
     if listen:
         settings.embedded_listen = listen
     settings.broker = None
-    broker = EmbeddedBroker(settings.embedded_listen, settings.state_dir).start()
+    # No pid file: a worker that adopts this broker must leave it running when it stops.
+    broker = EmbeddedBroker(settings.embedded_listen).start()
     create_topics(settings, Topics.from_settings(settings).all)
     click.echo(f"embedded broker on {settings.embedded_listen}; Ctrl-C stops it", err=True)
     stop = []
