@@ -108,7 +108,8 @@ def run_recbole(python: str, model: str, data_dir: Path, args) -> dict:
            "--epochs", str(args.recbole_epochs), "--stopping-step", str(args.patience)]
     if args.recbole_max_seconds:
         cmd += ["--max-seconds", str(args.recbole_max_seconds)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # RecBole writes log/ and log_tensorboard/ into its working directory: keep them out of the repository.
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=data_dir)
     if done.returncode:
         print(done.stderr[-3000:], file=sys.stderr)
         return {"model": f"RecBole {model}", "error": done.returncode}

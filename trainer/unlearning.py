@@ -3,8 +3,8 @@
 Exact unlearning would retrain from scratch without the event (Bourtoule et al., "Machine Unlearning", IEEE
 S&P 2021); recommendation-specific methods partition the data to make that cheaper (Chen et al.,
 "Recommendation Unlearning", WWW 2022). For an embedding model most of an event's influence sits in its own
-user and item rows, so we re-initialise those rows (the ones made mostly of retracted events; the others
-are fine-tuned from where they are), forget their Adam moments, and re-fit them on what remains in the clean log under the training objective itself (their positive terms, and their terms as
+user and item rows, so we re-initialise the rows made mostly of retracted events (a pushed item, a fake
+user), forget their Adam moments, and re-fit them on what remains in the clean log under the training objective itself (their positive terms, and their terms as
 sampled negatives for other users, whose rows stay frozen). SASRec has no user rows: the event leaves the
 user's input sequence at once, and the item rows it touched are rebuilt with the encoder frozen.
 What influence remains is second order (other rows trained against the poisoned ones). The report measures
@@ -95,29 +95,31 @@ def _row_params(weight: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, n
     return index, nn.Parameter(weight.detach()[index].clone())
 
 
-def _forget(trainer, table, rows: np.ndarray, column: np.ndarray, retracted: np.ndarray) -> None:
-    """Re-initialise the rows mostly made of retracted events; the rest are fine-tuned from where they are.
+def _forget(trainer, table, rows: np.ndarray, column: np.ndarray, retracted: np.ndarray) -> np.ndarray:
+    """Re-initialise the rows mostly made of retracted events and return them (the ones to rebuild).
 
-    A row whose retracted share is at least `reset_share` is mostly poison (a pushed item, a fake user):
-    it restarts from scratch. A popular item that a few fakes used as filler keeps its row, since
-    relearning it from nothing costs accuracy for no gain, and is only fine-tuned without the events.
+    A row whose retracted share is at least `reset_share` is mostly poison (a pushed item, a fake user): it
+    restarts from scratch. A row the events merely touched (a popular filler item, a benign user with one
+    retracted event) is left as it is: the events are already out of every later epoch and micro-batch,
+    and rebuilding such a row in isolation over-trains it (measured: fillers then gain exposure).
     """
-    index = torch.as_tensor(rows, dtype=torch.long, device=table.weight.device)
-    reset_rows(trainer.optimizer, table.weight, index)
     active = np.bincount(column[trainer.log.active], minlength=table.num_embeddings)[rows]
     gone = np.bincount(column[retracted], minlength=table.num_embeddings)[rows]
-    poisoned = index[torch.as_tensor(gone >= trainer.config.reset_share * (gone + active))]
+    poisoned = rows[gone >= trainer.config.reset_share * (gone + active)]
     if len(poisoned):
-        table.reset_rows(poisoned)
+        index = torch.as_tensor(poisoned, dtype=torch.long, device=table.weight.device)
+        reset_rows(trainer.optimizer, table.weight, index)
+        table.reset_rows(index)
+    return poisoned
 
 
 def _rebuild_bpr(trainer, users: np.ndarray, items: np.ndarray, retracted: np.ndarray) -> None:
     model, log, cfg = trainer.model, trainer.log, trainer.config
-    _forget(trainer, model.users, users, log.user, retracted)
-    _forget(trainer, model.items, items, log.item, retracted)
+    users = _forget(trainer, model.users, users, log.user, retracted)
+    items = _forget(trainer, model.items, items, log.item, retracted)
     train = trainer.split()[0]
     pool = np.flatnonzero(train)
-    if len(pool) == 0:
+    if len(pool) == 0 or (len(users) == 0 and len(items) == 0):
         return
     own = pool[np.isin(log.user[pool], users) | np.isin(log.item[pool], items)]
     keys = positive_keys(log.user[train], log.item[train], trainer.n_items)
@@ -133,7 +135,7 @@ def _rebuild_bpr(trainer, users: np.ndarray, items: np.ndarray, retracted: np.nd
         j = sample_negatives(u, trainer.n_items, keys, trainer.generator)
         pick = pool[torch.randint(0, len(pool), (n_neg,), generator=trainer.generator).numpy()]
         u2, i2 = torch.from_numpy(log.user[pick]), torch.from_numpy(log.item[pick])
-        j2 = torch.from_numpy(items)[torch.randint(0, len(items), (n_neg,), generator=trainer.generator)]
+        j2 = torch.from_numpy(items)[torch.randint(0, max(len(items), 1), (n_neg,), generator=trainer.generator)]
         u, i, j = torch.cat([u, u2]), torch.cat([i, i2]), torch.cat([j, j2])
         order = torch.randperm(len(u), generator=trainer.generator)
         u, i, j = (t[order].to(trainer.device) for t in (u, i, j))
@@ -153,7 +155,9 @@ def _rebuild_bpr(trainer, users: np.ndarray, items: np.ndarray, retracted: np.nd
 
 def _rebuild_sasrec(trainer, items: np.ndarray, retracted: np.ndarray) -> None:
     model, log, cfg = trainer.model, trainer.log, trainer.config
-    _forget(trainer, model.items, items, log.item, retracted)
+    items = _forget(trainer, model.items, items, log.item, retracted)
+    if len(items) == 0:
+        return
     train = trainer.split()[0]
     indptr, seq_items, _ = log.sequences(train)
     seq, target = sasrec_windows(indptr, seq_items, cfg.max_len)
