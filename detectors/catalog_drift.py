@@ -301,7 +301,7 @@ class CatalogDriftDetector(Detector):
             "similarity_to_popular": round(similarity, 3), "z_landing": round(z_landing, 2),
             "demand_percentile": round(percentile, 3), "seller": edit.seller_id, "version": item.versions,
             "encoder": self.encoder_kind}
-        newness = self._newness(seller, now)
+        newness = self._newness(seller, edit.ts)  # its age when it made this edit
         towards = False
         if previous is None:
             # A first listing has no "before", and templated listings and shared title words crowd round
