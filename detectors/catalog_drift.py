@@ -95,6 +95,7 @@ class _Item:
     converging: bool = False
     drifted: bool = False
     edit_ids: tuple[str, ...] = ()  # its suspect edits: converging, or a rewrite towards the best sellers
+    nearest: str | None = None      # the best seller its latest scored version sits closest to
 
 
 @dataclass(slots=True)
@@ -302,6 +303,7 @@ class CatalogDriftDetector(Detector):
             "demand_percentile": round(percentile, 3), "seller": edit.seller_id, "version": item.versions,
             "encoder": self.encoder_kind}
         newness = self._newness(seller, edit.ts)  # its age when it made this edit
+        item.nearest = self._popular_ids[int(nearest[0])] if np.isfinite(z[nearest[0]]) else None
         towards = False
         if previous is None:
             # A first listing has no "before", and templated listings and shared title words crowd round
@@ -379,7 +381,9 @@ class CatalogDriftDetector(Detector):
         signals = []
         if score >= EMIT_FLOOR and score > seller.score:
             seller.score = score
-            evidence = {"items_converging": sorted(seller.converging)[:10], "items_scored": n,
+            converging = sorted(seller.converging)[:10]
+            evidence = {"items_converging": converging, "items_scored": n,
+                        "imitates": {i: self._items[i].nearest for i in converging if i in self._items},
                         "share_converging": round(k / n, 3), "share_drifted": round(drifted_share, 3),
                         "base_rate": round(base_rate, 4), "p_value": float(f"{tail:.3g}"),
                         "seller_age_days": round((now - seller.first_ts) / DAY, 2),
@@ -395,7 +399,8 @@ class CatalogDriftDetector(Detector):
                     seller.implicated.add(item_id)
                     signals.append(Signal("item", item_id, self.name, round(seller.score, 4),
                                           {"seller": seller_id, "seller_flag": True,
-                                           "converging": item.converging}, item.edit_ids))
+                                           "converging": item.converging, "imitates": item.nearest},
+                                          item.edit_ids))
         return signals
 
     def _bound_state(self) -> None:

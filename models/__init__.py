@@ -1,8 +1,4 @@
-"""Networks and encoders: BPR-MF and SASRec (embedding tables that grow with the catalogue), and the
-catalogue text encoder in `models.text_encoder` (imported on its own: it needs no recommender)."""
+"""Networks and encoders: BPR-MF and SASRec in `models.bpr` and `models.sasrec` (embedding tables that grow
+with the catalogue, `models.growable`), and the catalogue text encoder in `models.text_encoder`.
 
-from models.bpr import BPRMF
-from models.growable import GrowableEmbedding, IdIndex
-from models.sasrec import SASRec
-
-__all__ = ["BPRMF", "SASRec", "GrowableEmbedding", "IdIndex"]
+Empty on purpose: importing the text encoder must not pull in the recommenders, and vice versa."""

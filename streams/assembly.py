@@ -75,7 +75,12 @@ def build_detectors(names: str) -> list[Detector]:
     unknown = sorted(set(chosen) - set(DETECTORS))
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
-    return [DETECTORS[name]() for name in chosen]
+    detectors = {name: DETECTORS[name]() for name in chosen}
+    if "catalog_drift" in detectors and "extraction" in detectors:
+        # Extraction's distance test reads the catalog's text embeddings; catalog runs first to fill them.
+        detectors["extraction"].item_vectors = detectors["catalog_drift"]
+        chosen.sort(key=lambda name: name != "catalog_drift")
+    return [detectors[name] for name in chosen]
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

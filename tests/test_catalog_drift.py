@@ -166,6 +166,7 @@ def _check(best, per_edit, poisoner, targets, benign_edits):
     seller_score, seller_evidence = best[("seller", poisoner)]
     assert seller_score >= 0.5
     assert set(seller_evidence["items_converging"]) <= set(targets)
+    assert set(seller_evidence["imitates"]) == set(seller_evidence["items_converging"])
     benign_sellers = {id_ for (kind, id_), (score, _) in best.items()
                       if kind == "seller" and id_ != poisoner and score >= 0.5}
     assert not benign_sellers

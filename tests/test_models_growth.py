@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from models import BPRMF, SASRec
+from models.bpr import BPRMF
+from models.sasrec import SASRec
 from trainer.incremental import Trainer, TrainConfig
 from trainer.synthetic import synthetic_events
 
