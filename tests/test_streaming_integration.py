@@ -214,8 +214,17 @@ def test_service_matches_replay_with_one_outcome_per_event(broker, stream, postg
         settings = Settings(broker=None, embedded_listen=broker, topic_alerts=f"{service.name}.alerts")
         findings = [orjson.loads(r.value) for r in read(kafka_python_config(settings), [settings.topic_alerts])]
         assert findings and all(f["class_uid"] == 2004 for f in findings)
-        assert {f["finding_info"]["uid"] for f in findings if f["unmapped"]["kind"] == "user"} >= {
-            f"shillguard:user:{user}" for user in ours}
+        # every flagged user is an affected resource of a finding (its own, or its group's)
+        assert {r["uid"] for f in findings for r in f["resources"] if r["type"] == "user"} >= ours
+        assert any(f["activity_id"] == 2 for f in findings) or len(findings) == len(
+            {f["finding_info"]["uid"] for f in findings})
+        flagged_clients = {r["id"] for r in map(orjson.loads, (tmp_path / "export" / "flags.jsonl").open("rb"))
+                           if r["kind"] == "client"}
+        actions = [orjson.loads(r.value) for r in read(kafka_python_config(settings),
+                                                       [f"{service.name}.client_actions"])]
+        assert {action["client_id"] for action in actions} <= flagged_clients
+        assert bool(actions) == any("action" in str(r.get("evidence")) for r in map(
+            orjson.loads, (tmp_path / "export" / "flags.jsonl").open("rb")) if r["kind"] == "client")
         held = summary["counts"]["quarantined"] + summary["counts"]["retracted"]
         deadline = time.monotonic() + 30
         listing = []
