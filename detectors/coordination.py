@@ -61,8 +61,8 @@ import numpy as np
 from scipy.special import bdtrc, pdtrc
 
 from detectors.base import Detector, Signal
-from detectors.events import ClickEvent, Event, RatingEvent
-from detectors.sketch import DecayingCountMin, combine, stable_hash
+from detectors.events import Event
+from detectors.sketch import DecayingCountMin, combine, interactions, stable_hash
 
 KINDS = ("thin", "new")
 _KIND_KEYS = np.array([0x7468696E, 0x6E6577], dtype=np.uint64)  # hashes of the kinds, to pair with items
@@ -112,18 +112,7 @@ class CoordinationDetector(Detector):
         self._hashes: dict[str, int] = {}
 
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
-        users, items, ratings, ts = [], [], [], []
-        for event in events:
-            kind = type(event)
-            if kind is RatingEvent:
-                ratings.append(str(int(event.rating + 0.5)))
-            elif kind is ClickEvent:
-                ratings.append("click")
-            else:
-                continue
-            users.append(event.user_id)
-            items.append(event.item_id)
-            ts.append(event.ts)
+        users, items, ratings, ts = interactions(events)
         if not users:
             return []
         t = np.asarray(ts)

@@ -45,8 +45,8 @@ import numpy as np
 from scipy.stats import chi2
 
 from detectors.base import Detector, Signal
-from detectors.events import ClickEvent, Event, RatingEvent
-from detectors.sketch import DecayingCountMin, combine, stable_hash
+from detectors.events import Event
+from detectors.sketch import DecayingCountMin, combine, interactions, stable_hash
 
 
 class MidasDetector(Detector):
@@ -72,18 +72,7 @@ class MidasDetector(Detector):
         self._hashes: dict[str, int] = {}
 
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
-        users, items, ratings, ts = [], [], [], []
-        for event in events:
-            kind = type(event)
-            if kind is RatingEvent:
-                ratings.append(str(int(event.rating + 0.5)))
-            elif kind is ClickEvent:
-                ratings.append("click")
-            else:
-                continue
-            users.append(event.user_id)
-            items.append(event.item_id)
-            ts.append(event.ts)
+        users, items, ratings, ts = interactions(events)
         if not users:
             return []
         # One tick at a time: a replay's micro-batch can span many ticks, and a burst is judged in its own.

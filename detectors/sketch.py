@@ -9,6 +9,8 @@ Hashes are crc32-based, not Python's `hash`, so a snapshot restored in another p
 same cells.
 
 >>> import numpy as np
+
+from detectors.events import ClickEvent, RatingEvent
 >>> rng = np.random.default_rng(0)
 >>> keys = stable_hash([f"item{k}" for k in rng.integers(0, 50, 5000)])
 >>> sketch = DecayingCountMin(half_life=3600.0)
@@ -106,3 +108,21 @@ class DecayingCountMin:
     def count(self, now: float) -> float:
         """The decayed total of everything added."""
         return 0.0 if self.origin is None else self.total / self._scale(now)
+
+
+def interactions(events) -> tuple[list[str], list[str], list[str], list[float]]:
+    """Users, items, opinions (the rounded rating, or "click") and timestamps of the ratings and clicks
+    among `events`: the edge stream that the burst and coordination detectors share."""
+    users, items, opinions, ts = [], [], [], []
+    for event in events:
+        kind = type(event)
+        if kind is RatingEvent:
+            opinions.append(str(int(event.rating + 0.5)))
+        elif kind is ClickEvent:
+            opinions.append("click")
+        else:
+            continue
+        users.append(event.user_id)
+        items.append(event.item_id)
+        ts.append(event.ts)
+    return users, items, opinions, ts
