@@ -9,8 +9,6 @@ Hashes are crc32-based, not Python's `hash`, so a snapshot restored in another p
 same cells.
 
 >>> import numpy as np
-
-from detectors.events import ClickEvent, RatingEvent
 >>> rng = np.random.default_rng(0)
 >>> keys = stable_hash([f"item{k}" for k in rng.integers(0, 50, 5000)])
 >>> sketch = DecayingCountMin(half_life=3600.0)
@@ -25,6 +23,8 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+
+from detectors.events import ClickEvent, RatingEvent
 
 _MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                          0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53], dtype=np.uint64)
