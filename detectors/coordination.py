@@ -142,14 +142,11 @@ class CoordinationDetector(Detector):
             order = np.argsort(t, kind="stable")
             chunks = np.split(order, np.flatnonzero(np.diff(piece[order])) + 1)
         signals = []
+        pending: list[np.ndarray] = []  # slices not yet counted: decayed counts add in any order, so the
+        # sketches are brought up to date only before a test reads them, in one call rather than per slice
         for n, chunk in enumerate(chunks):
             at = min(now, float(t[chunk].max()))
-            thin, new = (bits[chunk] & 1) > 0, (bits[chunk] & 2) > 0
-            keys = np.concatenate([pkey[chunk], kind_keys[0][chunk][thin], kind_keys[1][chunk][new]])
-            times = np.concatenate([t[chunk], t[chunk][thin], t[chunk][new]])
-            for w in self.windows:
-                self._fast[w].add(keys, times)
-                self._fast_total[w].add(np.repeat(ones, len(chunk)), t[chunk])
+            pending.append(chunk)
             # Each window is tested once per quarter of itself (and at the batch's end), on the newcomers
             # who acted since its last test.
             since = np.concatenate([since, chunk[bits[chunk] > 0]]) if n else chunk[bits[chunk] > 0]
@@ -158,12 +155,26 @@ class CoordinationDetector(Detector):
                    if later is None or np.floor(later / (w / 4)) != np.floor(at / (w / 4))]
             if not due or len(since) == 0:
                 continue
+            self._count(np.concatenate(pending), t, bits, pkey, kind_keys)
+            pending = []
             baseline = self._baseline(at)
             if baseline is not None:  # none yet, or no usable time at all
                 signals += self._test(at, due, baseline, since, ikey, rkey, pkey, items, ratings)
             if len(due) == len(self.windows):
                 since = since[:0]
+        if pending:
+            self._count(np.concatenate(pending), t, bits, pkey, kind_keys)
         return signals
+
+    def _count(self, rows: np.ndarray, t: np.ndarray, bits: np.ndarray, pkey: np.ndarray,
+               kind_keys: list[np.ndarray]) -> None:
+        """Add events `rows` of the batch to the window counts."""
+        thin, new = (bits[rows] & 1) > 0, (bits[rows] & 2) > 0
+        keys = np.concatenate([pkey[rows], kind_keys[0][rows][thin], kind_keys[1][rows][new]])
+        times = np.concatenate([t[rows], t[rows][thin], t[rows][new]])
+        for w in self.windows:
+            self._fast[w].add(keys, times)
+            self._fast_total[w].add(np.zeros(len(rows), np.uint64), t[rows])
 
     def _baseline(self, now: float) -> dict | None:
         if not self._snapshots or now - self._snapshots[-1][0] >= self.baseline_lag / 2:

@@ -22,6 +22,7 @@ import orjson
 
 from detectors.events import Rejection, to_json
 from detectors.pipeline import Pipeline, Step
+from streams.gc_tuning import rare_collections
 from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
 
 OUTPUT_FILES = ("verdicts.jsonl", "flags.jsonl", "clean.jsonl", "quarantined.jsonl", "rejected.jsonl",
@@ -66,6 +67,7 @@ def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_si
         files = {name: stack.enter_context(open(out / f"{name}.jsonl", "wb"))
                  for name in ("quarantined", "rejected", "retractions")}
         bar = stack.enter_context(_progress(source) if progress else nullcontext())
+        stack.enter_context(rare_collections())
         for batch in iter_batches(stream, batch_size):
             _record(ledger, pipeline.process(batch), pipeline.watermark, files)
             if bar is not None:

@@ -8,7 +8,6 @@ attacks. With SHILLGUARD_BROKER=kafka://host:port the same worker runs against t
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 from typing import Any
@@ -25,17 +24,14 @@ def build_worker(settings: Any, loglevel: str = "info") -> tuple[Any, Any, Any]:
     from streams import agents, sinks, web
     from streams.agents import Guard
     from streams.app import create_app
+    from streams.gc_tuning import settle
     from streams.store import open_store
     from streams.topics import Topics
 
     topics = Topics.from_settings(settings)
     guard = Guard(settings, topics)
     group = guard.recover()
-    # The worker keeps millions of long-lived objects (detector state, dedupe ids, messages awaiting a
-    # snapshot): fewer, later collections, and none of them over the restored state.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    settle()  # fewer, later collections, and none of them over the restored state
     app = create_app(settings, group)
     store = open_store(settings.db)
     agents.register(app, guard, settings, topics)
