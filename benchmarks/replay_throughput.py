@@ -35,7 +35,9 @@ from streams.assembly import build_pipeline
 from streams.replay import replay
 from streams.settings import Settings
 settings = Settings(detectors=sys.argv[3])
-summary = replay(sys.argv[1], sys.argv[2], build_pipeline(settings), batch_size=settings.batch_size)
+pipeline = build_pipeline(settings)
+summary = replay(sys.argv[1], sys.argv[2], pipeline, batch_size=settings.batch_size)
+pipeline.close()
 import json, resource; print(json.dumps(summary), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

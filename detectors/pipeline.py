@@ -2,6 +2,11 @@
 
 `replay` feeds it lines from a file and the Faust agents feed it messages from Kafka; both get back the same
 `Step` of outcomes, so a detector cannot behave differently in the two.
+
+Some detectors may be offloaded to another process (`streams.parallel`): they get the accepted lines of the
+batch when it starts and answer while the local detectors work, so a second core does their share. Signals
+are applied in the configured order either way, and detectors never read the decision stage, so the
+outcomes are the same as with every detector in process.
 """
 
 from __future__ import annotations
@@ -9,9 +14,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
-from detectors.base import Detector
+from detectors.base import Detector, Signal
 from detectors.decision import DecisionStage, Flag, Outcome
 from detectors.events import Event, Rejection, decode_event
 
@@ -42,40 +47,76 @@ class SeenIds:
         return True
 
 
+class Offloaded(Protocol):
+    """Detectors that run elsewhere: `submit` hands them a batch's accepted lines (the raw lines, which are
+    smaller to send than events), `collect` waits for each one's (name, signals, seconds)."""
+
+    names: list[str]
+
+    def submit(self, lines: list[bytes | str], now: float) -> None: ...
+
+    def collect(self) -> list[tuple[str, list[Signal], float]]: ...
+
+    def snapshot(self) -> dict[str, bytes]: ...
+
+    def restore(self, states: dict[str, bytes]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Pipeline:
+    """`detectors` run in process; `offloaded` groups elsewhere; `order` (detector names, default: local
+    then offloaded) is the order in which their signals reach the decision stage."""
+
     def __init__(self, detectors: Sequence[Detector], decision: DecisionStage,
-                 seen: SeenIds | None = None):
+                 seen: SeenIds | None = None, offloaded: Sequence[Offloaded] = (),
+                 order: Sequence[str] | None = None):
         self.detectors = list(detectors)
+        self.offloaded = list(offloaded)
         self.decision = decision
         self.seen = seen or SeenIds()
         self.watermark = 0.0
-        self.detector_seconds = {detector.name: 0.0 for detector in self.detectors}
+        names = [detector.name for detector in self.detectors] + [n for o in self.offloaded for n in o.names]
+        self.order = list(order) if order is not None else names
+        if sorted(self.order) != sorted(names):
+            raise ValueError(f"order {self.order} does not name the detectors {names}")
+        self.detector_seconds = {name: 0.0 for name in self.order}
 
     def process(self, lines: Iterable[bytes | str]) -> Step:
         step = Step()
         events: list[Event] = []
         decoded_all, seen = step.decoded, self.seen
+        accepted: list[bytes | str] = []  # what offloaded detectors get
         for raw in lines:
             decoded = decode_event(raw)
             if type(decoded) is not Rejection:
                 if seen.add(decoded.event_id):
                     events.append(decoded)
+                    accepted.append(raw)
                 else:
                     decoded = Rejection(raw if isinstance(raw, bytes) else raw.encode(),
                                         "duplicate_event_id: already seen", decoded.event_id)
             decoded_all.append(decoded)
-        return self._detect_and_decide(events, step)
+        return self._detect_and_decide(events, step, accepted)
 
-    def _detect_and_decide(self, events: list[Event], step: Step) -> Step:
+    def _detect_and_decide(self, events: list[Event], step: Step, lines: list[bytes | str] = ()) -> Step:
         self.decision.admit(*events)
         if events:
             self.watermark = max(self.watermark, max(event.ts for event in events))
         # An empty batch is a tick (idle, flush): detectors finish their periodic work on it.
+        for group in self.offloaded:
+            group.submit(list(lines), self.watermark)
+        signals: dict[str, list[Signal]] = {}
         for detector in self.detectors:
             started = time.perf_counter()
-            signals = detector.observe(events, self.watermark)
+            signals[detector.name] = detector.observe(events, self.watermark)
             self.detector_seconds[detector.name] += time.perf_counter() - started
-            flags, retracted = self.decision.apply(signals, self.watermark)
+        for group in self.offloaded:
+            for name, found, seconds in group.collect():
+                signals[name] = found
+                self.detector_seconds[name] += seconds
+        for name in self.order:
+            flags, retracted = self.decision.apply(signals[name], self.watermark)
             step.flags.extend(flags)
             step.outcomes.extend(retracted)
         step.outcomes.extend(self.decision.release(self.watermark))
@@ -91,3 +132,24 @@ class Pipeline:
         step = self._detect_and_decide([], Step())
         step.outcomes.extend(self.decision.flush())
         return step
+
+    # -- detector state, wherever the detectors run ------------------------------------------
+    def snapshot_detectors(self) -> dict[str, bytes]:
+        states = {detector.name: detector.snapshot() for detector in self.detectors}
+        for group in self.offloaded:
+            states.update(group.snapshot())
+        return states
+
+    def restore_detectors(self, states: dict[str, bytes]) -> list[str]:
+        """Restore the detectors named in `states`; return the names that no configured detector has."""
+        local = {detector.name: detector for detector in self.detectors}
+        for name in local.keys() & states.keys():
+            local[name].restore(states[name])
+        for group in self.offloaded:
+            group.restore({name: states[name] for name in group.names if name in states})
+        return sorted(states.keys() - set(self.order))
+
+    def close(self) -> None:
+        """Stop offloaded detectors (a pipeline without them needs no closing)."""
+        for group in self.offloaded:
+            group.close()

@@ -160,12 +160,8 @@ class Guard:
         return group
 
     def _restore(self, snapshot: Snapshot) -> None:
-        by_name = {detector.name: detector for detector in self.pipeline.detectors}
-        for name, blob in snapshot.detectors.items():
-            if name in by_name:
-                by_name[name].restore(blob)
-            else:
-                log.warning("snapshot has state for detector %s, which is not configured", name)
+        for name in self.pipeline.restore_detectors(snapshot.detectors):
+            log.warning("snapshot has state for detector %s, which is not configured", name)
         self.pipeline.decision = snapshot.decision
         capacity, ids = snapshot.seen
         seen = SeenIds(capacity)
@@ -433,7 +429,7 @@ class Guard:
                 pipeline = self.pipeline
                 snapshot = Snapshot(
                     input_offsets=dict(self.input_offsets), output_offsets=dict(self.output_offsets),
-                    detectors={detector.name: detector.snapshot() for detector in pipeline.detectors},
+                    detectors=pipeline.snapshot_detectors(),
                     decision=pipeline.decision, seen=(pipeline.seen.capacity, list(pipeline.seen._ids)),
                     watermark=pipeline.watermark,
                     extra={"published": self.published, "counts": dict(self.counts)})

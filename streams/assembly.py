@@ -6,6 +6,7 @@ and handed to them.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from detectors.base import Detector
@@ -57,6 +58,12 @@ def _catalog_drift() -> Detector:
     return CatalogDriftDetector(load_text_encoder())
 
 
+def _copies() -> Detector:
+    from detectors.copies import CopyDetector
+
+    return CopyDetector()
+
+
 def _extraction() -> Detector:
     from detectors.extraction import ExtractionDetector
 
@@ -66,12 +73,12 @@ def _extraction() -> Detector:
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "profile": _profile, "rating_shift": _rating_shift, "dense_block": _dense_block, "lockstep": _lockstep,
     "coordination": _coordination, "midas": _midas, "catalog_drift": _catalog_drift,
-    "extraction": _extraction,
+    "extraction": _extraction, "copies": _copies,
 }
 
 
 def build_detectors(names: str) -> list[Detector]:
-    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    chosen = _names(names)
     unknown = sorted(set(chosen) - set(DETECTORS))
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
@@ -83,7 +90,32 @@ def build_detectors(names: str) -> list[Detector]:
     return [detectors[name] for name in chosen]
 
 
+def _names(names: str) -> list[str]:
+    return [name.strip() for name in names.split(",") if name.strip()]
+
+
 def build_pipeline(settings: Settings) -> Pipeline:
+    """The configured detectors; those named in `offload_detectors` in a second process (streams.parallel)
+    when the machine has more than one core. Close the pipeline when done with it."""
     decision = DecisionStage(hold_seconds=settings.hold_seconds, flag_threshold=settings.flag_threshold,
                              retraction_horizon=settings.retraction_horizon_seconds)
-    return Pipeline(build_detectors(settings.detectors), decision, SeenIds(settings.dedupe_capacity))
+    chosen = _names(settings.detectors)
+    unknown = sorted(set(chosen) - set(DETECTORS))
+    if unknown:
+        raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
+    offload = [name for name in chosen if name in _names(settings.offload_detectors)]
+    if len(offload) == len(chosen) or (os.cpu_count() or 1) < 2:
+        offload = []  # nothing would be left to run beside them, or no core to run them on
+    if offload and len({"catalog_drift", "extraction"} & set(offload)) == 1 and {
+            "catalog_drift", "extraction"} <= set(chosen):
+        raise ValueError("catalog_drift and extraction share embeddings: offload both or neither")
+    local = build_detectors(",".join(name for name in chosen if name not in offload))
+    offloaded = []
+    if offload:
+        from streams.parallel import DetectorProcess
+
+        offloaded = [DetectorProcess(offload)]
+    order = list(chosen)  # the order build_detectors gives them, whichever process they run in
+    if {"catalog_drift", "extraction"} <= set(order):
+        order.sort(key=lambda name: name != "catalog_drift")
+    return Pipeline(local, decision, SeenIds(settings.dedupe_capacity), offloaded=offloaded, order=order)

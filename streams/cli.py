@@ -81,7 +81,10 @@ def replay_command(events: str, out_dir: str, detectors: str | None, hold_second
         pipeline = build_pipeline(settings)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
-    summary = replay(events, out_dir, pipeline, batch_size=settings.batch_size, progress=progress)
+    try:
+        summary = replay(events, out_dir, pipeline, batch_size=settings.batch_size, progress=progress)
+    finally:
+        pipeline.close()
     counts = summary["counts"]
     Console(stderr=True).print(
         f"[bold]{counts['lines']}[/] lines: {counts['clean']} clean, {counts['quarantined'] + counts['retracted']} quarantined "

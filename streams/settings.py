@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # catalog_drift, whose MiniLM encoding costs tens of ms per catalog edit on a CPU and would stall the
     # stream until that path is made cheaper (README, "Known gap").
     detectors: str = "profile,rating_shift,dense_block,lockstep,coordination,extraction"
+    # Those of the chosen detectors that run in a second process beside the rest (streams.parallel); empty:
+    # all in one process. Ignored on a one-core machine.
+    offload_detectors: str = "dense_block,lockstep,coordination,midas,copies"
     dedupe_capacity: int = 5_000_000
     # Data
     movielens: Path = PROJECT_ROOT.parent / "shared" / "data" / "movielens-100k"

@@ -1,0 +1,152 @@
+"""Detectors in a second process, so that a two-core machine runs the pipeline on both cores.
+
+The pipeline is one Python thread: decoding, the decision stage and every detector take turns under the GIL.
+The group detectors (graph search, coordination sketches) cost as much as all the rest together and never
+read the decision stage, so they can run beside it: `DetectorProcess` starts a child that builds them,
+receives each batch's accepted lines, decodes them itself (validation is deterministic, so it sees the very
+events the parent saw) and answers with its detectors' signals while the parent runs its own. Snapshots
+and restores pass through to the child. A child that fails takes the pipeline down with its traceback: a
+detector silently missing would be worse than a restart.
+
+The child is a fresh interpreter (`python -m streams.parallel`) joined by a socket pair, not a
+multiprocessing fork or spawn: the Faust worker has an event loop and threads that a fork would copy in an
+undefined state, and spawn re-imports the parent's main script, which breaks any script that builds a
+pipeline at top level.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import weakref
+from multiprocessing.connection import Connection
+from typing import Any
+
+from detectors.base import Signal
+
+
+class DetectorProcess:
+    """The named detectors (streams.assembly names), built and run in a child process."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        mine, theirs = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "streams.parallel", str(theirs.fileno()), ",".join(self.names)],
+            pass_fds=(theirs.fileno(),))
+        theirs.close()
+        self._conn = Connection(mine.detach())
+        self._waiting = False
+        self._finalizer = weakref.finalize(self, _stop, self._conn, self._process)
+
+    def submit(self, lines: list[bytes | str], now: float) -> None:
+        if self._waiting:
+            raise RuntimeError("submit before the previous batch was collected")
+        self._send(("observe", lines, now))
+        self._waiting = True
+
+    def collect(self) -> list[tuple[str, list[Signal], float]]:
+        self._waiting = False
+        return self._receive()
+
+    def snapshot(self) -> dict[str, bytes]:
+        self._send(("snapshot",))
+        return self._receive()
+
+    def restore(self, states: dict[str, bytes]) -> None:
+        self._send(("restore", states))
+        self._receive()
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def _send(self, message: tuple) -> None:
+        if not self._finalizer.alive:
+            raise RuntimeError("the detector process was closed")
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, OSError) as error:
+            raise RuntimeError(f"detector process {self.names} is gone (exit code "
+                               f"{self._process.poll()})") from error
+
+    def _receive(self) -> Any:
+        try:
+            status, value = self._conn.recv()
+        except (EOFError, ConnectionResetError, OSError) as error:
+            raise RuntimeError(f"detector process {self.names} died (exit code {_wait(self._process)})"
+                               ) from error
+        if status == "error":
+            raise RuntimeError(f"detector process {self.names} failed:\n{value}")
+        return value
+
+
+def _wait(process: subprocess.Popen, seconds: float = 5.0) -> int | None:
+    try:
+        return process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _stop(conn: Connection, process: subprocess.Popen) -> None:
+    try:
+        conn.send(("close",))
+    except (OSError, ValueError):
+        pass
+    if _wait(process) is None:
+        process.kill()
+        _wait(process)
+    conn.close()
+
+
+def _serve(conn: Connection, names: list[str]) -> None:
+    """The child's loop: one request, one answer, until told to close or the parent goes away."""
+    from detectors.events import decode_event
+    from streams.assembly import build_detectors
+    from streams.gc_tuning import settle
+
+    try:
+        detectors = build_detectors(",".join(names))
+    except Exception:  # noqa: BLE001 - reported to the parent at its first request
+        detectors, failure = [], traceback.format_exc()
+    else:
+        failure = None
+    settle()
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        op = request[0]
+        if op == "close":
+            return
+        try:
+            if failure is not None:
+                raise RuntimeError(f"building detectors failed:\n{failure}")
+            if op == "observe":
+                _, lines, now = request
+                events = [decode_event(line) for line in lines]  # accepted by the parent: all valid
+                answer = []
+                for detector in detectors:
+                    started = time.perf_counter()
+                    signals = detector.observe(events, now)
+                    answer.append((detector.name, signals, time.perf_counter() - started))
+            elif op == "snapshot":
+                answer = {detector.name: detector.snapshot() for detector in detectors}
+            elif op == "restore":
+                for detector in detectors:
+                    if detector.name in request[1]:
+                        detector.restore(request[1][detector.name])
+                answer = None
+            else:
+                raise ValueError(f"unknown request {op!r}")
+        except Exception:  # noqa: BLE001 - the parent raises it with this traceback
+            conn.send(("error", traceback.format_exc()))
+        else:
+            conn.send(("ok", answer))
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])), sys.argv[2].split(","))

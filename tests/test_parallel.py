@@ -1,0 +1,90 @@
+"""Detectors offloaded to a second process: the same outcomes as in process, state that travels, loud failure."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from simulator.build import build, plan_attacks
+from simulator.synthetic import synthetic_base
+from streams.assembly import build_pipeline
+from streams.parallel import DetectorProcess
+from streams.settings import Settings
+
+GROUPS = "dense_block,lockstep,coordination"
+DETECTORS = f"profile,rating_shift,{GROUPS}"
+
+
+@pytest.fixture(scope="module")
+def lines() -> list[bytes]:
+    simulation = build(synthetic_base(seed=3), plan_attacks("click_farm,review_bomb,average", size=30), seed=3,
+                       max_events=30_000)
+    return [orjson.dumps(event) for event in simulation.events]
+
+
+def _run(pipeline, lines: list[bytes], batch: int = 1000) -> tuple[dict[str, str], list[tuple]]:
+    verdicts: dict[str, str] = {}
+    steps = [pipeline.process(lines[k:k + batch]) for k in range(0, len(lines), batch)] + [pipeline.flush()]
+    for step in steps:
+        for outcome in step.outcomes:
+            verdicts[outcome.event.event_id] = outcome.verdict
+    flags = sorted((f.kind, f.id, round(f.score, 6), tuple(sorted(f.detectors.items())))
+                   for f in pipeline.decision.flags())
+    return verdicts, flags
+
+
+def test_offloaded_detectors_decide_exactly_as_in_process(lines):
+    inline = build_pipeline(Settings(detectors=DETECTORS, offload_detectors=""))
+    offloaded = build_pipeline(Settings(detectors=DETECTORS, offload_detectors=GROUPS))
+    try:
+        assert [d.name for d in inline.detectors] == DETECTORS.split(",")
+        assert [d.name for d in offloaded.detectors] == ["profile", "rating_shift"]
+        assert offloaded.offloaded[0].names == GROUPS.split(",")
+        expected, got = _run(inline, lines), _run(offloaded, lines)
+        assert got == expected
+        assert any("dense_block" in dict(scores) for *_, scores in got[1])  # the groups were really found
+        assert set(offloaded.detector_seconds) == set(DETECTORS.split(","))
+        assert offloaded.detector_seconds["dense_block"] > 0
+    finally:
+        offloaded.close()
+
+
+def test_detector_state_travels_between_processes(lines):
+    """Half the stream offloaded, its state restored into an in-process pipeline for the other half: the same
+    outcomes as one uninterrupted run."""
+    expected = _run(build_pipeline(Settings(detectors=DETECTORS, offload_detectors="")), lines)
+    half = len(lines) // 2
+    first = build_pipeline(Settings(detectors=DETECTORS, offload_detectors=GROUPS))
+    try:
+        early = [first.process(lines[k:min(k + 1000, half)]) for k in range(0, half, 1000)]
+        states = first.snapshot_detectors()
+    finally:
+        first.close()
+    assert set(states) == set(DETECTORS.split(","))
+    second = build_pipeline(Settings(detectors=DETECTORS, offload_detectors=""))
+    assert second.restore_detectors({**states, "retired": b""}) == ["retired"]
+    second.decision, second.seen, second.watermark = first.decision, first.seen, first.watermark
+    later, flags = _run(second, lines[half:])
+    verdicts = {o.event.event_id: o.verdict for step in early for o in step.outcomes}
+    verdicts.update(later)  # the last word on each event, as in _run
+    assert (verdicts, flags) == expected
+
+
+def test_a_failing_child_raises_with_its_traceback():
+    group = DetectorProcess(["no_such_detector"])
+    try:
+        group.submit([], 0.0)
+        with pytest.raises(RuntimeError, match="no_such_detector"):
+            group.collect()
+    finally:
+        group.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        group.submit([], 0.0)
+
+
+def test_close_ends_the_child():
+    group = DetectorProcess(["coordination"])
+    group.submit([], 0.0)
+    assert group.collect() == [("coordination", [], pytest.approx(0.0, abs=1.0))]
+    group.close()
+    assert group._process.poll() is not None
