@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal
 
 from detectors.base import EntityKind, Signal
-from detectors.events import Event, actor, decode_event, to_json
+from detectors.events import ACTOR_FIELD, Event, decode_event, to_json
 
 Verdict = Literal["clean", "quarantined", "retracted"]
 
@@ -106,9 +106,35 @@ class DecisionStage:
 
     def release(self, watermark: float) -> list[Outcome]:
         """Release every event whose hold has expired at `watermark` (event time)."""
-        out = []
-        while self._held and self._held[0][0] <= watermark:
-            out.append(self._decide(heapq.heappop(self._held)[2]))
+        out: list[Outcome] = []
+        held = self._held
+        # The hot loop of the stage (every event passes once): locals, and the actor lookup inlined.
+        pop, actor_field, held_ids, implicated = heapq.heappop, ACTOR_FIELD, self._held_ids, self._implicated
+        flags, released_of, released_by_id, cap = (self._flags, self._released, self._released_by_id,
+                                                   self.max_released_per_entity)
+        while held and held[0][0] <= watermark:
+            event = pop(held)[2]
+            kind, name = actor_field[type(event)]
+            key = (kind, getattr(event, name))
+            event_id = event.event_id
+            held_ids.discard(event_id)
+            reason = implicated.pop(event_id, None) if implicated else None  # popped either way
+            flag = flags.get(key)
+            if flag is not None:
+                out.append(Outcome("quarantined", event, [_flag_reason(flag)]))
+                continue
+            if reason is not None:
+                out.append(Outcome("quarantined", event, [reason]))
+                continue
+            released = released_of.get(key)
+            if released is None:
+                released = released_of[key] = deque()
+            payload = to_json(event)
+            released.append((event.ts, event_id, payload))
+            released_by_id[event_id] = key
+            if len(released) > cap:
+                released_by_id.pop(released.popleft()[1], None)
+            out.append(Outcome("clean", event, [], payload))
         # Expiry scans every entity, so it runs once per hundredth of the horizon, not per release.
         if out and watermark - self._expired_at >= self.retraction_horizon / 100:
             self._expire(watermark)
@@ -122,27 +148,6 @@ class DecisionStage:
     @property
     def held_count(self) -> int:
         return len(self._held)
-
-    def _decide(self, event: Event) -> Outcome:
-        key = actor(event)
-        event_id = event.event_id
-        self._held_ids.discard(event_id)
-        # popped either way, or it would linger
-        reason = self._implicated.pop(event_id, None) if self._implicated else None
-        flag = self._flags.get(key)
-        if flag is not None:
-            return Outcome("quarantined", event, [_flag_reason(flag)])
-        if reason is not None:
-            return Outcome("quarantined", event, [reason])
-        released = self._released.get(key)
-        if released is None:
-            released = self._released[key] = deque()
-        payload = to_json(event)
-        released.append((event.ts, event_id, payload))
-        self._released_by_id[event_id] = key
-        if len(released) > self.max_released_per_entity:
-            self._released_by_id.pop(released.popleft()[1], None)
-        return Outcome("clean", event, [], payload)
 
     def _expire(self, watermark: float) -> None:
         # Bounded state: forget released events past the retraction horizon, and unflagged risk that

@@ -99,13 +99,13 @@ class Rejection:
     event_id: str | None = None
 
 
-_ACTOR_FIELD = {RatingEvent: ("user", "user_id"), ClickEvent: ("user", "user_id"),
+ACTOR_FIELD = {RatingEvent: ("user", "user_id"), ClickEvent: ("user", "user_id"),
                 CatalogEditEvent: ("seller", "seller_id"), RecQueryEvent: ("client", "client_id")}
 
 
 def actor(event: Event) -> tuple[str, str]:
     """The entity responsible for an event: whose flag taints it."""
-    kind, field = _ACTOR_FIELD[type(event)]
+    kind, field = ACTOR_FIELD[type(event)]
     return kind, getattr(event, field)
 
 

@@ -29,12 +29,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from detectors.events import EVENT_TYPES
+from detectors.events import ACTOR_FIELD, EVENT_TYPES
 
 SYSTEM = "shillguard"
-_ACTOR_FIELDS = {"rating": ("user", "user_id"), "click": ("user", "user_id"),
-                 "catalog_edit": ("seller", "seller_id"), "rec_query": ("client", "client_id")}
-assert set(_ACTOR_FIELDS) == set(EVENT_TYPES)
+_ACTOR_FIELDS = {name: ACTOR_FIELD[model] for name, model in EVENT_TYPES.items()}  # by the JSON `type`
 
 
 class NotFound(KeyError):
