@@ -263,21 +263,25 @@ class BlockTest:
     unexplained by its activity and the items' outside popularity); `alpha`: family-wise error, divided by
     the number of users (columns) tested for members (Bonferroni), and by the number of blocks of the same
     shape for the block as a whole (a scan statistic, so that the small cliques taste alone produces in a
-    large graph do not pass); `coverage`: CopyCatch's rho, the share of the block a
-    member must touch; `min_users` users and `min_cols` distinct items: the smallest group worth naming;
-    `overdispersion`: quasi-Poisson factor dividing the block's evidence, because real co-rating is more
-    variable than independence predicts (taste, cohorts that join together): on MovieLens the blocks that
-    benign users form clear the Poisson scan threshold by at most 1.15x, planted rings by 3x and more;
+    large graph do not pass); `coverage`: CopyCatch's rho, the share of the block a member must touch (and
+    of its members a column must have): with every rating at one timestamp, MovieLens' release cohorts
+    (users who rated the same new films in the same weeks) form blocks of density 0.2 that pass the scan
+    test, and 163 of its 943 real users were flagged at rho 0; at 0.5 none are, while collusive groups, whose
+    members rate most of the group's products, keep their members; `min_users` users and `min_cols`
+    distinct items: the smallest group worth naming; `overdispersion`: quasi-Poisson factor dividing the
+    block's evidence, because real co-rating is more variable than independence predicts (taste, cohorts
+    that join together): on MovieLens the blocks that benign users form clear the Poisson scan threshold by
+    at most 1.15x, planted rings by 3x and more;
     `min_member_edges`: a member's least edges into the block; `smoothing`: Laplace pseudo-edges per item in
     the outside popularity; `max_steps` of alternating growth."""
 
     min_lift: float = 10.0
     alpha: float = 0.01
-    coverage: float = 0.0
+    coverage: float = 0.5
     min_users: int = 3
     min_cols: int = 2
     min_member_edges: int = 2
-    overdispersion: float = 2.0
+    overdispersion: float = 1.5
     smoothing: float = 1.0
     max_steps: int = 6
 
