@@ -15,15 +15,16 @@ item is their target. A lone pair is at most weak evidence (`pair_score`, below 
 Parameters: `num_perm` MinHash values in `bands` bands; `threshold`, the exact Jaccard of a near-duplicate
 pair (LSH proposes, the stored profiles verify); `min_items` ratings before an account is indexed;
 `max_items` ratings kept per account (later ones are ignored: copies of real profiles are far smaller);
-`search_every` new ratings, or `search_seconds` of event time, between searches (and on every empty
-idle or flush tick), each over the accounts whose profiles grew since the last; `min_group` accounts with
-distinct twins and `alpha` for a convergent group; `group_score` for its members and target;
-`pair_score` for the copy-like side (the smaller share of extras) of a pair that no group explains, once
-both accounts have been quiet for `settle_seconds` (while one is still arriving it looks like a subset of
-the other, whichever is the copy); `retention_seconds` without a rating before an account is forgotten,
-`max_users` accounts kept at most (the least recently active go first), `max_partners` near-duplicates per
-account; `max_bucket` accounts in one LSH bucket before it is too common to tell anything. Ratings are
-1..5 stars (the event schema's); `rating_scale` names the extremes.
+`search_every` new ratings, or `search_seconds` of event time, between searches (and on every empty idle or
+flush tick), each over the accounts whose profiles grew since the last; `min_group` accounts with distinct
+twins and `alpha` for a convergent group; `group_score` for its members and target (a member whose twin
+also rated the target, otherwise, joins only from a pair at least `join_jaccard` tight in which it holds the
+smaller share of extras); `pair_score` for the copy-like side (the smaller share of extras) of a pair that
+no group explains, once both accounts have been quiet for `settle_seconds` (while one is still arriving it
+looks like a subset of the other, whichever is the copy); `retention_seconds` without a rating before an
+account is forgotten, `max_users` accounts kept at most (the least recently active go first),
+`max_partners` near-duplicates per account; `max_bucket` accounts in one LSH bucket before it is too common
+to tell anything. Ratings are 1..5 stars (the event schema's); `rating_scale` names the extremes.
 
 Why numpy and not `datasketch`: its `MinHash.update` hashes one value with SHA-1 and then takes a
 `num_perm` minimum, about 30 us per rating measured here (the budget is a few us per event), each MinHash
@@ -119,8 +120,8 @@ class CopyDetector(Detector):
 
     def __init__(self, num_perm: int = 64, bands: int = 16, threshold: float = 0.6, min_items: int = 10,
                  max_items: int = 500, search_every: int = 5_000, search_seconds: float = 86_400.0,
-                 min_group: int = 3, alpha: float = 1e-5, group_score: float = 0.9, pair_score: float = 0.2,
-                 settle_seconds: float = 86_400.0, max_partners: int = 50,
+                 min_group: int = 3, alpha: float = 1e-4, group_score: float = 0.9, pair_score: float = 0.2,
+                 settle_seconds: float = 86_400.0, join_jaccard: float = 0.75, max_partners: int = 50,
                  retention_seconds: float = 365 * 86_400.0, max_users: int = 100_000, max_bucket: int = 500,
                  rating_scale: tuple[float, float] = (1.0, 5.0), seed: int = 0):
         if num_perm % bands:
@@ -137,6 +138,7 @@ class CopyDetector(Detector):
         self.group_score = group_score
         self.pair_score = pair_score
         self.settle_seconds = settle_seconds
+        self.join_jaccard = join_jaccard
         self.max_partners = max_partners
         self.retention_seconds = retention_seconds
         self.max_users = max_users
@@ -426,10 +428,14 @@ class CopyDetector(Detector):
         shares: dict[int, float] = {}
         weak: dict[int, int] = {}
         for (a, b), pair in self._pairs.items():
-            for side, account, twin in ((pair.sides[0], a, b), (pair.sides[1], b, a)):
+            for side, other, account, twin in ((*pair.sides, a, b), (*pair.sides[::-1], b, a)):
                 if side.extreme.get(item) == rating:
                     shares[account] = max(shares.get(account, 0.0), side.share)
-                    if account not in voters and (item, rating) in side.weak:
+                    # A weak member (its twin rated the target otherwise) must look like the copy on its own:
+                    # a tight pair, and holding more of its twin than the twin holds of it. Real near-duplicates
+                    # that merely disagree on a popular target are common enough to need that.
+                    if (account not in voters and (item, rating) in side.weak
+                            and pair.jaccard >= self.join_jaccard and side.share < other.share):
                         weak[account] = twin
         expected = max(sum(shares.values()), 1e-9)
         observed = len(voters)

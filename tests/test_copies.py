@@ -94,6 +94,25 @@ def test_a_lone_near_duplicate_pair_is_weak_evidence_only():
     assert weak.id == "partner" and 0 < weak.score < 0.5 and weak.evidence["twin"] == "u3"
 
 
+def test_a_copy_whose_source_rated_the_target_joins_but_a_loose_real_pair_does_not():
+    rng = np.random.default_rng(7)
+    real = real_users(rng)
+    for k in range(3):  # a popular film, rated 4 by some of the sources
+        real[f"u{k}"].append(("film", 4))
+    copies = {f"c{k}": copy_of(rng, [x for x in real[f"u{k}"] if x[0] != "film"], [("film", 1)])
+              for k in range(8)}
+    # A real pair, one account holding two thirds of the other's films, disagrees on the same film.
+    big = next(user for user, ratings in real.items() if len(ratings) >= 40 and int(user[1:]) >= 10)
+    real[big] = real[big][:39] + [("film", 3)]
+    real["mate"] = real[big][:26] + [("film", 1)]
+    detector = CopyDetector()
+    signals = run(detector, events_of(real, 0.0) + events_of(copies, 30 * DAY))
+    assert flagged(signals) == set(copies)  # five with the film as an extra, three whose twin rated it 4
+    assert flagged(signals, "item") == {"film"}
+    assert (min(detector._user_row[big], detector._user_row["mate"]),
+            max(detector._user_row[big], detector._user_row["mate"])) in detector._pairs  # seen, not joined
+
+
 def test_copies_without_a_common_target_are_not_flagged():
     rng = np.random.default_rng(3)
     real = real_users(rng)
