@@ -34,11 +34,14 @@ import sys, time
 from streams.assembly import build_pipeline
 from streams.replay import replay
 from streams.settings import Settings
-settings = Settings(detectors=sys.argv[3])
+settings = Settings(detectors=sys.argv[3], offload_detectors=sys.argv[4])
 pipeline = build_pipeline(settings)
 summary = replay(sys.argv[1], sys.argv[2], pipeline, batch_size=settings.batch_size)
 pipeline.close()
-import json, resource; print(json.dumps(summary), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+import json, resource
+# peak RSS: the replay's process plus its detector process (streams.parallel), if any
+print(json.dumps(summary), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+      + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
@@ -54,10 +57,13 @@ def main() -> None:
     parser.add_argument("--events", type=Path, help="JSON-lines stream (default: simulate one)")
     parser.add_argument("--n", type=int, default=200_000, help="events to simulate")
     parser.add_argument("--detectors", default=None, help="detector names (default: the settings')")
+    parser.add_argument("--offload", default=None,
+                        help="detectors run in a second process (default: the settings'; '' for none)")
     args = parser.parse_args()
     from streams.settings import Settings
 
     detectors = args.detectors or Settings().detectors
+    offload = Settings().offload_detectors if args.offload is None else args.offload
     with tempfile.TemporaryDirectory() as tmp:
         events = args.events
         if events is None:
@@ -68,12 +74,13 @@ def main() -> None:
             print(f"simulated {args.n:,} events in {time.perf_counter() - started:.1f} s")
         lines = sum(1 for _ in open(events, "rb"))
         bare_rate, bare_rss = _run(BARE, str(events), str(Path(tmp) / "bare.jsonl"))
-        summary, replay_rss = _run(REPLAY, str(events), str(Path(tmp) / "out"), detectors)
+        summary, replay_rss = _run(REPLAY, str(events), str(Path(tmp) / "out"), detectors, offload)
         summary = json.loads(summary)
     bare_rate, rate = float(bare_rate), summary["events_per_second"]
     print(f"stream: {lines:,} lines ({events})")
     print(f"bare JSON read+write: {bare_rate:>10,.0f} events/s  peak RSS {bare_rss:,.0f} MiB")
-    print(f"replay [{detectors}]: {rate:>10,.0f} events/s  peak RSS {replay_rss:,.0f} MiB")
+    print(f"replay [{detectors}] (in a second process: {offload or 'none'}): {rate:>10,.0f} events/s  "
+          f"peak RSS {replay_rss:,.0f} MiB")
     print(f"replay / bare: {rate / bare_rate:.3f}")
     print("detector cost (us/event): " + ", ".join(
         f"{name} {cost:.1f}" for name, cost in summary["detector_us_per_event"].items()))
