@@ -8,8 +8,17 @@ holding the target) and HR@10/NDCG@10 on each benign user's newest benign event 
 Pass: the clean-fed model removes >= 90% of the raw model's exposure gain over the benign-only model, and
 keeps HR@10 >= 97% of the benign-only model's.
 
+Every figure is a mean over `--seeds` training seeds, with its standard error: exposure and HR over the
+seeds; the HR@10 ratio from the per-user hits (averaged over the seeds) of the same users under both models,
+a paired estimate (delta method over users). A criterion counts as decided when the estimate is more than
+two standard errors from its threshold.
+
+Before training it prints, per planted attack, how many of its learnable events reach the clean stream
+(the detectors' leak), which is what explains exposure left in the clean-fed model.
+
     python benchmarks/protection.py RUN/events.jsonl RUN/truth.json REPLAY/clean.jsonl \
-        [--retractions REPLAY/retractions.jsonl] [--models bpr,sasrec]
+        [--retractions REPLAY/retractions.jsonl] [--models bpr,sasrec] [--seeds 5] [--json OUT.json]
+    python benchmarks/protection.py --merge A.json B.json ...   # pool seeds run by separate commands
     python benchmarks/protection.py --demo /tmp/protection-demo   # builds a small attacked stream first
 """
 
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -33,6 +43,10 @@ from trainer.metrics import evaluate, exposure_shares  # noqa: E402
 from trainer.sources import parse_retraction  # noqa: E402
 
 LEARNABLE = {"rating", "click"}
+STREAMS = {"benign": "benign only", "raw": "raw", "clean": "clean (shillguard)",
+           "unlearned": "released, unlearned"}
+JUDGED = ("clean", "unlearned")  # the streams held to the criteria against benign-only
+NEED_REMOVED, NEED_HR = 0.90, 0.97
 
 
 def read_events(path: Path) -> list[dict]:
@@ -50,6 +64,10 @@ def push_targets(truth: dict) -> list[str]:
     return sorted({t for a in truth["attacks"] if a.get("intent") == "push" for t in a.get("target_items", [])})
 
 
+def target_families(truth: dict) -> dict[str, str]:
+    return {t: a["family"] for a in truth["attacks"] if a.get("intent") == "push" for t in a.get("target_items", [])}
+
+
 def malicious_ids(truth: dict) -> set[str]:
     return {e for a in truth["attacks"] for e in a.get("event_ids", [])}
 
@@ -62,82 +80,250 @@ def holdout(benign: list[dict]) -> dict[str, dict]:
     return {u: max(rows)[2] for u, rows in by_user.items() if len(rows) >= 3}
 
 
+def leaks(truth: dict, raw: list[dict], clean: list[dict]) -> list[dict]:
+    """Per planted attack: its learnable events, and how many of them reach the clean stream."""
+    by_id = {e["event_id"]: e for e in raw}
+    clean_ids = {e["event_id"] for e in clean}
+    out = []
+    for attack in truth["attacks"]:
+        ids = [e for e in attack.get("event_ids", []) if e in by_id]
+        leaked = [by_id[e] for e in ids if e in clean_ids]
+        targets = set(attack.get("target_items", []))
+        accounts = {str(by_id[e].get("user_id")) for e in ids}
+        out.append({"attack": attack.get("id"), "family": attack["family"], "intent": attack.get("intent"),
+                    "targets": sorted(targets), "events": len(ids), "leaked": len(leaked),
+                    "leaked_on_targets": sum(1 for e in leaked if e.get("item_id") in targets),
+                    "accounts": len(accounts), "accounts_leaked": len({str(e.get("user_id")) for e in leaked})})
+    return out
+
+
 def train_and_measure(name: str, events: list[dict], held: dict[str, dict], targets: list[str],
-                      config: dict) -> dict:
+                      config: dict, retract: list[str] | None = None) -> dict:
+    """Train on `events`; with `retract`, then unlearn those events (as the streaming trainer must when a
+    late flag retracts events it already learned), and measure."""
     trainer = Trainer(TrainConfig(holdout_pct=0, **config))
     trainer.ingest(events)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     stats = trainer.fit()
+    unlearning = trainer.retract(retract, measure=False) if retract else None
     log = trainer.log
     users = np.array([log.users.get(u) for u in held], dtype=np.int64)
     items = np.array([log.items.get(str(e["item_id"])) for e in held.values()], dtype=np.int64)
     keep = (users >= 0) & (items >= 0)  # a target never seen in training cannot be hit
     history = trainer.history(log.active)
-    utility = evaluate(trainer.model, users[keep], items[keep], history, trainer.n_items, trainer.device)
-    hits = utility["hr"] * keep.sum() / len(held)  # unseen test items count as misses
-    ndcg = utility["ndcg"] * keep.sum() / len(held)
+    utility = evaluate(trainer.model, users[keep], items[keep], history, trainer.n_items, trainer.device,
+                       per_user=True)
+    hits, ndcgs = np.zeros(len(held)), np.zeros(len(held))  # unseen users or test items count as misses
+    hits[keep], ndcgs[keep] = utility["hits"], utility["ndcgs"]
     lists = trainer.recommend(users[users >= 0], 10)
     shares = exposure_shares(lists, trainer.n_items)
     target_rows = [log.items.get(t) for t in targets]
     exposure = [float(shares[r]) if r >= 0 else 0.0 for r in target_rows]
-    return {"stream": name, "events": log.n_active, "hr": hits, "ndcg": ndcg,
+    return {"stream": name, "seed": config["seed"], "events": log.n_active, "hr": float(hits.mean()),
+            "ndcg": float(ndcgs.mean()), "hits": hits.tolist(),
             "exposure": float(np.mean(exposure)) if exposure else 0.0, "per_target": dict(zip(targets, exposure)),
-            "train_seconds": time.perf_counter() - start, "epochs": stats["epochs"]}
+            "train_seconds": time.perf_counter() - start, "train_cpu_seconds": time.process_time() - cpu,
+            "epochs": stats["epochs"], "unlearning": unlearning}
 
 
-def measure(events_path: Path, truth_path: Path, clean_path: Path, retractions: Path | None,
-            models: list[str], epochs: dict[str, int | None], seed: int, seeds: int = 3) -> list[dict]:
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(values.mean()), se
+
+
+def gain_removed(benign: list[float], raw: list[float], clean: list[float]) -> tuple[float, float, float]:
+    """(attack gain, share of it removed, standard error of that share) from per-seed target exposures.
+
+    removed = 1 - (clean - benign) / (raw - benign) on the seed means; its error by the delta method, the
+    three streams' seeds being independent.
+    >>> g, r, se = gain_removed([0.0, 0.0], [0.10, 0.12], [0.01, 0.01])
+    >>> round(g, 3), round(r, 3), se > 0
+    (0.11, 0.909, True)
+    """
+    (b, vb), (r, vr), (c, vc) = (_mean_se(x) for x in (benign, raw, clean))
+    gain, left = r - b, c - b
+    if not gain > 0:
+        return gain, float("nan"), float("nan")
+    var = (vc ** 2) / gain ** 2 + (left ** 2) * (vr ** 2) / gain ** 4 + ((gain - left) ** 2) * (vb ** 2) / gain ** 4
+    return gain, 1 - left / gain, math.sqrt(var) if math.isfinite(var) else float("nan")
+
+
+def paired_ratio(clean_hits: np.ndarray, benign_hits: np.ndarray) -> tuple[float, float]:
+    """mean(clean) / mean(benign) over the same users, and its standard error (delta method over users).
+
+    >>> r, se = paired_ratio(np.array([1, 0, 1, 1.0]), np.array([1, 0, 1, 1.0]))
+    >>> r, se
+    (1.0, 0.0)
+    """
+    n = len(benign_hits)
+    base = float(np.mean(benign_hits))
+    if n < 2 or base == 0:
+        return float("nan"), float("nan")
+    ratio = float(np.mean(clean_hits)) / base
+    residual = np.asarray(clean_hits, float) - ratio * np.asarray(benign_hits, float)
+    return ratio, float(residual.std(ddof=1) / math.sqrt(n) / base)
+
+
+def decided(value: float, se: float, threshold: float) -> str:
+    if not (math.isfinite(value) and math.isfinite(se)):
+        return "undecided"
+    return "decided" if abs(value - threshold) > 2 * se else "undecided"
+
+
+def summarize(runs: list[dict], targets: list[str]) -> list[dict]:
+    """Rows per (model, stream) with means and standard errors over seeds, and one summary row per model."""
+    rows = []
+    for kind in dict.fromkeys(r["model"] for r in runs):
+        results = {}
+        for name in STREAMS.values():
+            mine = [r for r in runs if r["model"] == kind and r["stream"] == name]
+            if not mine:
+                continue
+            row = {"model": kind, "stream": name, "seeds": len(mine), "events": mine[0]["events"],
+                   "epochs": mine[0]["epochs"]}
+            for key in ("exposure", "hr", "ndcg", "train_seconds", "train_cpu_seconds"):
+                row[key], row[key + "_se"] = _mean_se([r.get(key, float("nan")) for r in mine])
+            row["per_target"] = {t: float(np.mean([r["per_target"][t] for r in mine])) for t in targets}
+            row["hits"] = np.mean([r["hits"] for r in mine], axis=0)
+            results[name] = (row, mine)
+            rows.append(row)
+        if STREAMS["benign"] not in results or STREAMS["raw"] not in results:
+            continue
+        (base, b_runs), (_, r_runs) = results[STREAMS["benign"]], results[STREAMS["raw"]]
+        for key in JUDGED:
+            if STREAMS[key] not in results:
+                continue
+            judged, j_runs = results[STREAMS[key]]
+            gain, removed, removed_se = gain_removed(*[[r["exposure"] for r in x] for x in (b_runs, r_runs, j_runs)])
+            hr_ratio, se_users = paired_ratio(judged["hits"], base["hits"])
+            # The same ratio's error from the seed-to-seed spread of each model's HR@10 (whole-model
+            # fluctuations the per-user residuals may understate); the larger of the two decides.
+            se_seeds = hr_ratio * math.hypot(base["hr_se"] / base["hr"], judged["hr_se"] / judged["hr"]) \
+                if base["hr"] and judged["hr"] else float("nan")
+            hr_ratio_se = max(se_users, se_seeds) if math.isfinite(se_seeds) else se_users
+            by_seed = {r["seed"]: r["hr"] for r in b_runs}
+            per_seed = [r["hr"] / by_seed[r["seed"]] for r in sorted(j_runs, key=lambda r: r["seed"])
+                        if by_seed.get(r["seed"])]
+            rows.append({"model": kind, "stream": "summary", "judged": STREAMS[key], "attack_gain": gain,
+                         "gain_removed": removed, "gain_removed_se": removed_se, "hr_ratio": hr_ratio,
+                         "hr_ratio_se": hr_ratio_se, "hr_ratio_se_users": se_users, "hr_ratio_se_seeds": se_seeds,
+                         "hr_ratio_per_seed": per_seed,
+                         "seeds": min(len(b_runs), len(r_runs), len(j_runs)),
+                         "removed_decided": decided(removed, removed_se, NEED_REMOVED),
+                         "hr_decided": decided(hr_ratio, hr_ratio_se, NEED_HR),
+                         "pass": bool(removed >= NEED_REMOVED and hr_ratio >= NEED_HR)})
+    for row in rows:
+        row.pop("hits", None)
+    return rows
+
+
+def prepare(events_path: Path, truth_path: Path, clean_path: Path, retractions: Path | None) -> dict:
     truth = orjson.loads(truth_path.read_bytes())
     raw = read_events(events_path)
     bad = malicious_ids(truth)
     benign = [e for e in raw if e["event_id"] not in bad]
     held = holdout(benign)
-    held_ids = {e["event_id"] for e in held.values()}
-    clean = [e for e in read_events(clean_path)]
+    clean = read_events(clean_path)
+    n_retracted, retracted_events = 0, []
     if retractions is not None and retractions.exists():
-        retracted = {r["event_id"] for r in map(parse_retraction, retractions.read_bytes().splitlines())
-                     if r is not None}
-        clean = [e for e in clean if e["event_id"] not in retracted]
-    targets = push_targets(truth)
-    streams = {"benign only": benign, "raw": raw, "clean (shillguard)": clean}
-    caught = len(bad - {e["event_id"] for e in clean})
-    print(f"{len(raw)} raw learnable events, {len(bad & {e['event_id'] for e in raw})} malicious "
-          f"({caught} kept out of the clean stream), {len(benign)} benign, {len(clean)} clean; "
-          f"{len(targets)} push targets; {len(held)} benign users evaluated", flush=True)
-    rows = []
+        records = [r for r in map(parse_retraction, retractions.read_bytes().splitlines()) if r is not None]
+        retracted = {r["event_id"] for r in records}
+        before = len(clean)
+        clean = [e for e in clean if e["event_id"] not in retracted]  # replay's clean.jsonl already lacks them
+        n_retracted = before - len(clean)
+        retracted_events = [r["event"] for r in records if r["event"].get("type") in LEARNABLE]
+    # What a streaming trainer was fed: every released event, the ones a late flag retracted included.
+    released = sorted(clean + retracted_events, key=lambda e: float(e["ts"]))
+    return {"truth": truth, "raw": raw, "bad": bad, "benign": benign, "held": held, "clean": clean,
+            "released": released, "retracted_ids": [e["event_id"] for e in retracted_events],
+            "n_retracted": n_retracted, "targets": push_targets(truth), "families": target_families(truth)}
+
+
+def measure(data: dict, models: list[str], epochs: dict[str, int | None], seeds: list[int],
+            streams: list[str] = list(STREAMS), echo=print, config: dict | None = None) -> list[dict]:
+    """One run per (model, stream, seed); each with its per-user hits over the held-out users.
+    `config`: extra TrainConfig fields (tests use tiny models)."""
+    held, targets = data["held"], data["targets"]
+    held_ids = {e["event_id"] for e in held.values()}
+    source = {"benign": data["benign"], "raw": data["raw"], "clean": data["clean"], "unlearned": data["released"]}
+    runs = []
     for kind in models:
-        results = {}
-        for name, evs in streams.items():
-            train = [e for e in evs if e["event_id"] not in held_ids]
-            runs = [train_and_measure(name, train, held, targets, {
-                "model": kind, "seed": seed + s, **({"epochs": epochs[kind]} if epochs.get(kind) else {})})
-                for s in range(seeds)]
-            # Mean over training seeds: HR@10 on ~1k users moves by several percent from seed alone.
-            results[name] = {**runs[0], **{k: float(np.mean([r[k] for r in runs]))
-                                           for k in ("hr", "ndcg", "exposure", "train_seconds")},
-                             "per_target": {t: float(np.mean([r["per_target"][t] for r in runs]))
-                                            for t in targets}}
-        base, raw_r, clean_r = results["benign only"], results["raw"], results["clean (shillguard)"]
-        gain = raw_r["exposure"] - base["exposure"]
-        removed = 1 - (clean_r["exposure"] - base["exposure"]) / gain if gain > 0 else float("nan")
-        hr_ratio = clean_r["hr"] / base["hr"] if base["hr"] else float("nan")
-        for r in results.values():
-            rows.append({"model": kind, **r})
-        rows.append({"model": kind, "stream": "summary", "attack_gain": gain, "gain_removed": removed,
-                     "hr_ratio": hr_ratio, "pass": bool(removed >= 0.9 and hr_ratio >= 0.97)})
-    return rows
+        for key in streams:
+            train = [e for e in source[key] if e["event_id"] not in held_ids]
+            for seed in seeds:
+                run = train_and_measure(STREAMS[key], train, held, targets, {
+                    "model": kind, "seed": seed, **({"epochs": epochs[kind]} if epochs.get(kind) else {}),
+                    **(config or {})},
+                    retract=data["retracted_ids"] if key == "unlearned" else None)
+                run["model"] = kind
+                echo(f"  {kind} {STREAMS[key]:20} seed {seed}: target exposure {run['exposure']:.4f}, "
+                     f"HR@10 {run['hr']:.4f}, {run['epochs']} epochs in {run['train_seconds']:.0f}s "
+                     f"({run['train_cpu_seconds']:.0f} CPU s)")
+                runs.append(run)
+    return runs
 
 
-def print_table(rows: list[dict]) -> None:
-    print(f"{'model':7} {'stream':20} {'events':>8} {'target exposure':>16} {'HR@10':>7} {'NDCG@10':>8} {'train s':>8}")
+def print_header(data: dict) -> None:
+    raw, clean, bad = data["raw"], data["clean"], data["bad"]
+    raw_ids = {e["event_id"] for e in raw}
+    caught = len((bad & raw_ids) - {e["event_id"] for e in clean})
+    print(f"{len(raw)} raw learnable events, {len(bad & raw_ids)} malicious ({caught} kept out of the clean "
+          f"stream), {len(data['benign'])} benign, {len(clean)} clean, {len(data['retracted_ids'])} released "
+          f"then retracted; {len(data['targets'])} push targets; {len(data['held'])} benign users evaluated")
+
+
+def print_leaks(table: list[dict]) -> None:
+    print(f"{'attack':6} {'family':12} {'intent':6} {'events':>7} {'in clean':>8} {'leaked':>7} "
+          f"{'on target':>9} {'accounts leaked':>15}")
+    for r in table:
+        share = r["leaked"] / r["events"] if r["events"] else 0.0
+        print(f"{r['attack']:6} {r['family']:12} {str(r['intent']):6} {r['events']:7d} {r['leaked']:8d} "
+              f"{share:7.1%} {r['leaked_on_targets']:9d} {r['accounts_leaked']:>7d} of {r['accounts']:<5d}")
+
+
+def verdict(row: dict) -> str:
+    """PASS/FAIL on the point estimates, and whether the standard errors settle it."""
+    removed_ok, hr_ok = row["gain_removed"] >= NEED_REMOVED, row["hr_ratio"] >= NEED_HR
+    if removed_ok and hr_ok:
+        settled = row["removed_decided"] == "decided" and row["hr_decided"] == "decided"
+        return "PASS" if settled else "PASS on the point estimates, not decided at 2 SE"
+    failing = [(ok, d) for ok, d in ((removed_ok, row["removed_decided"]), (hr_ok, row["hr_decided"])) if not ok]
+    settled = any(d == "decided" for _, d in failing)
+    return "FAIL" if settled else "FAIL on the point estimates, not decided at 2 SE"
+
+
+def print_table(rows: list[dict], families: dict[str, str] | None = None) -> None:
+    families = families or {}
+    print(f"{'model':7} {'stream':20} {'seeds':>5} {'events':>8} {'target exposure':>17} {'HR@10':>15} "
+          f"{'NDCG@10':>15} {'train s':>8}")
     for r in rows:
         if r["stream"] == "summary":
-            verdict = "PASS" if r["pass"] else "FAIL"
-            print(f"{r['model']:7} attack gain {r['attack_gain']:.4f}; clean-fed removes {r['gain_removed']:.1%} "
-                  f"of it (need >= 90%); HR@10 at {r['hr_ratio']:.1%} of benign-only (need >= 97%): {verdict}")
+            print(f"{r['model']:7} {r['judged']} vs benign only, {r['seeds']} seeds: attack gain "
+                  f"{r['attack_gain']:.4f}, {r['gain_removed']:.1%} ± {r['gain_removed_se']:.1%} of it removed "
+                  f"(need >= 90%: {r['removed_decided']} at 2 SE)")
+            print(f"{'':7} HR@10 at {r['hr_ratio']:.1%} ± {r['hr_ratio_se']:.1%} of benign-only's (SE over users "
+                  f"{r['hr_ratio_se_users']:.1%}, over seeds {r['hr_ratio_se_seeds']:.1%}; per seed "
+                  f"{', '.join(f'{x:.1%}' for x in r['hr_ratio_per_seed'])}; need >= 97%: {r['hr_decided']} "
+                  f"at 2 SE)")
+            print(f"{'':7} {verdict(r)}")
         else:
-            print(f"{r['model']:7} {r['stream']:20} {r['events']:8d} {r['exposure']:16.4f} {r['hr']:7.4f} "
-                  f"{r['ndcg']:8.4f} {r['train_seconds']:8.1f}")
+            print(f"{r['model']:7} {r['stream']:20} {r['seeds']:5d} {r['events']:8d} "
+                  f"{r['exposure']:8.4f} ± {r['exposure_se']:.4f} {r['hr']:.4f} ± {r['hr_se']:.4f} "
+                  f"{r['ndcg']:.4f} ± {r['ndcg_se']:.4f} {r['train_seconds']:8.1f}")
+    per_target = [r for r in rows if r["stream"] != "summary"]
+    if not per_target:
+        return
+    print("exposure per push target (mean over seeds):")
+    print(f"{'model':7} {'target':16} {'family':12} " + " ".join(f"{r['stream'][:18]:>18}" for r in per_target
+                                                                 if r["model"] == per_target[0]["model"]))
+    for kind in dict.fromkeys(r["model"] for r in per_target):
+        mine = [r for r in per_target if r["model"] == kind]
+        for t in mine[0]["per_target"]:
+            print(f"{kind:7} {t:16} {families.get(t, '?'):12} " + " ".join(f"{r['per_target'][t]:18.4f}"
+                                                                          for r in mine))
 
 
 def build_demo(out: Path, seed: int = 0, recall: float = 0.95, false_positive: float = 0.01,
@@ -145,7 +331,7 @@ def build_demo(out: Path, seed: int = 0, recall: float = 0.95, false_positive: f
     """A small attacked stream (MovieLens-100K if present, else synthetic) and a stand-in 'clean' stream.
 
     The stand-in drops `recall` of the malicious events and `false_positive` of the benign ones at random:
-    it exercises the measurement, not the detectors (the lead runs the real replay's clean.jsonl).
+    it exercises the measurement, not the detectors (the real figure uses the replay's clean.jsonl).
     """
     from trainer.synthetic import push_attack, synthetic_events
 
@@ -180,6 +366,17 @@ def build_demo(out: Path, seed: int = 0, recall: float = 0.95, false_positive: f
     return out / "events.jsonl", out / "truth.json", out / "clean.jsonl"
 
 
+def merge(paths: list[str]) -> dict:
+    """Pool the runs of several `--json` outputs made on the same files (seeds or streams run apart)."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    first = docs[0]
+    for doc in docs[1:]:
+        if doc["inputs"] != first["inputs"] or doc["targets"] != first["targets"]:
+            raise SystemExit(f"cannot merge runs on different inputs: {doc['inputs']} vs {first['inputs']}")
+    runs = {(r["model"], r["stream"], r["seed"]): r for doc in docs for r in doc["runs"]}
+    return {**first, "runs": list(runs.values())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("events", nargs="?")
@@ -192,28 +389,58 @@ def main() -> None:
     parser.add_argument("--demo-recall", type=float, default=0.95,
                         help="Share of malicious events the demo's stand-in detector keeps out.")
     parser.add_argument("--models", default="bpr")
+    parser.add_argument("--streams", default="benign,raw,clean",
+                        help="Which of benign,raw,clean,unlearned to train (the rest can come from --merge). "
+                             "unlearned: fed every released event, then told the retractions (the streaming "
+                             "trainer's case: a late flag retracts events it already learned).")
     parser.add_argument("--bpr-epochs", type=int, default=None)
     parser.add_argument("--sasrec-epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, default=3, help="Training seeds averaged per stream.")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--seed", type=int, default=0, help="First training seed.")
+    parser.add_argument("--seeds", type=int, default=3, help="Training seeds per stream (seed, seed+1, ...).")
+    parser.add_argument("--json", default=None, help="Write the runs (per-user hits included) here.")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="Only pool the runs of earlier --json outputs and print the result.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.merge:
+        doc = merge(args.merge)
+        print_leaks(doc["leaks"])
+        rows = summarize(doc["runs"], doc["targets"])
+        print_table(rows, doc["families"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(doc))
+        sys.exit(0 if all(r["pass"] for r in rows if r["stream"] == "summary") else 1)
     if args.demo:
         events, truth, clean = build_demo(Path(args.demo), args.seed, recall=args.demo_recall,
                                           n_fakes=args.demo_fakes, filler=args.demo_filler)
     elif args.events and args.truth and args.clean:
         events, truth, clean = Path(args.events), Path(args.truth), Path(args.clean)
     else:
-        parser.error("give EVENTS TRUTH CLEAN, or --demo DIR")
-    rows = measure(events, truth, clean, Path(args.retractions) if args.retractions else None,
-                   args.models.split(","), {"bpr": args.bpr_epochs, "sasrec": args.sasrec_epochs}, args.seed,
-                   args.seeds)
-    print_table(rows)
+        parser.error("give EVENTS TRUTH CLEAN, or --demo DIR, or --merge JSON...")
+    retractions = Path(args.retractions) if args.retractions else None
+    data = prepare(events, truth, clean, retractions)
+    print_header(data)
+    table = leaks(data["truth"], data["raw"], data["clean"])
+    print_leaks(table)
+    streams = [s.strip() for s in args.streams.split(",") if s.strip()]
+    unknown = set(streams) - set(STREAMS)
+    if unknown:
+        parser.error(f"unknown streams {sorted(unknown)}: {', '.join(STREAMS)}")
+    runs = measure(data, args.models.split(","), {"bpr": args.bpr_epochs, "sasrec": args.sasrec_epochs},
+                   list(range(args.seed, args.seed + args.seeds)), streams)
+    rows = summarize(runs, data["targets"])
+    print_table(rows, data["families"])
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
-    if not all(r["pass"] for r in rows if r["stream"] == "summary"):
+        inputs = {"events": str(events.resolve()), "truth": str(truth.resolve()), "clean": str(clean.resolve()),
+                  "retractions": str(retractions.resolve()) if retractions else None,
+                  "held_users": len(data["held"]),
+                  "epochs": {"bpr": args.bpr_epochs, "sasrec": args.sasrec_epochs}}
+        Path(args.json).write_text(json.dumps({"inputs": inputs, "targets": data["targets"],
+                                               "families": data["families"], "leaks": table, "runs": runs,
+                                               "rows": rows}))
+    summaries = [r for r in rows if r["stream"] == "summary"]
+    if summaries and not all(r["pass"] for r in summaries):
         sys.exit(1)
 
 
