@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     # Comma-separated names, see streams.assembly.DETECTORS. Off by default: midas (a reference anchor) and
     # catalog_drift, whose MiniLM encoding costs tens of ms per catalog edit on a CPU and would stall the
     # stream until that path is made cheaper (README, "Known gap").
-    detectors: str = "profile,rating_shift,dense_block,lockstep,coordination,extraction"
+    detectors: str = "profile,rating_shift,dense_block,lockstep,coordination,extraction,copies"
     # Those of the chosen detectors that run in a second process beside the rest (streams.parallel); empty:
     # all in one process. Ignored on a one-core machine.
     offload_detectors: str = "dense_block,lockstep,coordination,midas,copies"
