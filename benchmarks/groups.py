@@ -293,7 +293,7 @@ def group_detectors() -> list:
     from detectors.dense_block import DenseBlockDetector
     found = [DenseBlockDetector()]
     for module, cls in (("detectors.lockstep", "LockstepDetector"), ("detectors.midas", "MidasDetector"),
-                        ("detectors.coordination", "CoordinationDetector")):
+                        ("detectors.coordination", "CoordinationDetector"), ("detectors.copies", "CopyDetector")):
         try:
             found.append(getattr(__import__(module, fromlist=[cls]), cls)())
         except ImportError:

@@ -56,20 +56,25 @@ class Simulation:
 
 
 def plan_attacks(names: str | Sequence[str], **common: Any) -> list[AttackSpec]:
-    """Parse "random,average:nuke,sweep" (or "all") into specs sharing `common` settings.
+    """Parse "random,average:nuke,sweep" (or "all", or "none" for a benign-only stream) into specs sharing
+    `common` settings.
 
     >>> [(s.family, s.intent) for s in plan_attacks("random,segment:nuke", size=10)]
     [('random', None), ('segment', 'nuke')]
+    >>> plan_attacks("none")
+    []
     """
     if isinstance(names, str):
         names = [name.strip() for name in names.split(",") if name.strip()]
     if list(names) == ["all"]:
         names = list(FAMILIES)
+    if list(names) == ["none"]:
+        names = []
     specs = []
     for name in names:
         family, _, intent = name.partition(":")
         if family not in FAMILIES:
-            raise ValueError(f"unknown attack family {family!r}: one of {', '.join(FAMILIES)} or all")
+            raise ValueError(f"unknown attack family {family!r}: one of {', '.join(FAMILIES)}, all or none")
         if intent and intent not in ("push", "nuke"):
             raise ValueError(f"unknown intent {intent!r} in {name!r}: push or nuke")
         specs.append(AttackSpec(family=family, intent=intent or None, **common))

@@ -32,7 +32,7 @@ def load_base(data: str, seed: int = 0) -> Base:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for events.jsonl and truth.json.")
 @click.option("--attacks", default="all", show_default=True,
-              help=f"Comma-separated families, each optionally :push or :nuke, or 'all'. "
+              help=f"Comma-separated families, each optionally :push or :nuke, 'all', or 'none' (benign only). "
                    f"Families: {', '.join(FAMILIES)}.")
 @click.option("--attack-size", default=0.05, show_default=True,
               help="Fake accounts per attack: a share of real users (< 1) or a count.")
