@@ -172,9 +172,11 @@ class CoordinationDetector(Detector):
         thin, new = (bits[rows] & 1) > 0, (bits[rows] & 2) > 0
         keys = np.concatenate([pkey[rows], kind_keys[0][rows][thin], kind_keys[1][rows][new]])
         times = np.concatenate([t[rows], t[rows][thin], t[rows][new]])
+        cells = self._fast[self.windows[0]]._rows(keys)  # every window's sketch has the same shape
+        totals = np.zeros((1, len(rows)), np.int64)  # the totals' one cell
         for w in self.windows:
-            self._fast[w].add(keys, times)
-            self._fast_total[w].add(np.zeros(len(rows), np.uint64), t[rows])
+            self._fast[w].add(keys, times, rows=cells)
+            self._fast_total[w].add(totals[0], t[rows], rows=totals)
 
     def _baseline(self, now: float) -> dict | None:
         if not self._snapshots or now - self._snapshots[-1][0] >= self.baseline_lag / 2:

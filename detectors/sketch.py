@@ -78,7 +78,10 @@ class DecayingCountMin:
             return np.ones_like(ts) if isinstance(ts, np.ndarray) else 1.0
         return np.exp((ts - self.origin) / self.tau)
 
-    def add(self, keys: np.ndarray, ts: np.ndarray, weights: np.ndarray | None = None) -> None:
+    def add(self, keys: np.ndarray, ts: np.ndarray, weights: np.ndarray | None = None,
+            rows: np.ndarray | None = None) -> None:
+        """Add `keys` seen at times `ts`; `rows`, their cells from `_rows`, when already computed for
+        another sketch of the same depth and width."""
         if len(keys) == 0:
             return
         if self.origin is None:
@@ -86,7 +89,7 @@ class DecayingCountMin:
         if self.tau is not None and (float(ts.max()) - self.origin) / self.tau > 30.0:
             self._rebase(float(ts.max()))
         w = self._scale(ts) * (1.0 if weights is None else weights)
-        rows = self._rows(keys)
+        rows = self._rows(keys) if rows is None else rows
         for d in range(self.depth):
             np.add.at(self.cells[d], rows[d], w)
         self.total += float(np.sum(w))
