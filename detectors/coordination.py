@@ -21,7 +21,8 @@ that runs for days cannot become its own null (fakes need not be rare). With no 
 for everything) or less than twice `baseline_lag` of history there is no baseline, and the detector stays
 silent rather than guess.
 
-Parameters: `windows` (seconds), `history_half_life` of the long-run counts, `thin_events`, `new_seconds`,
+Parameters: `windows` (seconds: an hour, a day and a week, so that a bomb spread over ten days, a few
+accounts a day, still adds up in one window), `history_half_life` of the long-run counts, `thin_events`, `new_seconds`,
 `alpha` per key and window test (1e-6: some 10^4 keys tested a day at a family-wise error near 1%), `min_group`, `prior_events` (pseudo-events of smoothing towards the item's and the rating's overall
 shares), `baseline_lag`, `burst_user_score`, `max_score`, `buffer_size`, sketch `depth` and `width`.
 
@@ -71,7 +72,7 @@ _KIND_KEYS = np.array([0x7468696E, 0x6E6577], dtype=np.uint64)  # hashes of the 
 class CoordinationDetector(Detector):
     name = "coordination"
 
-    def __init__(self, windows: tuple[float, ...] = (3600.0, 86400.0), history_half_life: float = 30 * 86400.0,
+    def __init__(self, windows: tuple[float, ...] = (3600.0, 86400.0, 7 * 86400.0), history_half_life: float = 30 * 86400.0,
                  thin_events: int = 5, new_seconds: float = 86400.0, alpha: float = 1e-6, min_group: int = 5,
                  prior_events: float = 20.0, baseline_lag: float = 3 * 86400.0,
                  burst_user_score: float = 0.35, max_score: float = 0.95, buffer_size: int = 50_000,
