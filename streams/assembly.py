@@ -55,7 +55,9 @@ def _catalog_drift() -> Detector:
     from detectors.catalog_drift import CatalogDriftDetector
     from models.text_encoder import load_text_encoder
 
-    return CatalogDriftDetector(load_text_encoder())
+    # One intra-op thread: the pipeline's other processes keep the other cores busy, and threads that wait
+    # for each other stall whenever one is descheduled (benchmarks/encoders.py measures both).
+    return CatalogDriftDetector(load_text_encoder(threads=1))
 
 
 def _copies() -> Detector:
@@ -95,26 +97,30 @@ def _names(names: str) -> list[str]:
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
-    """The configured detectors; those named in `offload_detectors` in a second process (streams.parallel)
-    when the machine has more than one core. Close the pipeline when done with it."""
+    """The configured detectors; the groups named in `offload_detectors` (`;` between processes) each in a
+    process of their own (streams.parallel) when the machine has more than one core. Close the pipeline when
+    done with it."""
     decision = DecisionStage(hold_seconds=settings.hold_seconds, flag_threshold=settings.flag_threshold,
                              retraction_horizon=settings.retraction_horizon_seconds)
     chosen = _names(settings.detectors)
     unknown = sorted(set(chosen) - set(DETECTORS))
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
-    offload = [name for name in chosen if name in _names(settings.offload_detectors)]
-    if len(offload) == len(chosen) or (os.cpu_count() or 1) < 2:
-        offload = []  # nothing would be left to run beside them, or no core to run them on
-    if offload and len({"catalog_drift", "extraction"} & set(offload)) == 1 and {
-            "catalog_drift", "extraction"} <= set(chosen):
-        raise ValueError("catalog_drift and extraction share embeddings: offload both or neither")
-    local = build_detectors(",".join(name for name in chosen if name not in offload))
+    groups = [[name for name in chosen if name in _names(group)]
+              for group in settings.offload_detectors.split(";")]
+    groups = [group for group in groups if group]
+    if (len(groups) == 1 and len(groups[0]) == len(chosen)) or (os.cpu_count() or 1) < 2:
+        groups = []  # nothing would run beside them, or no core to run them on
+    shared = {"catalog_drift", "extraction"}  # extraction reads the catalog's embeddings
+    if shared <= set(chosen) and any(len(shared & set(group)) == 1 for group in groups):
+        raise ValueError("catalog_drift and extraction share embeddings: run them in the same process")
+    offloaded_names = {name for group in groups for name in group}
+    local = build_detectors(",".join(name for name in chosen if name not in offloaded_names))
     offloaded = []
-    if offload:
+    if groups:
         from streams.parallel import DetectorProcess
 
-        offloaded = [DetectorProcess(offload)]
+        offloaded = [DetectorProcess(group) for group in groups]
     order = list(chosen)  # the order build_detectors gives them, whichever process they run in
     if {"catalog_drift", "extraction"} <= set(order):
         order.sort(key=lambda name: name != "catalog_drift")

@@ -19,13 +19,11 @@ class Settings(BaseSettings):
     retraction_horizon_seconds: float = 30 * 86400.0
     # Pipeline
     batch_size: int = 2048
-    # Comma-separated names, see streams.assembly.DETECTORS. Off by default: midas (a reference anchor) and
-    # catalog_drift, whose MiniLM encoding costs tens of ms per catalog edit on a CPU and would stall the
-    # stream until that path is made cheaper (README, "Known gap").
-    detectors: str = "profile,rating_shift,dense_block,lockstep,coordination,extraction,copies"
-    # Those of the chosen detectors that run in a second process beside the rest (streams.parallel); empty:
-    # all in one process. Ignored on a one-core machine.
-    offload_detectors: str = "dense_block,lockstep,coordination,midas,copies"
+    # Comma-separated names, see streams.assembly.DETECTORS. Off by default: midas (a reference anchor).
+    detectors: str = "profile,rating_shift,dense_block,lockstep,coordination,copies,catalog_drift,extraction"
+    # Those of the chosen detectors that run in processes of their own beside the rest (streams.parallel),
+    # `;` between processes; empty: all in one process. Ignored on a one-core machine.
+    offload_detectors: str = "dense_block,lockstep,coordination,midas,copies;catalog_drift,extraction"
     dedupe_capacity: int = 5_000_000
     # Data
     movielens: Path = PROJECT_ROOT.parent / "shared" / "data" / "movielens-100k"
