@@ -10,7 +10,8 @@ Until `shillguard simulate` exists this plants its own labelled attacks into the
 review bombing by thin new accounts, a click farm acting in lockstep, camouflaged copy attacks (fake profiles
 copied from real users, one and three targets), a slow sparse ring (the case FRAUDAR misses), and a
 collusive-spammer set with no usable time (every event at one timestamp, a third of the reviewers in
-groups), the stand-in for the held-out Amazon set. Ids are opaque random tokens for real and fake alike, and
+groups), the stand-in for the held-out Amazon set, and a harder variant of it (smaller groups on real
+products). Ids are opaque random tokens for real and fake alike, and
 all timestamps are integer seconds. Benign clicks are synthesised around real ratings (a click on the item
 before rating it, browsing of popular items), so that clicks alone do not betray the farm.
 
@@ -288,6 +289,41 @@ def no_time_collusion(rng: np.random.Generator, keep_per_user: int = 15, spam_sh
     return stream
 
 
+def no_time_real_products(rng: np.random.Generator, keep_per_user: int = 8, spam_share: float = 0.38,
+                          mean_size: int = 6) -> Stream:
+    """A harder Amazon stand-in: sparser benign reviewers (8 ratings each), 38% spammers in smaller groups
+    (two members and up, six on average), each group rating 3-11 *real* products (which benign reviewers
+    rate too) 4-5 stars, plus camouflage. Pairs and triples sit below what a scan statistic can separate
+    from chance in a graph this size, so this bounds what the graph alone can do."""
+    data = load_movielens()
+    ids = Opaque(rng)
+    stream = Stream()
+    ts = 1_300_000_000
+    for user in np.unique(data[:, 0]):
+        rows = data[data[:, 0] == user]
+        for item, rating in rows[rng.choice(len(rows), min(keep_per_user, len(rows)), replace=False)][:, 1:3]:
+            _rating(stream, ids("user", user), ids("item", item), rating, ts)
+    n_benign = len(np.unique(data[:, 0]))
+    n_spam = int(spam_share / (1 - spam_share) * n_benign)
+    items, popular = np.unique(data[:, 1]), _popular_items(data, 500)
+    spammers = [ids.new("user") for _ in range(n_spam)]
+    stream.fake_users["collusion"].update(spammers)
+    pool = list(rng.permutation(spammers))
+    while pool:
+        size = int(min(len(pool), max(2, rng.geometric(1 / mean_size))))
+        members, pool = pool[:size], pool[size:]
+        products = [ids("item", i) for i in rng.choice(items, rng.integers(3, 12), replace=False)]
+        stream.targets["collusion"].update(products)
+        for member in members:
+            for product in products:
+                if rng.random() < 0.75:
+                    _rating(stream, member, product, rng.integers(4, 6), ts)
+    for member in spammers:  # camouflage
+        for item in rng.choice(popular, rng.integers(0, 6), replace=False):
+            _rating(stream, member, ids("item", item), rng.integers(1, 6), ts)
+    return stream
+
+
 # -- running ---------------------------------------------------------------------------------------------
 def group_detectors() -> list:
     from detectors.dense_block import DenseBlockDetector
@@ -408,6 +444,7 @@ def main() -> None:
         scenarios.update(simulator_streams(args.seed))
     if args.scenario in ("all", "no_time"):
         scenarios["no_time_collusion"] = no_time_collusion(rng)
+        scenarios["no_time_real_products"] = no_time_real_products(rng)
     rows = []
     for name, stream in scenarios.items():
         configs = {"groups": group_detectors()}
