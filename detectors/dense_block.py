@@ -62,6 +62,32 @@ from detectors.events import ClickEvent, Event, RatingEvent
 CLICK = 0  # rating code of a click in the edge window
 
 
+_last_edges: tuple[Sequence[Event], tuple[list, list, list, list]] | None = None
+
+
+def _edges(events: Sequence[Event]) -> tuple[list[str], list[str], list[float], list[int]]:
+    """Users, items, timestamps and rating codes (CLICK for a click) of a batch's ratings and clicks. The
+    last batch's answer is kept, so that the dense-block and lockstep detectors, which see the same batch
+    one after the other, extract it once (a batch is never changed once handed to the detectors)."""
+    global _last_edges
+    if _last_edges is not None and _last_edges[0] is events:
+        return _last_edges[1]
+    users, items, ts, ratings = [], [], [], []
+    for event in events:
+        kind = type(event)
+        if kind is RatingEvent:
+            ratings.append(int(event.rating + 0.5))
+        elif kind is ClickEvent:
+            ratings.append(CLICK)
+        else:
+            continue
+        users.append(event.user_id)
+        items.append(event.item_id)
+        ts.append(event.ts)
+    _last_edges = (events, (users, items, ts, ratings))
+    return users, items, ts, ratings
+
+
 class DenseBlockDetector(Detector):
     name = "dense_block"
 
@@ -105,18 +131,7 @@ class DenseBlockDetector(Detector):
 
     # -- streaming ---------------------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
-        users, items, ts, ratings = [], [], [], []
-        for event in events:
-            kind = type(event)
-            if kind is RatingEvent:
-                ratings.append(int(event.rating + 0.5))
-            elif kind is ClickEvent:
-                ratings.append(CLICK)
-            else:
-                continue
-            users.append(event.user_id)
-            items.append(event.item_id)
-            ts.append(event.ts)
+        users, items, ts, ratings = _edges(events)
         if users:
             self._window.add(users, items, ts, ratings)
             self._dirty.update(items)
