@@ -369,12 +369,20 @@ def build_demo(out: Path, seed: int = 0, recall: float = 0.95, false_positive: f
 def merge(paths: list[str]) -> dict:
     """Pool the runs of several `--json` outputs made on the same files (seeds or streams run apart)."""
     docs = [json.loads(Path(p).read_text()) for p in paths]
+    # Benign-only and raw runs do not read the replay: they may be pooled with clean runs of any replay
+    # of the same stream; clean and unlearned runs must all come from one replay.
+    common = ("events", "truth", "held_users", "epochs")
     first = docs[0]
     for doc in docs[1:]:
-        if doc["inputs"] != first["inputs"] or doc["targets"] != first["targets"]:
+        if any(doc["inputs"].get(k) != first["inputs"].get(k) for k in common) or doc["targets"] != first["targets"]:
             raise SystemExit(f"cannot merge runs on different inputs: {doc['inputs']} vs {first['inputs']}")
+    replay_docs = [d for d in docs if any(r["stream"] in (STREAMS["clean"], STREAMS["unlearned"]) for r in d["runs"])]
+    replays = {(d["inputs"]["clean"], d["inputs"]["retractions"]) for d in replay_docs}
+    if len(replays) > 1:
+        raise SystemExit(f"clean-fed runs from different replays cannot be pooled: {sorted(map(str, replays))}")
+    base = replay_docs[0] if replay_docs else first
     runs = {(r["model"], r["stream"], r["seed"]): r for doc in docs for r in doc["runs"]}
-    return {**first, "runs": list(runs.values())}
+    return {**base, "runs": list(runs.values())}
 
 
 def main() -> None:
