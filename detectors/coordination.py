@@ -17,7 +17,9 @@ than usual (where everyone rates at sign-up, as in MovieLens, the newcomer test 
 newcomers `burst_user_score`: evidence to combine with another detector's, never enough to flag alone.
 
 The baseline is read from frozen copies of the long-run counts at least `baseline_lag` old, so a campaign
-that runs for days cannot become its own null (fakes need not be rare). With no usable time (one timestamp
+that runs for days cannot become its own null (fakes need not be rare); past that lag, a key found with a
+crowd of thin accounts keeps the baseline of its first detection for as long as members keep arriving (and the
+longest window after), so the tenth day of a slow push is judged as the first was. With no usable time (one timestamp
 for everything) or less than twice `baseline_lag` of history there is no baseline, and the detector stays
 silent rather than guess.
 
@@ -111,6 +113,9 @@ class CoordinationDetector(Detector):
         self._buf_pos = 0
         self._announced: dict[tuple[str, str], float] = {}
         self._hashes: dict[str, int] = {}
+        # (item, rating) keys with a crowd of newcomers found: the baseline they were judged by, frozen, and
+        # when a member last arrived (see _frozen)
+        self._campaigns: dict[int, tuple[float, float, float]] = {}  # share, thin share, last member
 
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
         users, items, ratings, ts = interactions(events)
@@ -238,6 +243,16 @@ class CoordinationDetector(Detector):
             expected = np.maximum(total * share, 1e-9)
             burst = pdtrc(np.maximum(np.round(count) - 1, 0), expected) < self.alpha
             burst &= count >= self.min_group
+            # Thin accounts on a key with a campaign under way are judged by the campaign's first baseline
+            # (see _frozen). Only thin ones: a new account may go on to a long real history, and a benign
+            # newcomer who joins a campaign's target would lose all of it.
+            frozen = self._frozen(keys, now)
+            held_expected, held_burst = expected, burst
+            if (frozen >= 0).any():
+                held_share = np.where(frozen >= 0, np.minimum(share, self._frozen_share(keys, frozen)), share)
+                held_expected = np.maximum(total * held_share, 1e-9)
+                held_burst = pdtrc(np.maximum(np.round(count) - 1, 0), held_expected) < self.alpha
+                held_burst &= count >= self.min_group
             for b, kind in enumerate(KINDS):
                 # The item's own newcomer share, smoothed towards the population's: old niche films are
                 # rated by long-time users, new releases by newcomers, and each is judged by its own habit.
@@ -246,12 +261,18 @@ class CoordinationDetector(Detector):
                 from_kind = self._fast[w].query(combine(keys, _KIND_KEYS[b : b + 1]), now)
                 nu = (item_kind + self.prior_events * nu_all) / (slow_item + self.prior_events)
                 nu = np.clip(nu, 1e-9, 1 - 1e-9)
+                kind_burst, kind_expected = burst, expected
+                if kind == "thin":
+                    nu = np.where(frozen >= 0, np.minimum(nu, self._frozen_nu(keys, frozen)), nu)
+                    kind_burst, kind_expected = held_burst, held_expected
                 n, k = np.round(count), np.round(np.minimum(from_kind, count))
-                crowded = burst & (k >= self.min_group)
+                crowded = kind_burst & (k >= self.min_group)
                 crowded[crowded] = bdtrc(k[crowded] - 1, n[crowded].astype(int), nu[crowded]) < self.alpha
                 for j in np.flatnonzero(crowded):
+                    if kind == "thin":
+                        self._freeze(int(keys[j]), now, float(share[j]), float(nu[j]))
                     signals.extend(self._members(now, w, kind, keys[j], items[where[j]], ratings[where[j]],
-                                                 float(count[j]), float(expected[j]), float(nu[j])))
+                                                 float(count[j]), float(kind_expected[j]), float(nu[j])))
                 # An extreme-rating burst on an item the baseline already knew, where newcomers are no more
                 # than usual: weak evidence for its newcomers (where everyone is new, as on a site whose
                 # users rate at sign-up, the crowd test has no power), to combine with other detectors.
@@ -268,6 +289,43 @@ class CoordinationDetector(Detector):
                     signals.extend(self._shift(now, w, items[where[j]], ratings[where[j]], float(count[j]),
                                                float(expected[j])))
         return signals
+
+    # A campaign that runs for days would become its own null once the lagged baseline takes in its first
+    # days (the target's newcomer share climbs towards one): a key keeps the baseline of its first crowd
+    # detection while members keep arriving, and for the longest window after the last.
+    def _frozen(self, keys: np.ndarray, now: float) -> np.ndarray:
+        """Per key: 1.0 where a campaign's frozen baseline applies, -1.0 where none does."""
+        campaigns = self._campaigns
+        if not campaigns:
+            return np.full(len(keys), -1.0)
+        horizon = now - max(self.windows)
+        out = np.full(len(keys), -1.0)
+        for j, key in enumerate(keys.tolist()):
+            held = campaigns.get(key)
+            if held is not None and held[2] >= horizon:
+                out[j] = 1.0
+        return out
+
+    def _frozen_share(self, keys: np.ndarray, frozen: np.ndarray) -> np.ndarray:
+        return np.array([self._campaigns[key][0] if f >= 0 else np.inf
+                         for key, f in zip(keys.tolist(), frozen)])
+
+    def _frozen_nu(self, keys: np.ndarray, frozen: np.ndarray) -> np.ndarray:
+        return np.array([self._campaigns[key][1] if f >= 0 else 1.0 for key, f in zip(keys.tolist(), frozen)])
+
+    def _freeze(self, key: int, now: float, share: float, nu: float) -> None:
+        held = self._campaigns.get(key)
+        if held is None or now - held[2] > max(self.windows):  # a new campaign: its baseline as of now
+            self._campaigns[key] = (share, nu, now)
+        else:
+            self._campaigns[key] = (held[0], held[1], now)
+        if len(self._campaigns) > 100_000:  # bounded: forget the campaigns quiet the longest
+            for old in sorted(self._campaigns, key=lambda k: self._campaigns[k][2])[:50_000]:
+                del self._campaigns[old]
+
+    def restore(self, state: bytes) -> None:
+        self._campaigns = {}  # absent from snapshots taken before campaigns were kept
+        super().restore(state)
 
     def _members(self, now: float, w: float, kind: str, key: np.uint64, item: str, rating: str, count: float,
                  expected: float, nu: float, cap: float | None = None) -> list[Signal]:
@@ -286,8 +344,8 @@ class CoordinationDetector(Detector):
         if self._announce("item", item, min(self.max_score, 1.0 - expected / max(count, 1.0))):
             out.append(Signal("item", item, self.name, self._announced[("item", item)], evidence))
         for user in members:
-            if self._announce("user", user, score):
-                out.append(Signal("user", user, self.name, score, evidence))
+            if self._announce("user", user, score):  # one of a crowd of fresh accounts: fake from the start
+                out.append(Signal("user", user, self.name, score, evidence, whole_history=cap is None))
         return out
 
     def _shift(self, now: float, w: float, item: str, rating: str, count: float, expected: float

@@ -120,3 +120,29 @@ def test_snapshot_restore_carries_on():
     clone = CoordinationDetector()
     clone.restore(detector.snapshot())
     assert _run(detector, batches[10:]) == _run(clone, batches[10:])
+
+
+def _slow_push(rng: np.random.Generator, freeze: bool = True) -> tuple[set[str], set[str]]:
+    """Five thin accounts a day push a niche item for ten days, inside ordinary traffic: who is flagged."""
+    batches = _history(rng, days=30)
+    fakes = []
+    for day in range(20, 30):
+        times = np.sort(day * DAY + rng.uniform(0, DAY, 5))
+        bomb = [RatingEvent(event_id=f"p{day}-{k}", ts=float(t), user_id=f"fake{day}-{k}", item_id="i150",
+                            rating=5.0) for k, t in enumerate(times)]
+        fakes += [event.user_id for event in bomb]
+        batches[day] = sorted(batches[day] + bomb, key=lambda event: event.ts)
+    detector = CoordinationDetector()
+    if not freeze:
+        detector._freeze = lambda *args: None  # noqa: SLF001 - the campaign's baseline left to drift
+    return _flagged(_run(detector, batches)), set(fakes)
+
+
+def test_a_slow_push_campaign_does_not_become_its_own_baseline():
+    """Once the lagged baseline takes in the campaign's first days the target looks like an item newcomers
+    always rate: the key keeps the baseline of its first detection while members keep coming."""
+    flagged, fakes = _slow_push(np.random.default_rng(6))
+    assert len(flagged & fakes) >= 0.9 * len(fakes)
+    assert flagged <= fakes  # no established user
+    drifted, _ = _slow_push(np.random.default_rng(6), freeze=False)
+    assert len(drifted & fakes) < len(flagged & fakes)
