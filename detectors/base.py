@@ -28,6 +28,9 @@ class Signal:
     score: float
     evidence: dict[str, Any] = field(default_factory=dict)
     event_ids: tuple[str, ...] = ()  # events this signal implicates beyond the entity's own
+    # The evidence says the account was fake from its first event (a copy of another profile, one of a crowd
+    # of fresh accounts), not only that it misbehaved lately: a flag retracts its whole remembered history.
+    whole_history: bool = False
 
 
 class Detector(abc.ABC):

@@ -464,7 +464,7 @@ class CopyDetector(Detector):
             "extra_item": self._items.ids[key[0]], "extra_rating": key[1],
             "group_size": group.observed, "expected_by_chance": round(group.expected, 3),
             "log10_p": group.log10_p, "first_seen": float(self._first_seen[account]),
-            "twin_first_seen": float(self._first_seen[twin])})]
+            "twin_first_seen": float(self._first_seen[twin])}, whole_history=True)]  # a copy from birth
 
     def _emit_settled(self, now: float, members: dict[int, object]) -> list[Signal]:
         """Weak evidence on lone pairs, once both profiles have been quiet for `settle_seconds`: while one

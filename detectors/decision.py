@@ -67,6 +67,7 @@ class _Risk:
     scores: dict[str, float] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     last_ts: float = 0.0
+    whole_history: bool = False
 
     def fused(self) -> float:
         clean_chance = 1.0
@@ -77,14 +78,21 @@ class _Risk:
 
 class DecisionStage:
     """Parameters: `hold_seconds` of event time before release; `flag_threshold` on fused risk;
-    `retraction_horizon` seconds of event time during which released events can still be retracted;
-    `max_released_per_entity` bounds the retraction index for very active entities."""
+    `retraction_horizon` seconds of event time during which released events can still be retracted (those
+    of an entity flagged on `whole_history` evidence: a copied profile found when the real one arrives,
+    months later); `recent_retraction` how far back a flag on other evidence retracts (an eccentric real
+    user wrongly flagged loses a month, not a year); `max_released_per_entity` bounds the retraction index
+    for very active entities."""
+
+    recent_retraction = 30 * 86400.0  # for snapshots taken before it was a parameter
 
     def __init__(self, hold_seconds: float = 600.0, flag_threshold: float = 0.5,
-                 retraction_horizon: float = 30 * 86400.0, max_released_per_entity: int = 5000):
+                 retraction_horizon: float = 365 * 86400.0, max_released_per_entity: int = 5000,
+                 recent_retraction: float = 30 * 86400.0):
         self.hold_seconds = hold_seconds
         self.flag_threshold = flag_threshold
         self.retraction_horizon = retraction_horizon
+        self.recent_retraction = min(recent_retraction, retraction_horizon)
         self.max_released_per_entity = max_released_per_entity
         self._held: list[tuple[float, int, Event]] = []  # heap of (release time, seq, event)
         self._held_ids: set[str] = set()  # only held events can still be implicated before release
@@ -178,19 +186,25 @@ class DecisionStage:
             if signal.score > risk.scores.get(signal.detector, 0.0):
                 risk.scores[signal.detector] = signal.score
                 risk.evidence[signal.detector] = signal.evidence
+            widened = signal.whole_history and not risk.whole_history
+            risk.whole_history |= signal.whole_history
             fused = risk.fused()
             if fused < self.flag_threshold:
                 continue
+            since = float("-inf") if risk.whole_history else now - self.recent_retraction
             flag = self._flags.get(key)
             if flag is None:
                 flag = changed[key] = self._flags[key] = Flag(
                     signal.kind, signal.id, fused, dict(risk.scores), dict(risk.evidence), now)
-                retracted.extend(self._retract_entity(key, flag))
-            elif fused > flag.score + 1e-9:
-                flag.score, flag.detectors, flag.evidence = fused, dict(risk.scores), dict(risk.evidence)
-                if key not in changed:  # raised earlier in this same batch: still news, not an update
-                    flag.updated = True
-                changed[key] = flag
+                retracted.extend(self._retract_entity(key, flag, since))
+            else:
+                if widened:  # now known fake from the start: the older history it kept goes too
+                    retracted.extend(self._retract_entity(key, flag, since))
+                if fused > flag.score + 1e-9:
+                    flag.score, flag.detectors, flag.evidence = fused, dict(risk.scores), dict(risk.evidence)
+                    if key not in changed:  # raised earlier in this same batch: still news, not an update
+                        flag.updated = True
+                    changed[key] = flag
             # Events named by a signal on a flagged entity are condemned even when the flag is old news.
             reason = f"implicated by {signal.detector} signal on {signal.kind} {signal.id}"
             for event_id in signal.event_ids:
@@ -202,10 +216,17 @@ class DecisionStage:
         # Copies: a later update must not rewrite what was already announced.
         return [replace(flag) for flag in changed.values()], retracted
 
-    def _retract_entity(self, key: tuple[str, str], flag: Flag) -> list[Outcome]:
+    def _retract_entity(self, key: tuple[str, str], flag: Flag, since: float) -> list[Outcome]:
+        """Retract the entity's released events from event time `since` on; older ones stay remembered,
+        in case later evidence condemns its whole history."""
         released = self._released.pop(key, None)
         if not released:
             return []
+        if released[0][0] < since:  # in ts order: keep the prefix before `since`
+            kept = deque()
+            while released and released[0][0] < since:
+                kept.append(released.popleft())
+            self._released[key] = kept
         reason = _flag_reason(flag)
         for _, event_id, _ in released:
             self._released_by_id.pop(event_id, None)

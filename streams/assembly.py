@@ -101,7 +101,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
     process of their own (streams.parallel) when the machine has more than one core. Close the pipeline when
     done with it."""
     decision = DecisionStage(hold_seconds=settings.hold_seconds, flag_threshold=settings.flag_threshold,
-                             retraction_horizon=settings.retraction_horizon_seconds)
+                             retraction_horizon=settings.retraction_horizon_seconds,
+                             recent_retraction=settings.recent_retraction_seconds)
     chosen = _names(settings.detectors)
     unknown = sorted(set(chosen) - set(DETECTORS))
     if unknown:

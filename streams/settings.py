@@ -16,7 +16,11 @@ class Settings(BaseSettings):
     # Decision stage
     hold_seconds: float = 600.0
     flag_threshold: float = 0.5
-    retraction_horizon_seconds: float = 30 * 86400.0
+    # A year: a camouflaged copy is recognisable only once the real profile it copies shows up, which can be
+    # months after the copy (the copies detector keeps a year too). About 170 bytes per released event kept.
+    retraction_horizon_seconds: float = 365 * 86400.0
+    # How far back a flag retracts unless its evidence condemns the account's whole history
+    recent_retraction_seconds: float = 30 * 86400.0
     # Pipeline
     batch_size: int = 2048
     # Comma-separated names, see streams.assembly.DETECTORS. Off by default: midas (a reference anchor).

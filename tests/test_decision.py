@@ -176,6 +176,27 @@ def test_an_active_entity_keeps_only_its_events_inside_the_horizon():
     assert verdicts(retracted) == [("recent", "retracted")]
 
 
+def test_a_flag_retracts_a_recent_stretch_unless_its_evidence_condemns_the_whole_history():
+    def stage_with_history() -> DecisionStage:
+        stage = DecisionStage(hold_seconds=0, retraction_horizon=1000, recent_retraction=100)
+        for event_id, ts in (("old", 10), ("recent", 450)):
+            stage.admit(rating(event_id, ts))
+            stage.release(ts)
+        return stage
+
+    stage = stage_with_history()
+    _, retracted = flag_user(stage, "u1", now=500)  # profile statistics: the last 100 s only
+    assert verdicts(retracted) == [("recent", "retracted")]
+    copy = Signal("user", "u1", "copies", 0.9, {"why": "copy"}, whole_history=True)
+    _, retracted = stage.apply([copy], 600)  # later: a copy from birth, so the rest goes too
+    assert verdicts(retracted) == [("old", "retracted")]
+    assert stage.apply([copy], 700)[1] == []  # nothing twice
+
+    stage = stage_with_history()
+    _, retracted = stage.apply([copy], 500)
+    assert sorted(verdicts(retracted)) == [("old", "retracted"), ("recent", "retracted")]
+
+
 def test_expired_entities_leave_no_retraction_state():
     stage = DecisionStage(hold_seconds=0, retraction_horizon=100)
     for n in range(50):
