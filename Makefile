@@ -1,4 +1,4 @@
-# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Two commands do all the set-up on a fresh machine: `make demo` (the service, embedded broker) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +14,12 @@ $(BIN)/shillguard: pyproject.toml
 
 install: $(BIN)/shillguard
 
+# The service on the embedded broker, fed built-in attacked traffic; Ctrl-C stops it.
 demo: install
+	$(BIN)/shillguard up --demo
+
+# The same pipeline offline over a file: simulate, replay, score against the simulator's truth.
+replay-demo: install
 	$(BIN)/shillguard simulate --data synthetic --attacks all --out out/demo
 	$(BIN)/shillguard replay out/demo/events.jsonl --out out/demo/replay
 	$(BIN)/shillguard evaluate out/demo/replay --truth out/demo/truth.json
@@ -22,4 +27,4 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
-.PHONY: install demo test
+.PHONY: install demo replay-demo test
