@@ -21,10 +21,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 import orjson
 
+from detectors.decision import Outcome
 from detectors.events import Rejection, actor, to_json
 from detectors.pipeline import Pipeline, SeenIds, Step
 from streams import state as state_module
@@ -123,6 +125,7 @@ class Guard:
         self.aligner = EventTimeAligner(settings.align_max_wait_seconds)
         self._highwaters: dict[TP, tuple[float, int | None]] = {}
         self._reported = Counter()
+        self.pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
 
     # -- recovery (before the app starts) ----------------------------------------------------
     def recover(self) -> str:
@@ -290,10 +293,15 @@ class Guard:
             offsets[(message.topic, message.partition)] = message.offset + 1
         unacked.extend(messages)
         batch = self.settings.batch_size
+        loop = asyncio.get_running_loop()
         for start in range(0, len(messages), batch):
             chunk = messages[start:start + batch]
             spent = dict(self.pipeline.detector_seconds)
-            step = self.pipeline.process([message.value for message in chunk])
+            # On a thread of its own, so that the event loop stays free for /healthz, /metrics and the
+            # consumer while a batch is in the detectors (seconds, when it waits for MiniLM under load);
+            # the lock keeps every other use of the pipeline out meanwhile.
+            step = await loop.run_in_executor(self.pipeline_thread, self.pipeline.process,
+                                              [message.value for message in chunk])
             for name, total in self.pipeline.detector_seconds.items():
                 self.metrics.detector_seconds.labels(name).observe(total - spent.get(name, 0.0))
             self._publish(step, chunk)
@@ -335,11 +343,21 @@ class Guard:
                         continue
                 elif event_id in published.decided:
                     before = published.decided.pop(event_id)
-                    if before != verdict:
-                        log.warning("event %s was published %s before the restart and is %s now: "
-                                    "the published verdict stands", event_id, before, verdict)
                     produced_at.pop(event_id, None)
                     self.metrics.suppressed.labels(verdict).inc()
+                    if before == "clean" and verdict == "quarantined":
+                        # Released before the restart, condemned now (a flag came sooner this time): the
+                        # clean verdict stands, so it is retracted like any released event, once.
+                        if event_id in published.retracted:
+                            published.retracted.discard(event_id)
+                            continue
+                        outcome = Outcome("retracted", event, outcome.reasons, outcome.payload)
+                        send(topics.retracted, actor(event)[1].encode(), dumps(outcome_record(outcome, watermark)),
+                             None)
+                        counts["retracted"] += 1
+                    elif before != verdict:
+                        log.warning("event %s was published %s before the restart and is %s now: "
+                                    "the published verdict stands", event_id, before, verdict)
                     continue
             key = actor(event)[1].encode()
             if verdict == "clean":
