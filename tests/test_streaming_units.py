@@ -225,3 +225,33 @@ def test_aligner_holds_back_for_an_assigned_partition_not_heard_from():
     aligner.add("slow", 0, 10.0, "s10")
     has_data.clear()
     assert aligner.release(lambda tp: tp in has_data, now=0.1) == ["s10", "f50"]
+
+
+def test_after_a_restart_an_event_published_clean_but_condemned_now_is_retracted_once(tmp_path):
+    """What a previous run published after its last snapshot is not published again; a clean verdict that
+    the restarted pipeline now quarantines still stands, so the event is retracted, and only once."""
+    import orjson
+
+    from detectors.decision import Outcome
+    from detectors.events import RatingEvent
+    from detectors.pipeline import Step
+    from streams.agents import Guard
+    from streams.settings import Settings
+    from streams.topics import Topics
+
+    class Sent(list):
+        def add(self, topic, key, value, headers):
+            self.append((topic, orjson.loads(value) if topic != topics.clean else value))
+
+    settings = Settings(state_dir=tmp_path, detectors="profile", offload_detectors="")
+    topics = Topics.from_settings(settings)
+    guard = Guard(settings, topics)
+    guard._publisher = sent = Sent()  # noqa: SLF001
+    events = {name: RatingEvent(event_id=name, ts=1.0, user_id="u", item_id="i", rating=5) for name in "abcd"}
+    guard.published.decided.update({"a": "clean", "b": "clean", "c": "quarantined"})
+    guard.published.retracted.add("b")  # b was retracted before the kill too
+    guard._publish(Step(outcomes=[Outcome("quarantined", events[name], ["user u flagged"]) for name in "abcd"]))
+    assert [(topic, record["event_id"], record["verdict"]) for topic, record in sent] == [
+        (topics.retracted, "a", "retracted"), (topics.quarantined, "d", "quarantined")]
+    assert not guard.published
+    guard.pipeline.close()
