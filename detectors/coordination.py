@@ -114,7 +114,7 @@ class CoordinationDetector(Detector):
         self._announced: dict[tuple[str, str], float] = {}
         self._hashes: dict[str, int] = {}
         # (item, rating) keys with a crowd of newcomers found: the baseline they were judged by, frozen, and
-        # when a member last arrived (see _frozen)
+        # when a member last arrived (see _held_baseline)
         self._campaigns: dict[int, tuple[float, float, float]] = {}  # share, thin share, last member
 
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
@@ -244,13 +244,12 @@ class CoordinationDetector(Detector):
             burst = pdtrc(np.maximum(np.round(count) - 1, 0), expected) < self.alpha
             burst &= count >= self.min_group
             # Thin accounts on a key with a campaign under way are judged by the campaign's first baseline
-            # (see _frozen). Only thin ones: a new account may go on to a long real history, and a benign
+            # (see _held_baseline). Only thin ones: a new account may go on to a long real history, and a benign
             # newcomer who joins a campaign's target would lose all of it.
-            frozen = self._frozen(keys, now)
+            held_share, held_nu = self._held_baseline(keys, now)  # NaN where no campaign is under way
             held_expected, held_burst = expected, burst
-            if (frozen >= 0).any():
-                held_share = np.where(frozen >= 0, np.minimum(share, self._frozen_share(keys, frozen)), share)
-                held_expected = np.maximum(total * held_share, 1e-9)
+            if not np.isnan(held_share).all():
+                held_expected = np.maximum(total * np.fmin(share, held_share), 1e-9)
                 held_burst = pdtrc(np.maximum(np.round(count) - 1, 0), held_expected) < self.alpha
                 held_burst &= count >= self.min_group
             for b, kind in enumerate(KINDS):
@@ -263,7 +262,7 @@ class CoordinationDetector(Detector):
                 nu = np.clip(nu, 1e-9, 1 - 1e-9)
                 kind_burst, kind_expected = burst, expected
                 if kind == "thin":
-                    nu = np.where(frozen >= 0, np.minimum(nu, self._frozen_nu(keys, frozen)), nu)
+                    nu = np.fmin(nu, held_nu)
                     kind_burst, kind_expected = held_burst, held_expected
                 n, k = np.round(count), np.round(np.minimum(from_kind, count))
                 crowded = kind_burst & (k >= self.min_group)
@@ -293,32 +292,22 @@ class CoordinationDetector(Detector):
     # A campaign that runs for days would become its own null once the lagged baseline takes in its first
     # days (the target's newcomer share climbs towards one): a key keeps the baseline of its first crowd
     # detection while members keep arriving, and for the longest window after the last.
-    def _frozen(self, keys: np.ndarray, now: float) -> np.ndarray:
-        """Per key: 1.0 where a campaign's frozen baseline applies, -1.0 where none does."""
-        campaigns = self._campaigns
-        if not campaigns:
-            return np.full(len(keys), -1.0)
-        horizon = now - max(self.windows)
-        out = np.full(len(keys), -1.0)
-        for j, key in enumerate(keys.tolist()):
-            held = campaigns.get(key)
-            if held is not None and held[2] >= horizon:
-                out[j] = 1.0
-        return out
-
-    def _frozen_share(self, keys: np.ndarray, frozen: np.ndarray) -> np.ndarray:
-        return np.array([self._campaigns[key][0] if f >= 0 else np.inf
-                         for key, f in zip(keys.tolist(), frozen)])
-
-    def _frozen_nu(self, keys: np.ndarray, frozen: np.ndarray) -> np.ndarray:
-        return np.array([self._campaigns[key][1] if f >= 0 else 1.0 for key, f in zip(keys.tolist(), frozen)])
+    def _held_baseline(self, keys: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per key, the share and thin share its campaign was first judged by; NaN where none is under way."""
+        share, nu = np.full(len(keys), np.nan), np.full(len(keys), np.nan)
+        if self._campaigns:
+            horizon = now - max(self.windows)
+            for j, key in enumerate(keys.tolist()):
+                held = self._campaigns.get(key)
+                if held is not None and held[2] >= horizon:
+                    share[j], nu[j] = held[0], held[1]
+        return share, nu
 
     def _freeze(self, key: int, now: float, share: float, nu: float) -> None:
         held = self._campaigns.get(key)
-        if held is None or now - held[2] > max(self.windows):  # a new campaign: its baseline as of now
-            self._campaigns[key] = (share, nu, now)
-        else:
-            self._campaigns[key] = (held[0], held[1], now)
+        if held is not None and now - held[2] <= max(self.windows):  # under way: its first baseline stays
+            share, nu = held[0], held[1]
+        self._campaigns[key] = (share, nu, now)
         if len(self._campaigns) > 100_000:  # bounded: forget the campaigns quiet the longest
             for old in sorted(self._campaigns, key=lambda k: self._campaigns[k][2])[:50_000]:
                 del self._campaigns[old]

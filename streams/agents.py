@@ -345,20 +345,18 @@ class Guard:
                     before = published.decided.pop(event_id)
                     produced_at.pop(event_id, None)
                     self.metrics.suppressed.labels(verdict).inc()
-                    if before == "clean" and verdict == "quarantined":
-                        # Released before the restart, condemned now (a flag came sooner this time): the
-                        # clean verdict stands, so it is retracted like any released event, once.
-                        if event_id in published.retracted:
-                            published.retracted.discard(event_id)
-                            continue
-                        outcome = Outcome("retracted", event, outcome.reasons, outcome.payload)
-                        send(topics.retracted, actor(event)[1].encode(), dumps(outcome_record(outcome, watermark)),
-                             None)
-                        counts["retracted"] += 1
-                    elif before != verdict:
-                        log.warning("event %s was published %s before the restart and is %s now: "
-                                    "the published verdict stands", event_id, before, verdict)
-                    continue
+                    # Released before the restart, condemned now (a flag came sooner this time): the clean
+                    # verdict stands, so it is retracted like any released event, once.
+                    condemned = before == "clean" and verdict == "quarantined"
+                    if condemned and event_id in published.retracted:
+                        published.retracted.discard(event_id)
+                        continue
+                    if not condemned:
+                        if before != verdict:
+                            log.warning("event %s was published %s before the restart and is %s now: "
+                                        "the published verdict stands", event_id, before, verdict)
+                        continue
+                    outcome, verdict = Outcome("retracted", event, outcome.reasons, outcome.payload), "retracted"
             key = actor(event)[1].encode()
             if verdict == "clean":
                 send(topics.clean, key, outcome.payload or to_json(event), None)
