@@ -1,8 +1,10 @@
 """Read topics to their end with kafka-python: for `export`, and for a restarted worker's look at what it
 had already published. No consumer group: partitions are assigned and nothing is committed.
 
-The embedded broker can report a high watermark that lags a batched produce for a moment, so "the end" is
-the end offsets re-read until two readings agree after everything up to them has been consumed.
+The embedded Tansu answers ListOffsets with the last record batch's base offset + 1, so after a batched
+produce "the end" it reports falls short of the last batch for as long as nothing more is produced; its
+fetch responses carry the true high watermark. The end of a partition is therefore the further of the two,
+and a read finishes only once a fetch at its position has found nothing more.
 """
 
 from __future__ import annotations
@@ -28,13 +30,28 @@ def partitions_of(consumer: Any, topics: Iterable[str]) -> list[Any]:
     return tps
 
 
-def end_offsets(config: Mapping[str, Any], topics: Iterable[str]) -> dict[TP, int]:
+def _ends(consumer: Any, tps: list[Any]) -> dict[Any, int]:
+    """ListOffsets' end, or further where a fetch has seen a higher watermark (see the module's note)."""
+    listed = consumer.end_offsets(tps)
+    return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}
+
+
+def end_offsets(config: Mapping[str, Any], topics: Iterable[str], timeout: float = 10.0) -> dict[TP, int]:
+    """The next offset to be written, per partition: one fetch at the listed end tells the true one."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **config)
+    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100, **config)
     try:
         tps = partitions_of(consumer, topics)
-        return {(tp.topic, tp.partition): offset for tp, offset in consumer.end_offsets(tps).items()}
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        for tp, offset in consumer.end_offsets(tps).items():
+            consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+        return {(tp.topic, tp.partition): offset for tp, offset in _ends(consumer, tps).items()}
     finally:
         consumer.close()
 
@@ -54,26 +71,24 @@ def read(config: Mapping[str, Any], topics: Iterable[str], start: Mapping[TP, in
         beginnings = consumer.beginning_offsets(tps)
         for tp in tps:
             consumer.seek(tp, max((start or {}).get((tp.topic, tp.partition), 0), beginnings[tp]))
-        ends = consumer.end_offsets(tps)
         settled_at: float | None = None
         while True:
-            if all(consumer.position(tp) >= ends[tp] for tp in tps):
-                latest = consumer.end_offsets(tps)
-                if latest != ends:
-                    ends, settled_at = latest, None
-                    continue
-                if settled_at is None:
-                    settled_at = time.monotonic()
-                if time.monotonic() - settled_at >= settle_seconds:
-                    return
-                time.sleep(0.05)
+            batch = consumer.poll(timeout_ms=200, max_records=max_records)
+            if batch:
+                settled_at = None
+                for tp in tps:
+                    yield from batch.get(tp, ())
                 continue
-            batch = consumer.poll(timeout_ms=500, max_records=max_records)
-            for tp in tps:
-                for record in batch.get(tp, ()):
-                    yield record
-                    if record.offset + 1 > ends[tp]:
-                        ends[tp] = record.offset + 1
+            # Nothing came back: at the end only if every partition's position has reached it, as the
+            # fetches just made see it, for `settle_seconds` on end.
+            ends = _ends(consumer, tps)
+            if any(consumer.position(tp) < ends[tp] for tp in tps):
+                settled_at = None
+                continue
+            if settled_at is None:
+                settled_at = time.monotonic()
+            elif time.monotonic() - settled_at >= settle_seconds:
+                return
     finally:
         consumer.close()
 

@@ -285,6 +285,45 @@ def test_kill_9_mid_stream_still_one_outcome_per_event(broker, stream, tmp_path)
         service.stop()
 
 
+def test_reader_finds_the_end_past_a_short_listed_offset(broker):
+    """Tansu lists a partition's end as its last batch's base offset + 1: the reader must read past it."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.reader import end_offsets, read
+
+    topic = f"reader-{uuid.uuid4().hex[:6]}"
+
+    async def produce_batches(sizes: list[int]) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        await admin.create_topics([NewTopic(topic, 2, 1)])
+        await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            for size in sizes:
+                batch = producer.create_batch()
+                for i in range(size):
+                    batch.append(key=None, value=str(i).encode(), timestamp=None)
+                batch.close()
+                await (await producer.send_batch(batch, topic, partition=0))
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce_batches([100, 50, 30]))
+    config = {"bootstrap_servers": broker}
+    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **config)
+    listed = consumer.end_offsets([TopicPartition(topic, 0)])[TopicPartition(topic, 0)]
+    consumer.close()
+    assert end_offsets(config, [topic]) == {(topic, 0): 180, (topic, 1): 0}
+    assert sum(1 for _ in read(config, [topic])) == 180
+    assert [r.offset for r in read(config, [topic], {(topic, 0): listed})] == list(range(listed, 180))
+
+
 def test_postgres_store(postgres_schema):
     from streams.store import open_store
 
