@@ -48,7 +48,8 @@ deviation).
 []
 >>> bomb = [RatingEvent(event_id=f"b{k}", ts=1800000.0 + 60 * k, user_id=f"fresh{k}", item_id="i3", rating=1)
 ...         for k in range(30)]
->>> signals = detector.observe(bomb, now=bomb[-1].ts)
+>>> signals = detector.observe(bomb, now=bomb[-1].ts)  # its first quarter hour is tested when the second begins
+>>> signals += detector.observe([], now=bomb[-1].ts)    # the last waits for the next quarter, or a tick
 >>> sorted({s.id for s in signals if s.kind == "user" and s.score >= 0.5}) == sorted(f"fresh{k}" for k in range(30))
 True
 >>> [s.id for s in signals if s.kind == "item"][:1]
@@ -116,60 +117,85 @@ class CoordinationDetector(Detector):
         # (item, rating) keys with a crowd of newcomers found: the baseline they were judged by, frozen, and
         # when a member last arrived (see _held_baseline)
         self._campaigns: dict[int, tuple[float, float, float]] = {}  # share, thin share, last member
+        # per window, the (item, rating) keys newcomers touched since its last test: key -> (item key,
+        # rating key, item, rating); and the latest event time seen, where the next tests are made
+        self._pending: dict[float, dict[int, tuple[int, int, str, str]]] = {w: {} for w in windows}
+        self._last_at = -np.inf
 
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
         users, items, ratings, ts = interactions(events)
-        if not users:
-            return []
+        if not users:  # a tick (idle or flush) tests what waits; other events are not interactions
+            return [] if events else self._test_due(list(self.windows))
         t = np.asarray(ts)
         if self._start is None:
             self._start = float(t.min())
         ukey, ikey, rkey = (stable_hash(ids, self._hashes) for ids in (users, items, ratings))
         pkey = combine(ikey, rkey)
         bits = self._newcomer_bits(ukey, t)
-        # Long-run counts, once per batch: tests read them only through a snapshot `baseline_lag` old.
-        ones = np.zeros(1, np.uint64)
-        self._slow.add(np.concatenate([ikey, pkey]), np.concatenate([t, t]))
-        self._ratings.add(rkey, t)
-        kind_keys = []
-        for b, kind in enumerate(KINDS):
-            mine = (bits >> b) & 1 == 1
-            self._slow_kind[kind].add(np.repeat(ones, mine.sum()), t[mine])
-            self._slow_item_kind.add(combine(ikey[mine], _KIND_KEYS[b : b + 1]), t[mine])
-            kind_keys.append(combine(pkey, _KIND_KEYS[b : b + 1]))
+        kind_keys = [combine(pkey, _KIND_KEYS[b : b + 1]) for b in range(len(KINDS))]
         self._remember(np.flatnonzero(bits > 0), t, pkey, bits, users)
-        # A micro-batch of a replay can span hours of event time; an hour's burst must be judged when it
-        # happens, not at the batch's end, so the window counts advance in slices of a quarter of the
-        # shortest window, each tested where newcomers acted.
-        piece = np.floor(t / (min(self.windows) / 4))
-        if (piece == piece[0]).all():
-            chunks = [np.arange(len(t))]
-        else:
-            order = np.argsort(t, kind="stable")
-            chunks = np.split(order, np.flatnonzero(np.diff(piece[order])) + 1)
-        signals = []
-        pending: list[np.ndarray] = []  # slices not yet counted: decayed counts add in any order, so the
-        # sketches are brought up to date only before a test reads them, in one call rather than per slice
-        for n, chunk in enumerate(chunks):
-            at = min(now, float(t[chunk].max()))
-            pending.append(chunk)
-            # Each window is tested once per quarter of itself (and at the batch's end), on the newcomers
-            # who acted since its last test.
-            since = np.concatenate([since, chunk[bits[chunk] > 0]]) if n else chunk[bits[chunk] > 0]
-            later = float(t[chunks[n + 1]].min()) if n + 1 < len(chunks) else None
-            due = [w for w in self.windows
-                   if later is None or np.floor(later / (w / 4)) != np.floor(at / (w / 4))]
-            if not due or len(since) == 0:
+        # A window is tested once per quarter of itself, at the first event past that quarter's end (or on a
+        # tick), on the newcomers who acted since its last test. So a micro-batch that spans hours of event
+        # time is judged slice by slice, and the tests fall where they would whatever the batches.
+        order = np.argsort(t, kind="stable")
+        piece = np.floor(t[order] / (min(self.windows) / 4))
+        signals: list[Signal] = []
+        uncounted: list[np.ndarray] = []  # decayed counts add in any order: brought up to date only
+        # before a test reads them, in one call rather than per slice
+        for chunk in np.split(order, np.flatnonzero(np.diff(piece)) + 1):
+            begins = float(t[chunk[0]])
+            due = [w for w in self.windows if self._pending[w]
+                   and np.floor(begins / (w / 4)) > np.floor(self._last_at / (w / 4))]
+            if due:
+                if uncounted:
+                    self._count(np.concatenate(uncounted), t, bits, pkey, kind_keys)
+                    uncounted = []
+                signals += self._test_due(due)
+            self._count_long_run(chunk, t, bits, ikey, rkey, pkey)
+            uncounted.append(chunk)
+            fresh = chunk[bits[chunk] > 0]
+            for w in self.windows:
+                waiting = self._pending[w]
+                for k in fresh.tolist():
+                    waiting.setdefault(int(pkey[k]), (int(ikey[k]), int(rkey[k]), items[k], ratings[k]))
+            self._last_at = max(self._last_at, float(t[chunk[-1]]))
+        if uncounted:
+            self._count(np.concatenate(uncounted), t, bits, pkey, kind_keys)
+        # Bounded: a window whose waiting keys outgrow the newcomer buffer is tested now.
+        overfull = [w for w in self.windows if len(self._pending[w]) > self.buffer_size]
+        return signals + (self._test_due(overfull) if overfull else [])
+
+    def _count_long_run(self, rows: np.ndarray, t: np.ndarray, bits: np.ndarray, ikey: np.ndarray,
+                        rkey: np.ndarray, pkey: np.ndarray) -> None:
+        """Add events `rows` to the long-run counts (read by tests only through a lagged snapshot)."""
+        times = t[rows]
+        self._slow.add(np.concatenate([ikey[rows], pkey[rows]]), np.concatenate([times, times]))
+        self._ratings.add(rkey[rows], times)
+        ones = np.zeros(1, np.uint64)
+        for b, kind in enumerate(KINDS):
+            mine = (bits[rows] >> b) & 1 == 1
+            self._slow_kind[kind].add(np.repeat(ones, mine.sum()), times[mine])
+            self._slow_item_kind.add(combine(ikey[rows][mine], _KIND_KEYS[b : b + 1]), times[mine])
+
+    def _test_due(self, windows: list[float]) -> list[Signal]:
+        """Test `windows` at the latest event time seen, on the keys their newcomers touched since."""
+        windows = [w for w in windows if self._pending[w]]
+        if not windows:
+            return []
+        at = self._last_at
+        baseline = self._baseline(at)
+        signals: list[Signal] = []
+        for w in windows:
+            waiting, self._pending[w] = self._pending[w], {}
+            if baseline is None:  # none yet, or no usable time at all
                 continue
-            self._count(np.concatenate(pending), t, bits, pkey, kind_keys)
-            pending = []
-            baseline = self._baseline(at)
-            if baseline is not None:  # none yet, or no usable time at all
-                signals += self._test(at, due, baseline, since, ikey, rkey, pkey, items, ratings)
-            if len(due) == len(self.windows):
-                since = since[:0]
-        if pending:
-            self._count(np.concatenate(pending), t, bits, pkey, kind_keys)
+            keys = np.fromiter(waiting, np.uint64, len(waiting))
+            order = np.argsort(keys)
+            values = list(waiting.values())
+            signals += self._test(at, w, baseline, keys[order],
+                                  np.array([values[k][0] for k in order], np.uint64),
+                                  np.array([values[k][1] for k in order], np.uint64),
+                                  [values[k][2] for k in order], [values[k][3] for k in order])
         return signals
 
     def _count(self, rows: np.ndarray, t: np.ndarray, bits: np.ndarray, pkey: np.ndarray,
@@ -222,71 +248,73 @@ class CoordinationDetector(Detector):
             self._buf_user[pos] = users[k]
             self._buf_pos = (pos + 1) % self.buffer_size
 
-    def _test(self, now: float, windows: list[float], base: dict, newcomer: np.ndarray, ikey: np.ndarray,
-              rkey: np.ndarray, pkey: np.ndarray, items: list[str], ratings: list[str]) -> list[Signal]:
-        all_keys, first = np.unique(pkey[newcomer], return_index=True)
+    def _test(self, now: float, w: float, base: dict, all_keys: np.ndarray, all_ikeys: np.ndarray,
+              all_rkeys: np.ndarray, all_items: list[str], all_ratings: list[str]) -> list[Signal]:
+        """Test window `w` at `now` on (item, rating) keys, each with its item and rating keys and names."""
         signals: list[Signal] = []
-        for w in windows:
-            count = self._fast[w].query(all_keys, now)
-            big = count >= self.min_group  # most keys hold a rating or two: nothing more to compute
-            if not big.any():
-                continue
-            keys, count, where = all_keys[big], count[big], newcomer[first[big]]  # where: an event per key
-            slow_total = base["slow"].count(now) / 2.0  # items and pairs were both counted
-            slow_pair = base["slow"].query(keys, now)
-            slow_item = base["slow"].query(ikey[where], now)
-            rating_share = base["ratings"].query(rkey[where], now) / max(base["ratings"].count(now), 1e-12)
-            total = self._fast_total[w].count(now)
-            # Baseline share of the key, smoothed towards its item's share times its rating's share.
-            prior = (slow_item / max(slow_total, 1e-12)) * rating_share
-            share = (slow_pair + self.prior_events * prior) / (slow_total + self.prior_events)
-            expected = np.maximum(total * share, 1e-9)
-            burst = pdtrc(np.maximum(np.round(count) - 1, 0), expected) < self.alpha
-            burst &= count >= self.min_group
-            # Thin accounts on a key with a campaign under way are judged by the campaign's first baseline
-            # (see _held_baseline). Only thin ones: a new account may go on to a long real history, and a benign
-            # newcomer who joins a campaign's target would lose all of it.
-            held_share, held_nu = self._held_baseline(keys, now)  # NaN where no campaign is under way
-            held_expected, held_burst = expected, burst
-            if not np.isnan(held_share).all():
-                held_expected = np.maximum(total * np.fmin(share, held_share), 1e-9)
-                held_burst = pdtrc(np.maximum(np.round(count) - 1, 0), held_expected) < self.alpha
-                held_burst &= count >= self.min_group
-            for b, kind in enumerate(KINDS):
-                # The item's own newcomer share, smoothed towards the population's: old niche films are
-                # rated by long-time users, new releases by newcomers, and each is judged by its own habit.
-                nu_all = base["kind"][kind].count(now) / max(slow_total, 1e-12)
-                item_kind = base["item_kind"].query(combine(ikey[where], _KIND_KEYS[b : b + 1]), now)
-                from_kind = self._fast[w].query(combine(keys, _KIND_KEYS[b : b + 1]), now)
-                nu = (item_kind + self.prior_events * nu_all) / (slow_item + self.prior_events)
-                nu = np.clip(nu, 1e-9, 1 - 1e-9)
-                kind_burst, kind_expected = burst, expected
+        count = self._fast[w].query(all_keys, now)
+        big = count >= self.min_group  # most keys hold a rating or two: nothing more to compute
+        if not big.any():
+            return signals
+        keys, count = all_keys[big], count[big]
+        ikey, rkey = all_ikeys[big], all_rkeys[big]
+        chosen = np.flatnonzero(big)
+        items, ratings = [all_items[k] for k in chosen], [all_ratings[k] for k in chosen]
+        slow_total = base["slow"].count(now) / 2.0  # items and pairs were both counted
+        slow_pair = base["slow"].query(keys, now)
+        slow_item = base["slow"].query(ikey, now)
+        rating_share = base["ratings"].query(rkey, now) / max(base["ratings"].count(now), 1e-12)
+        total = self._fast_total[w].count(now)
+        # Baseline share of the key, smoothed towards its item's share times its rating's share.
+        prior = (slow_item / max(slow_total, 1e-12)) * rating_share
+        share = (slow_pair + self.prior_events * prior) / (slow_total + self.prior_events)
+        expected = np.maximum(total * share, 1e-9)
+        burst = pdtrc(np.maximum(np.round(count) - 1, 0), expected) < self.alpha
+        burst &= count >= self.min_group
+        # Thin accounts on a key with a campaign under way are judged by the campaign's first baseline
+        # (see _held_baseline). Only thin ones: a new account may go on to a long real history, and a benign
+        # newcomer who joins a campaign's target would lose all of it.
+        held_share, held_nu = self._held_baseline(keys, now)  # NaN where no campaign is under way
+        held_expected, held_burst = expected, burst
+        if not np.isnan(held_share).all():
+            held_expected = np.maximum(total * np.fmin(share, held_share), 1e-9)
+            held_burst = pdtrc(np.maximum(np.round(count) - 1, 0), held_expected) < self.alpha
+            held_burst &= count >= self.min_group
+        for b, kind in enumerate(KINDS):
+            # The item's own newcomer share, smoothed towards the population's: old niche films are
+            # rated by long-time users, new releases by newcomers, and each is judged by its own habit.
+            nu_all = base["kind"][kind].count(now) / max(slow_total, 1e-12)
+            item_kind = base["item_kind"].query(combine(ikey, _KIND_KEYS[b : b + 1]), now)
+            from_kind = self._fast[w].query(combine(keys, _KIND_KEYS[b : b + 1]), now)
+            nu = (item_kind + self.prior_events * nu_all) / (slow_item + self.prior_events)
+            nu = np.clip(nu, 1e-9, 1 - 1e-9)
+            kind_burst, kind_expected = burst, expected
+            if kind == "thin":
+                nu = np.fmin(nu, held_nu)
+                kind_burst, kind_expected = held_burst, held_expected
+            n, k = np.round(count), np.round(np.minimum(from_kind, count))
+            crowded = kind_burst & (k >= self.min_group)
+            crowded[crowded] = bdtrc(k[crowded] - 1, n[crowded].astype(int), nu[crowded]) < self.alpha
+            for j in np.flatnonzero(crowded):
                 if kind == "thin":
-                    nu = np.fmin(nu, held_nu)
-                    kind_burst, kind_expected = held_burst, held_expected
-                n, k = np.round(count), np.round(np.minimum(from_kind, count))
-                crowded = kind_burst & (k >= self.min_group)
-                crowded[crowded] = bdtrc(k[crowded] - 1, n[crowded].astype(int), nu[crowded]) < self.alpha
-                for j in np.flatnonzero(crowded):
-                    if kind == "thin":
-                        self._freeze(int(keys[j]), now, float(share[j]), float(nu[j]))
-                    signals.extend(self._members(now, w, kind, keys[j], items[where[j]], ratings[where[j]],
-                                                 float(count[j]), float(kind_expected[j]), float(nu[j])))
-                # An extreme-rating burst on an item the baseline already knew, where newcomers are no more
-                # than usual: weak evidence for its newcomers (where everyone is new, as on a site whose
-                # users rate at sign-up, the crowd test has no power), to combine with other detectors.
-                extreme = np.array([ratings[k] in ("1", "5") for k in where])
-                weak = burst & ~crowded & extreme & (slow_item > 0) & (k >= self.min_group)
-                for j in np.flatnonzero(weak):
-                    signals.extend(self._members(now, w, kind, keys[j], items[where[j]], ratings[where[j]],
-                                                 float(count[j]), float(expected[j]), float(nu[j]),
-                                                 cap=self.burst_user_score))
-            # A shift on an established item without a crowd of newcomers: aged accounts, or a controversy.
-            established = slow_item >= 10 * self.prior_events
-            for j in np.flatnonzero(burst & established):
-                if ratings[where[j]] in ("1", "5"):
-                    signals.extend(self._shift(now, w, items[where[j]], ratings[where[j]], float(count[j]),
-                                               float(expected[j])))
+                    self._freeze(int(keys[j]), now, float(share[j]), float(nu[j]))
+                signals.extend(self._members(now, w, kind, keys[j], items[j], ratings[j],
+                                             float(count[j]), float(kind_expected[j]), float(nu[j])))
+            # An extreme-rating burst on an item the baseline already knew, where newcomers are no more
+            # than usual: weak evidence for its newcomers (where everyone is new, as on a site whose
+            # users rate at sign-up, the crowd test has no power), to combine with other detectors.
+            extreme = np.array([rating in ("1", "5") for rating in ratings])
+            weak = burst & ~crowded & extreme & (slow_item > 0) & (k >= self.min_group)
+            for j in np.flatnonzero(weak):
+                signals.extend(self._members(now, w, kind, keys[j], items[j], ratings[j],
+                                             float(count[j]), float(expected[j]), float(nu[j]),
+                                             cap=self.burst_user_score))
+        # A shift on an established item without a crowd of newcomers: aged accounts, or a controversy.
+        established = slow_item >= 10 * self.prior_events
+        for j in np.flatnonzero(burst & established):
+            if ratings[j] in ("1", "5"):
+                signals.extend(self._shift(now, w, items[j], ratings[j], float(count[j]),
+                                           float(expected[j])))
         return signals
 
     # A campaign that runs for days would become its own null once the lagged baseline takes in its first
@@ -313,7 +341,8 @@ class CoordinationDetector(Detector):
                 del self._campaigns[old]
 
     def restore(self, state: bytes) -> None:
-        self._campaigns = {}  # absent from snapshots taken before campaigns were kept
+        # absent from snapshots taken before campaigns were kept and tests waited for their quarter's end
+        self._campaigns, self._pending, self._last_at = {}, {w: {} for w in self.windows}, -np.inf
         super().restore(state)
 
     def _members(self, now: float, w: float, kind: str, key: np.uint64, item: str, rating: str, count: float,

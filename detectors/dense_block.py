@@ -10,8 +10,9 @@ opinions do not.
 
 Parameters: `window_seconds` of event time kept (with no usable time, as in a ratings dump with one
 timestamp, nothing expires and the whole set is searched); `max_edges` bounds the window; `search_every`
-events between searches, or half a window of event time if that comes first (a search also runs on an
-empty flush or idle tick, so a replay with one timestamp is searched before it ends); `max_seeds` columns
+events between searches, or half a window of event time if that comes first, at the edge that makes it due
+whatever the micro-batches (so `replay` and a worker find the same blocks); a search also runs on an empty
+flush or idle tick, so a replay with one timestamp is searched before it ends; `max_seeds` columns
 grown per search among those touched since the last, the most promising first (`blocks.promising_seeds`;
 on the flush tick, all of them); `peels` FRAUDAR blocks per search over the users touched since the last;
 `max_seed_degree` skips seeds so popular that a group cannot stand out; `test` (a `blocks.BlockTest`) the
@@ -107,10 +108,13 @@ class DenseBlockDetector(Detector):
         self._recent_users: set[str] = set()
         self._since_search = 0
         self._last_search: float | None = None  # event time of the last search (or of the first event)
+        self._clock = -np.inf  # the latest event time seen
         self._emitted: dict[tuple[str, str], float] = {}
         self.blocks_found = 0
         self.searches = 0
         self.search_seconds = 0.0
+
+    _clock = -np.inf  # default for snapshots taken before it existed
 
     # -- what a column is: overridden by LockstepDetector -----------------------------------------
     def _bins(self, ts: np.ndarray, ratings: np.ndarray) -> np.ndarray:
@@ -132,21 +136,34 @@ class DenseBlockDetector(Detector):
     # -- streaming ---------------------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
         users, items, ts, ratings = _edges(events)
-        if users:
-            self._window.add(users, items, ts, ratings)
-            self._dirty.update(items)
-            self._recent_users.update(users)
-            self._since_search += len(users)
+        signals: list[Signal] = []
+        start, n = 0, len(users)
+        if n and self._last_search is None:
+            self._last_search = ts[0]
+        while start < n:  # a search runs at the edge that makes it due, wherever the batch ends
+            end = self._due_at(ts, start)
+            self._window.add(users[start:end], items[start:end], ts[start:end], ratings[start:end])
+            self._dirty.update(items[start:end])
+            self._recent_users.update(users[start:end])
+            self._since_search += end - start
+            self._clock = max(self._clock, max(ts[start:end]))
+            start = end
+            half_window = self._clock - self._last_search >= self.window_seconds / 2
+            if self._since_search >= self.search_every or half_window:
+                signals.extend(self._search(self._clock, final=False))
         # An empty batch is a flush or idle tick: search whatever arrived since the last search, so a
-        # replay whose timestamps never advance is still searched before it ends. Also search when half a
-        # window of event time has passed, or a slow stream's groups would expire before the count is reached.
-        if self._last_search is None:
-            self._last_search = now
-        due = self._since_search >= self.search_every or (
-            self._since_search > 0 and now - self._last_search >= self.window_seconds / 2)
-        if due or (not events and self._since_search > 0):
-            return self._search(now, final=not events)
-        return []
+        # replay whose timestamps never advance is still searched before it ends.
+        if not events and self._since_search > 0:
+            signals.extend(self._search(now, final=True))
+        return signals
+
+    def _due_at(self, ts: list[float], start: int) -> int:
+        """The end of the slice from `start` after which a search is due: `search_every` edges since the
+        last, or half a window of event time (or a slow stream's groups would expire before the count)."""
+        end = min(len(ts), start + max(self.search_every - self._since_search, 1))
+        clock = np.maximum.accumulate(np.maximum(np.asarray(ts[start:end]), self._clock))
+        late = np.flatnonzero(clock - self._last_search >= self.window_seconds / 2)
+        return start + int(late[0]) + 1 if len(late) else end
 
     def _search(self, now: float, final: bool) -> list[Signal]:
         started = time.perf_counter()

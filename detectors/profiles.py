@@ -1,9 +1,9 @@
 """User rating profiles: the shilling literature's profile features, scored against the living population.
 
-Each user's ratings are kept (bounded) with per-item running sums, and on every micro-batch the users it
-touched are re-described by the classic attack-detection features: RDMA, WDMA, WDA, LengthVar, DegSim,
-FMTD, MeanVar, share of extreme ratings, rating entropy, target focus, account age, activity intensity and
-the popularity of the items rated. Each feature becomes a one-sided robust z-score against the current
+Each user's ratings are kept (bounded) with per-item running sums, and at every target test the users
+who rated since the last one are re-described by the classic attack-detection features: RDMA, WDMA, WDA,
+LengthVar, DegSim, FMTD, MeanVar, share of extreme ratings, rating entropy, target focus, account age,
+activity intensity and the popularity of the items rated. Each feature becomes a one-sided robust z-score against the current
 population of users (median and MAD, in log space for the heavy-tailed ones, so that a minority of fakes
 cannot move the yardstick), and a user's anomaly is the Stouffer sum over one feature per aspect,
 itself standardised against the population.
@@ -23,6 +23,10 @@ lone suspect reaches at `outlier_z`; `target_alpha`, the significance of the tar
 least probability that a rater of the target is odder than a comparable rater; `min_group`, the fewest
 raters that make a target; `group_every`, the new extreme ratings between two target tests (which also run
 on every idle tick); `min_population` scored users before anything is emitted.
+
+A test runs at the rating that makes it due, with the event time reached at that rating, wherever the
+micro-batch boundaries fall: the same stream gives the same flags in `replay` and in a worker whose batches
+are whatever the broker delivered.
 
 References: Chirita, Nejdl, Zamfir, "Preventing shilling attacks in online recommender systems" (WIDM 2005):
 RDMA, DegSim. Burke, Mobasher, Williams, Bhaumik, "Classification features for attack detection in
@@ -45,10 +49,11 @@ significance weighting of DegSim.
 ...         r = int(np.clip(np.rint(rng.normal(3.6, 1.1)), 1, 5))
 ...         events.append(RatingEvent(event_id=f"f{f}-{i}", ts=240000.0 + f, user_id=f"f{f}", item_id=f"i{i}", rating=r))
 ...     events.append(RatingEvent(event_id=f"f{f}-t", ts=240000.0 + f, user_id=f"f{f}", item_id="i299", rating=5))
->>> signals = ProfileDetector().observe(events, now=240100.0)
+>>> detector = ProfileDetector()
+>>> signals = detector.observe(events, now=240100.0) + detector.observe([], now=240100.0)  # a tick tests the rest
 >>> flagged = {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
 >>> sum(u.startswith("f") for u in flagged), sum(u.startswith("u") for u in flagged)  # fakes, real users
-(25, 1)
+(20, 1)
 >>> [s.id for s in signals if s.kind == "item"]
 ['i299']
 """
@@ -127,12 +132,19 @@ class ProfileDetector(Detector):
         # Extreme ratings as an edge list (user, item, +1 max / -1 min), the input of the target test.
         self._edge_user, self._edge_item, self._edge_sign = array("i"), array("i"), array("b")
         self._reference: tuple[np.ndarray, sparse.csr_matrix] | None = None
-        self._batches = 0
+        self._scorings = 0
         self._edges_scored = 0
+        self._clock = -math.inf  # the latest event time seen
+
+    # Defaults for snapshots taken before these existed.
+    _scorings = 0
+    _clock = -math.inf
 
     # -- learning -----------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
         low, high = self.rating_scale
+        signals: list[Signal] = []
+        due_at = self._edges_scored + self._test_every()
         for event in events:
             if type(event) is not RatingEvent:
                 continue
@@ -152,12 +164,23 @@ class ProfileDetector(Detector):
                 self._length[u] += 1
             self._first_ts[u] = min(self._first_ts[u], event.ts)
             self._last_ts[u] = max(self._last_ts[u], event.ts)
+            self._clock = max(self._clock, event.ts)
+            self._dirty.add(u)
             if event.rating >= high or event.rating <= low:
                 self._edge_user.append(u)
                 self._edge_item.append(i)
                 self._edge_sign.append(1 if event.rating >= high else -1)
-            self._dirty.add(u)
-        return self._score(now, tick=not events)
+                if len(self._edge_user) >= due_at:  # due here, mid-batch or not
+                    signals.extend(self._score(self._clock))
+                    due_at = self._edges_scored + self._test_every()
+        if not events:  # a tick (idle or flush): test what came since the last test
+            signals.extend(self._score(now))
+        return signals
+
+    def _test_every(self) -> int:
+        # Scoring the population and testing targets touch every user and extreme rating, so they run
+        # once enough new extreme ratings have come: amortised O(1) per event.
+        return max(self.group_every, int(0.02 * len(self._edge_user)))
 
     def _add_user(self, ts: float) -> None:
         n = len(self._profile_items) + 1
@@ -172,22 +195,19 @@ class ProfileDetector(Detector):
         self._members = grown(self._members, n, False)
 
     # -- scoring --------------------------------------------------------------------------------
-    def _score(self, now: float, tick: bool) -> list[Signal]:
+    def _score(self, now: float) -> list[Signal]:
         rows = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
         rows = rows[self._length[rows] >= self.min_ratings]
         self._dirty.clear()
+        fresh = len(self._edge_user) - self._edges_scored
+        self._edges_scored = len(self._edge_user)
         if len(rows):
-            self._batches += 1
+            self._scorings += 1
             self._features[rows] = self.describe(rows, now)
             self._scored[rows] = True
         population = np.flatnonzero(self._scored[: len(self._users)])
-        # Scoring the population and testing targets touch every user and extreme rating, so they run
-        # once enough new extreme ratings have come (amortised O(1) per event) and on every tick.
-        fresh = len(self._edge_user) - self._edges_scored
-        due = tick or fresh >= max(self.group_every, 0.02 * len(self._edge_user))
-        if len(population) < self.min_population or not due or fresh == 0 and not len(rows):
+        if len(population) < self.min_population or fresh == 0 and not len(rows):
             return []
-        self._edges_scored = len(self._edge_user)
         reference = population
         if len(reference) > 20_000:  # a uniform sample is as good a yardstick and bounds the cost
             reference = self._rng.choice(population, 20_000, replace=False)
@@ -250,7 +270,7 @@ class ProfileDetector(Detector):
     def _degsim(self, rows: np.ndarray, items: np.ndarray, ratings: np.ndarray, seg: np.ndarray) -> np.ndarray:
         """Mean similarity to the k most similar users of a reference sample (adjusted cosine with
         significance weighting); the sample is refreshed periodically to bound the cost."""
-        if self._reference is None or self._batches % 20 == 1:
+        if self._reference is None or self._scorings % 20 == 1:
             self._reference = self._reference_matrix()
         ref_rows, ref = self._reference
         if ref.shape[0] <= self.degsim_neighbours:

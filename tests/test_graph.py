@@ -147,3 +147,31 @@ def test_snapshot_restore_carries_on():
     a = detector.observe(events[2000:], events[-1].ts) + detector.observe([], events[-1].ts)
     b = clone.observe(events[2000:], events[-1].ts) + clone.observe([], events[-1].ts)
     assert a == b
+
+
+def test_searches_fall_where_they_are_due_whatever_the_batches():
+    """A search runs at the edge that makes it due (every `search_every` edges, or half a window of event
+    time): one batch or batches of 37 find the same blocks, as `replay` and a worker's micro-batches must."""
+    rng = np.random.default_rng(4)
+    events = _background(rng, 9000, span=8 * DAY)
+    for n in range(15):
+        for k in range(4):
+            events.append(RatingEvent(event_id=f"f{n}-{k}", ts=float(3 * DAY + 100 * n + k), user_id=f"fake{n}",
+                                      item_id=f"target{k}", rating=5))
+    events.sort(key=lambda e: e.ts)
+    def key(signal):  # a block lists its items in the order they were grown: the same set either way
+        evidence = {k: sorted(v) if k == "items" else v for k, v in signal.evidence.items()}
+        return signal.kind, signal.id, signal.score, str(evidence)
+
+    for make in (lambda: DenseBlockDetector(search_every=2500, window_seconds=6 * DAY),
+                 lambda: LockstepDetector(search_every=2500)):
+        whole = make()
+        at_once = whole.observe(events, events[-1].ts) + whole.observe([], events[-1].ts)
+        split = make()
+        pieces = [s for k in range(0, len(events), 37)
+                  for s in split.observe(events[k:k + 37], events[min(k + 36, len(events) - 1)].ts)]
+        pieces += split.observe([], events[-1].ts)
+        assert whole.searches == split.searches >= 4
+        assert sorted(map(key, pieces)) == sorted(map(key, at_once))
+        if type(whole) is DenseBlockDetector:
+            assert _users(at_once) == {f"fake{n}" for n in range(15)}

@@ -201,10 +201,10 @@ def test_service_matches_replay_with_one_outcome_per_event(broker, stream, postg
         rejected = lambda rows: [(r["line"], r["reasons"][0].split(":")[0]) for r in rows  # noqa: E731
                                  if r["verdict"] == "rejected"]
         assert rejected(streamed) == rejected(replayed) and len(rejected(streamed)) == 4
-        # The profile detector's target test runs every so many new extreme ratings, so micro-batch
-        # boundaries move a few borderline users either way; at 200k events agreement is >= 95%.
+        # Detectors run their periodic work at the event that makes it due, whatever the micro-batches, so
+        # the worker flags what replay flags; only a quiet spell (an idle tick) in mid-stream could move one.
         ours, theirs = flagged_users(tmp_path / "export"), flagged_users(stream.parent / "replay")
-        assert theirs and len(ours & theirs) >= 0.85 * len(theirs) and len(ours & theirs) >= 0.85 * len(ours)
+        assert theirs and len(ours & theirs) >= 0.95 * len(theirs) and len(ours & theirs) >= 0.95 * len(ours)
 
         # OCSF alerts for the flags, and the analyst's queue in PostgreSQL
         from streams.broker import kafka_python_config

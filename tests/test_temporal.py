@@ -27,10 +27,13 @@ def _history(rng: np.random.Generator, days: int = 20, per_day: int = 1500, user
     return batches
 
 
-def _run(detector, batches):
+def _run(detector, batches, tick=False):
+    """Batches in turn; with `tick`, then an empty batch, which tests what still waits for its quarter's end."""
     signals = []
     for batch in batches:
         signals += detector.observe(batch, batch[-1].ts)
+    if tick:
+        signals += detector.observe([], batches[-1][-1].ts)
     return signals
 
 
@@ -46,7 +49,7 @@ def test_review_bomb_by_thin_accounts_is_caught():
             for k in range(40)]
     detector = CoordinationDetector()
     assert not _flagged(_run(detector, batches))
-    signals = detector.observe(bomb, bomb[-1].ts)
+    signals = _run(detector, [bomb], tick=True)
     assert _flagged(signals) == {f"thin{k}" for k in range(40)}
     assert _flagged(signals, "item") == {"i1"}
     evidence = [s.evidence for s in signals if s.kind == "user"]
@@ -60,7 +63,7 @@ def test_a_users_own_sign_up_burst_is_not_coordination():
     burst = [RatingEvent(event_id=f"s{k}", ts=20 * DAY + 30 * k, user_id="newcomer", item_id=f"i{k}",
                          rating=5.0) for k in range(80)]
     detector = CoordinationDetector()
-    signals = _run(detector, batches) + detector.observe(burst, burst[-1].ts)
+    signals = _run(detector, batches + [burst], tick=True)
     assert not _flagged(signals) and not _flagged(signals, "item")
 
 
@@ -76,7 +79,7 @@ def test_many_newcomers_on_a_new_blockbuster_in_usual_proportion_are_not_flagged
         release.append(RatingEvent(event_id=f"r{k}", ts=20 * DAY + 50 * k, user_id=user, item_id="premiere",
                                    rating=float(rng.integers(4, 6))))
     detector = CoordinationDetector()
-    signals = _run(detector, batches) + detector.observe(release, release[-1].ts)
+    signals = _run(detector, batches + [release], tick=True)
     assert not _flagged(signals)
 
 
@@ -135,7 +138,7 @@ def _slow_push(rng: np.random.Generator, freeze: bool = True) -> tuple[set[str],
     detector = CoordinationDetector()
     if not freeze:
         detector._freeze = lambda *args: None  # noqa: SLF001 - the campaign's baseline left to drift
-    return _flagged(_run(detector, batches)), set(fakes)
+    return _flagged(_run(detector, batches, tick=True)), set(fakes)
 
 
 def test_a_slow_push_campaign_does_not_become_its_own_baseline():
@@ -146,3 +149,19 @@ def test_a_slow_push_campaign_does_not_become_its_own_baseline():
     assert flagged <= fakes  # no established user
     drifted, _ = _slow_push(np.random.default_rng(6), freeze=False)
     assert len(drifted & fakes) < len(flagged & fakes)
+
+
+def test_tests_fall_where_they_are_due_whatever_the_batches():
+    """A window is tested at the first event past its quarter's end: a day in one batch or in batches of
+    50 gives the same signals, as `replay` and a worker's micro-batches must."""
+    rng = np.random.default_rng(7)
+    days = _history(rng, days=21)
+    bomb = [RatingEvent(event_id=f"b{k}", ts=20 * DAY + 1000 + 45 * k, user_id=f"thin{k}", item_id="i2",
+                        rating=1.0) for k in range(30)]
+    days[20] = sorted(days[20] + bomb, key=lambda event: event.ts)
+    events = [event for day in days for event in day]
+    key = lambda s: (s.kind, s.id, s.score, str(s.evidence))  # noqa: E731
+    whole = _run(CoordinationDetector(), days, tick=True)
+    pieces = _run(CoordinationDetector(), [events[k:k + 50] for k in range(0, len(events), 50)], tick=True)
+    assert sorted(map(key, pieces)) == sorted(map(key, whole))
+    assert {f"thin{k}" for k in range(30)} <= _flagged(whole)
