@@ -153,11 +153,11 @@ class CoordinationDetector(Detector):
                 signals += self._test_due(due)
             self._count_long_run(chunk, t, bits, ikey, rkey, pkey)
             uncounted.append(chunk)
-            fresh = chunk[bits[chunk] > 0]
+            # a key's item and rating are the same whichever event names it: one entry per key serves all
+            touched = {int(pkey[k]): (int(ikey[k]), int(rkey[k]), items[k], ratings[k])
+                       for k in chunk[bits[chunk] > 0].tolist()}
             for w in self.windows:
-                waiting = self._pending[w]
-                for k in fresh.tolist():
-                    waiting.setdefault(int(pkey[k]), (int(ikey[k]), int(rkey[k]), items[k], ratings[k]))
+                self._pending[w].update(touched)
             self._last_at = max(self._last_at, float(t[chunk[-1]]))
         if uncounted:
             self._count(np.concatenate(uncounted), t, bits, pkey, kind_keys)

@@ -3,10 +3,10 @@
 Each user's ratings are kept (bounded) with per-item running sums, and at every target test the users
 who rated since the last one are re-described by the classic attack-detection features: RDMA, WDMA, WDA,
 LengthVar, DegSim, FMTD, MeanVar, share of extreme ratings, rating entropy, target focus, account age,
-activity intensity and the popularity of the items rated. Each feature becomes a one-sided robust z-score against the current
-population of users (median and MAD, in log space for the heavy-tailed ones, so that a minority of fakes
-cannot move the yardstick), and a user's anomaly is the Stouffer sum over one feature per aspect,
-itself standardised against the population.
+activity intensity and the popularity of the items rated. Each feature becomes a one-sided robust z-score
+against the current population of users (median and MAD, in log space for the heavy-tailed ones, so that a
+minority of fakes cannot move the yardstick), and a user's anomaly is the Stouffer sum over one feature per
+aspect, itself standardised against the population.
 
 Anomaly alone rarely separates a fake from an eccentric real user. What a push or nuke attack cannot hide is
 its *target*: many anomalous profiles giving one item the same extreme rating. So the second stage asks, per
