@@ -264,7 +264,8 @@ class Guard:
                 continue
             tp = (faust_tp.topic, faust_tp.partition)
             highwater = self._highwater(tp)
-            if highwater is not None and highwater > self._position(tp):
+            # Not fetched yet (just assigned, after a restart): what waits there is unknown, not nothing.
+            if highwater is None or highwater > self._position(tp):
                 return True
         return False
 
@@ -546,7 +547,7 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
         # Every input partition holds the others back until it has spoken or proved empty: otherwise the
         # first to answer after a (re)start would run the watermark ahead of the rest.
         guard.aligner.track((tp.topic, tp.partition) for tp in assigned if tp.topic in topics.inputs)
-        guard.assigned_at = time.monotonic()
+        guard.assigned_at = guard.last_input = time.monotonic()  # waiting for a group is no quiet spell
         guard.assigned = True
         log.info("assigned %d input partitions", len([tp for tp in assigned if tp.topic in topics.inputs]))
 

@@ -255,3 +255,43 @@ def test_after_a_restart_an_event_published_clean_but_condemned_now_is_retracted
         (topics.retracted, "a", "retracted"), (topics.quarantined, "d", "quarantined")]
     assert not guard.published
     guard.pipeline.close()
+
+
+def test_no_idle_tick_while_an_assigned_partition_has_not_been_fetched(tmp_path):
+    """Right after a (re)start the consumer has not heard from its partitions: that is not a quiet stream,
+    and an idle tick then would push event time ahead of what is waiting on the broker."""
+    import time
+
+    from faust.types import TP as FaustTP
+
+    from streams.agents import Guard
+
+    class Consumer:
+        highwaters: dict = {}
+
+        def assignment(self):
+            return set(self.highwaters)
+
+        def highwater(self, tp):
+            return self.highwaters[tp]
+
+    class App:
+        consumer = Consumer()
+
+    settings = Settings(state_dir=tmp_path, detectors="profile", offload_detectors="", hold_seconds=3600,
+                        snapshot_interval_seconds=3600)
+    topics = Topics.from_settings(settings)
+    guard = Guard(settings, topics)
+    guard.app, guard.restored, guard.assigned = App(), True, True
+    guard.pipeline.process([b'{"type": "rating", "event_id": "e", "ts": 1000, "user_id": "u", "item_id": "i", '
+                            b'"rating": 5}'])
+    tp = FaustTP(topics.ratings, 0)
+    App.consumer.highwaters = {tp: None}
+    guard.last_input = guard.last_idle = time.monotonic() - 100
+    asyncio.run(guard._tick())  # noqa: SLF001
+    assert guard.pipeline.watermark == 1000  # not fetched yet: no idle tick
+    App.consumer.highwaters = {tp: 0}  # fetched: nothing more there, so the stream is quiet
+    time.sleep(0.06)  # past the guard's 50 ms cache of high watermarks
+    asyncio.run(guard._tick())  # noqa: SLF001
+    assert guard.pipeline.watermark >= 1000 + 100 * settings.idle_speedup
+    guard.pipeline.close()
