@@ -114,7 +114,6 @@ class Guard:
         self.counts: Counter[str] = Counter()
         self.restored = False
         self.assigned = False
-        self.assigned_at = 0.0
         self._lock: asyncio.Lock | None = None
         self._snapshot_lock: asyncio.Lock | None = None
         now = time.monotonic()
@@ -237,11 +236,9 @@ class Guard:
 
     def _lagging(self, tp: TP) -> bool:
         """More data on the broker for this partition than delivered so far? Not known yet (no fetch
-        answered for it): maybe, for the first `align_max_wait_seconds` after the assignment."""
+        answered for it): maybe, so wait (the aligner stops waiting when all input stalls)."""
         highwater = self._highwater(tp)
-        if highwater is None:
-            return time.monotonic() - self.assigned_at < self.settings.align_max_wait_seconds
-        return highwater > self._position(tp)
+        return highwater is None or highwater > self._position(tp)
 
     def _position(self, tp: TP) -> int:
         """The next offset this worker has not yet been handed for the partition."""
@@ -547,7 +544,7 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
         # Every input partition holds the others back until it has spoken or proved empty: otherwise the
         # first to answer after a (re)start would run the watermark ahead of the rest.
         guard.aligner.track((tp.topic, tp.partition) for tp in assigned if tp.topic in topics.inputs)
-        guard.assigned_at = guard.last_input = time.monotonic()  # waiting for a group is no quiet spell
+        guard.last_input = time.monotonic()  # waiting for a group is no quiet spell
         guard.assigned = True
         log.info("assigned %d input partitions", len([tp for tp in assigned if tp.topic in topics.inputs]))
 

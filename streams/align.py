@@ -7,8 +7,11 @@ a hold) and old accounts' ages would be misjudged. So messages wait here, per pa
 order, and leave in event-time order up to the least event time any lagging partition has reached: the
 next message of a partition with more data on the broker can be no older than what it last delivered (as
 Kafka Streams does it with its stream time and `max.task.idle.ms`). A partition that is caught up does not
-hold anything back, and after `max_wait` seconds without progress everything queued leaves anyway, so a
-stale high watermark cannot stall the stream.
+hold anything back. Everything queued leaves anyway once no input at all has arrived for `max_wait`
+seconds (a stalled fetch, a stale high watermark) or `max_queued` messages wait, so nothing can stall the
+stream or fill memory. Input still arriving from other partitions is no reason to give up: a restarted
+worker with a backlog gets whole fetches of some partitions before the first of others, and, under load,
+that took longer than any fixed wait (the watermark then jumped days ahead and a burst was missed).
 
 >>> aligner = EventTimeAligner(max_wait=5.0)
 >>> aligner.add(("ratings", 0), 0, 10.0, "r10")
@@ -43,8 +46,9 @@ def event_time(value: bytes) -> float:
 
 
 class EventTimeAligner:
-    def __init__(self, max_wait: float = 1.0):
+    def __init__(self, max_wait: float = 1.0, max_queued: int = 100_000):
         self.max_wait = max_wait
+        self.max_queued = max_queued
         self._queues: dict[Hashable, deque[tuple[float, int, Any]]] = {}
         self._frontier: dict[Hashable, float] = {}  # largest event time delivered per partition
         self.last_offset: dict[Hashable, int] = {}  # largest offset delivered per partition
@@ -65,6 +69,7 @@ class EventTimeAligner:
         if offset > self.last_offset.get(tp, -1):
             self.last_offset[tp] = offset
         self._size += 1
+        self._waiting_since = None  # the stream moves: the wait for a lagging partition starts again
 
     def release(self, lagging: Callable[[Hashable], bool], now: float, force: bool = False) -> list[Any]:
         """Items that can go, in event-time order (ties: partition order of arrival)."""
@@ -72,6 +77,11 @@ class EventTimeAligner:
             self._waiting_since = None
             return []
         bound = float("inf")
+        if not force and self._size > self.max_queued:
+            self.forced += 1
+            log.warning("%d messages wait for partitions %s: released out of step", self._size,
+                        self._lagging_partitions(lagging))
+            force = True
         if not force:
             for tp in self._lagging_partitions(lagging):
                 bound = min(bound, self._frontier.get(tp, NO_TIME))
@@ -86,9 +96,10 @@ class EventTimeAligner:
             if self._waiting_since is None:
                 self._waiting_since = now
             elif now - self._waiting_since >= self.max_wait:
+                log.warning("no input for %.1f s: gave up waiting for %s", now - self._waiting_since,
+                            self._lagging_partitions(lagging))
                 self._waiting_since = None
                 self.forced += 1
-                log.debug("gave up waiting for %s", self._lagging_partitions(lagging))
                 return self.release(lagging, now, force=True)
             return []
         self._waiting_since = None if not self._size else now

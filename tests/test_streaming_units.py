@@ -168,6 +168,30 @@ def test_aligner_waits_for_a_lagging_partition_then_gives_up():
     assert len(aligner) == 0
 
 
+def test_aligner_keeps_waiting_while_other_partitions_deliver():
+    """A restarted worker gets whole fetches of some partitions before the first of others: while input
+    arrives the aligner waits for the laggard however long that takes, and gives up only on a true stall."""
+    aligner = EventTimeAligner(max_wait=1.0)
+    aligner.track(["slow"])
+    lagging = {"slow"}
+    for second in range(5):  # five seconds of input from "fast", none from "slow"
+        aligner.add("fast", second, 100.0 + second, f"f{second}")
+        assert aligner.release(lambda tp: tp in lagging, now=float(second)) == []
+    aligner.add("slow", 0, 50.0, "s50")
+    lagging.clear()
+    assert aligner.release(lambda tp: tp in lagging, now=5.0) == ["s50", "f0", "f1", "f2", "f3", "f4"]
+    assert aligner.forced == 0
+
+
+def test_aligner_gives_up_when_too_much_waits():
+    aligner = EventTimeAligner(max_wait=1.0, max_queued=3)
+    aligner.track(["slow"])
+    for offset in range(4):
+        aligner.add("fast", offset, 10.0 + offset, offset)
+    assert aligner.release(lambda tp: tp == "slow", now=0.0) == [0, 1, 2, 3]
+    assert aligner.forced == 1
+
+
 def test_event_time_of_odd_lines():
     assert event_time(b'{"ts": 3}') == 3.0
     assert event_time(b"not json") == float("-inf")
