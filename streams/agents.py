@@ -121,7 +121,7 @@ class Guard:
         self.since_snapshot = 0
         self.dirty = False
         self.snapshot_cost = 0.0
-        self.aligner = EventTimeAligner(settings.align_max_wait_seconds)
+        self.aligner = EventTimeAligner(settings.align_max_wait_seconds, settings.align_max_queued)
         self._highwaters: dict[TP, tuple[float, int | None]] = {}
         self._reported = Counter()
         self.pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="pipeline")

@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     topic_client_actions: str = "client-actions"
     # Worker
     take_within_seconds: float = 0.05  # longest wait to fill a micro-batch
-    align_max_wait_seconds: float = 2.0  # longest wait for a lagging partition (streams.align)
+    align_max_wait_seconds: float = 2.0  # input stalled this long: stop waiting for a lagging partition
+    align_max_queued: int = 100_000  # or this many messages wait for it (streams.align)
     idle_after_seconds: float = 2.0  # wall time without input before event time is advanced
     idle_every_seconds: float = 1.0  # then an idle tick at most this often
     idle_speedup: float = 1.0  # event-time seconds per idle wall second (tests and demos speed it up)
