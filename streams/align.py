@@ -78,10 +78,7 @@ class EventTimeAligner:
             return []
         bound = float("inf")
         if not force and self._size > self.max_queued:
-            self.forced += 1
-            log.warning("%d messages wait for partitions %s: released out of step", self._size,
-                        self._lagging_partitions(lagging))
-            force = True
+            force = self._give_up(f"{self._size} messages wait", lagging)
         if not force:
             for tp in self._lagging_partitions(lagging):
                 bound = min(bound, self._frontier.get(tp, NO_TIME))
@@ -96,11 +93,9 @@ class EventTimeAligner:
             if self._waiting_since is None:
                 self._waiting_since = now
             elif now - self._waiting_since >= self.max_wait:
-                log.warning("no input for %.1f s: gave up waiting for %s", now - self._waiting_since,
-                            self._lagging_partitions(lagging))
+                force = self._give_up(f"no input for {now - self._waiting_since:.1f} s", lagging)
                 self._waiting_since = None
-                self.forced += 1
-                return self.release(lagging, now, force=True)
+                return self.release(lagging, now, force=force)
             return []
         self._waiting_since = None if not self._size else now
         out = [item for _, _, item in heapq.merge(*runs, key=lambda entry: entry[0])]
@@ -108,6 +103,12 @@ class EventTimeAligner:
         if not self._size:
             self._waiting_since = None
         return out
+
+    def _give_up(self, why: str, lagging: Callable[[Hashable], bool]) -> bool:
+        self.forced += 1
+        log.warning("%s: released out of event-time order, not waiting for %s", why,
+                    self._lagging_partitions(lagging))
+        return True
 
     def _lagging_partitions(self, lagging: Callable[[Hashable], bool]) -> list[Hashable]:
         return [tp for tp in self._frontier if lagging(tp)]
