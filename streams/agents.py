@@ -529,8 +529,16 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
 
     @app.agent(source, name="guard", concurrency=1)
     async def guard_agent(stream: Any) -> None:
+        # One batch in the pipeline while the next is taken: Faust delivers messages one by one on this
+        # thread, the pipeline runs on its own (mostly waiting for the detector processes); taking and
+        # processing in turn left each idle while the other worked. Batches still enter in order.
+        in_flight: asyncio.Future | None = None
         async for events in stream.noack_take(settings.batch_size, within=settings.take_within_seconds):
-            await guard.handle(events)
+            if in_flight is not None:
+                await in_flight
+            in_flight = asyncio.ensure_future(guard.handle(events))
+        if in_flight is not None:
+            await in_flight
 
     @app.timer(interval=0.25, name="guard-tick")
     async def guard_tick() -> None:

@@ -89,7 +89,18 @@ def build_detectors(names: str) -> list[Detector]:
         # Extraction's distance test reads the catalog's text embeddings; catalog runs first to fill them.
         detectors["extraction"].item_vectors = detectors["catalog_drift"]
         chosen.sort(key=lambda name: name != "catalog_drift")
+    one_blas_thread()  # after the detectors' imports: it limits the BLAS libraries loaded so far
     return [detectors[name] for name in chosen]
+
+
+def one_blas_thread() -> None:
+    """NumPy's OpenBLAS, in this process, computes on one thread from now on. Its default is a thread per
+    core, and its idle threads spin for a while after each call: a detector's small matmuls then kept a
+    second core busy, the one the pipeline's other process needed (measured: a third of replay's speed
+    with MiniLM in a detector process)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 def _names(names: str) -> list[str]:
