@@ -80,10 +80,13 @@ class EdgeWindow:
 
     @staticmethod
     def _codes(ids: list[str], index: dict[str, int], names: list[str]):
-        # New ids first (a batch repeats ids a lot), then one C-level lookup per event.
-        for new in set(ids).difference(index):
-            index[new] = len(names)
-            names.append(new)
+        # New ids first (a batch repeats ids a lot), in order of first appearance so that codes, and the
+        # graph's row and column order with them, do not depend on string hashing (which differs between
+        # processes); then one C-level lookup per event.
+        for new in dict.fromkeys(ids):
+            if new not in index:
+                index[new] = len(names)
+                names.append(new)
         return map(index.__getitem__, ids)
 
     def compact(self, now: float) -> None:

@@ -175,3 +175,14 @@ def test_searches_fall_where_they_are_due_whatever_the_batches():
         assert sorted(map(key, pieces)) == sorted(map(key, at_once))
         if type(whole) is DenseBlockDetector:
             assert _users(at_once) == {f"fake{n}" for n in range(15)}
+
+
+def test_edge_window_numbers_ids_in_order_of_first_appearance():
+    """Not in hash order: string hashes differ between processes, and a graph's row and column order (so a
+    block's listed items) must not depend on which process built it."""
+    window = EdgeWindow(span=DAY, capacity=100)
+    window.add(["u3", "u1", "u3", "u2"], ["i9", "i2", "i9", "i5"], [1.0, 2.0, 3.0, 4.0], [5, 4, 5, 3])
+    window.add(["u0", "u1"], ["i2", "i0"], [5.0, 6.0], [1, 2])
+    assert window.user_ids == ["u3", "u1", "u2", "u0"]
+    assert window.item_ids == ["i9", "i2", "i5", "i0"]
+    assert window.u[: window.size].tolist() == [0, 1, 0, 2, 3, 1]
