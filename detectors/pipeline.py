@@ -7,12 +7,17 @@ Some detectors may be offloaded to another process (`streams.parallel`): they ge
 batch when it starts and answer while the local detectors work, so a second core does their share. Signals
 are applied in the configured order either way, and detectors never read the decision stage, so the
 outcomes are the same as with every detector in process.
+
+A driver with the next batch at hand may `start` it before it `finish`es the one before: the offloaded
+detectors then work on the next batch while this process decides the last (`process` is the two in one).
+Starting only decodes, dedupes and submits; everything the decision stage and the local detectors see
+happens in `finish`, in batch order, so the outcomes are the same either way.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
 
@@ -28,6 +33,14 @@ class Step:
     decoded: list[Event | Rejection] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)  # clean, quarantined and retracted
     flags: list[Flag] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Started:
+    """A batch decoded and handed to the offloaded detectors, waiting for `Pipeline.finish`."""
+
+    step: Step
+    events: list[Event]
 
 
 class SeenIds:
@@ -81,8 +94,14 @@ class Pipeline:
         if sorted(self.order) != sorted(names):
             raise ValueError(f"order {self.order} does not name the detectors {names}")
         self.detector_seconds = {name: 0.0 for name in self.order}
+        self._started: deque[Started] = deque()
+        self._ahead = 0.0  # the watermark of the last batch started
 
     def process(self, lines: Iterable[bytes | str]) -> Step:
+        return self.finish(self.start(lines))
+
+    def start(self, lines: Iterable[bytes | str]) -> "Started":
+        """Decode and dedupe a batch, and hand its accepted lines to the offloaded detectors."""
         step = Step()
         events: list[Event] = []
         decoded_all, seen = step.decoded, self.seen
@@ -97,15 +116,41 @@ class Pipeline:
                     decoded = Rejection(raw if isinstance(raw, bytes) else raw.encode(),
                                         "duplicate_event_id: already seen", decoded.event_id)
             decoded_all.append(decoded)
-        return self._detect_and_decide(events, step, accepted)
+        if not self._started:
+            self._ahead = self.watermark
+        if events:  # the watermark this batch will bring the decision stage to
+            self._ahead = max(self._ahead, max(event.ts for event in events))
+        self._submit(accepted, self._ahead)
+        started = Started(step, events)
+        self._started.append(started)
+        return started
 
-    def _detect_and_decide(self, events: list[Event], step: Step, lines: list[bytes | str] = ()) -> Step:
+    def finish(self, started: "Started") -> Step:
+        """Detect and decide a started batch: the oldest one not finished yet."""
+        if not self._started or self._started[0] is not started:
+            raise RuntimeError("batches must be finished in the order they were started")
+        self._started.popleft()
+        return self._detect_and_decide(started.events, started.step)
+
+    @property
+    def pending(self) -> int:
+        """Batches started and not finished."""
+        return len(self._started)
+
+    def _require_finished(self, before: str) -> None:
+        if self._started:
+            raise RuntimeError(f"finish the started batches before {before}")
+
+    def _submit(self, lines: list[bytes | str], now: float) -> None:
+        for group in self.offloaded:
+            group.submit(list(lines), now)
+
+    def _detect_and_decide(self, events: list[Event], step: Step, tick: bool = False) -> Step:
         self.decision.admit(*events)
         if events:
             self.watermark = max(self.watermark, max(event.ts for event in events))
-        # An empty batch is a tick (idle, flush): detectors finish their periodic work on it.
-        for group in self.offloaded:
-            group.submit(list(lines), self.watermark)
+        if tick:  # an empty batch: detectors finish their periodic work on it (idle, flush)
+            self._submit([], self.watermark)
         signals: dict[str, list[Signal]] = {}
         for detector in self.detectors:
             started = time.perf_counter()
@@ -124,17 +169,20 @@ class Pipeline:
 
     def idle(self, seconds: float) -> Step:
         """No input for `seconds` of wall time: let event time move on so held events still leave."""
+        self._require_finished("idle")
         self.watermark += seconds
-        return self._detect_and_decide([], Step())
+        return self._detect_and_decide([], Step(), tick=True)
 
     def flush(self) -> Step:
         """End of input: release everything that is still held."""
-        step = self._detect_and_decide([], Step())
+        self._require_finished("flush")
+        step = self._detect_and_decide([], Step(), tick=True)
         step.outcomes.extend(self.decision.flush())
         return step
 
     # -- detector state, wherever the detectors run ------------------------------------------
     def snapshot_detectors(self) -> dict[str, bytes]:
+        self._require_finished("a snapshot")
         states = {detector.name: detector.snapshot() for detector in self.detectors}
         for group in self.offloaded:
             states.update(group.snapshot())

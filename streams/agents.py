@@ -125,6 +125,7 @@ class Guard:
         self._highwaters: dict[TP, tuple[float, int | None]] = {}
         self._reported = Counter()
         self.pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+        self._unfinished: tuple[Any, list[Any]] | None = None  # a batch started, not yet finished
 
     # -- recovery (before the app starts) ----------------------------------------------------
     def recover(self) -> str:
@@ -294,19 +295,32 @@ class Guard:
         loop = asyncio.get_running_loop()
         for start in range(0, len(messages), batch):
             chunk = messages[start:start + batch]
-            spent = dict(self.pipeline.detector_seconds)
             # On a thread of its own, so that the event loop stays free for /healthz, /metrics and the
             # consumer while a batch is in the detectors (seconds, when it waits for MiniLM under load);
-            # the lock keeps every other use of the pipeline out meanwhile.
-            step = await loop.run_in_executor(self.pipeline_thread, self.pipeline.process,
-                                              [message.value for message in chunk])
-            for name, total in self.pipeline.detector_seconds.items():
-                self.metrics.detector_seconds.labels(name).observe(total - spent.get(name, 0.0))
-            self._publish(step, chunk)
+            # the lock keeps every other use of the pipeline out meanwhile. Each batch is started before
+            # the one before it is finished, so the detector processes work on it meanwhile
+            # (detectors.pipeline); the last one is finished by the next, or by the timer.
+            started = await loop.run_in_executor(self.pipeline_thread, self.pipeline.start,
+                                                 [message.value for message in chunk])
+            await self._finish_started()
+            self._unfinished = (started, chunk)
         await self.publisher.send()
         self.dirty = True
         if self.publisher.in_flight > 10_000:
             await self._flush_pending()
+
+    async def _finish_started(self) -> None:
+        """Detect and decide the batch started last, and publish its outcomes (the lock is held)."""
+        if self._unfinished is None:
+            return
+        started, chunk = self._unfinished
+        self._unfinished = None
+        spent = dict(self.pipeline.detector_seconds)
+        step = await asyncio.get_running_loop().run_in_executor(self.pipeline_thread, self.pipeline.finish,
+                                                                started)
+        for name, total in self.pipeline.detector_seconds.items():
+            self.metrics.detector_seconds.labels(name).observe(total - spent.get(name, 0.0))
+        self._publish(step, chunk)
 
     def _publish(self, step: Step, messages: list[Any] | None = None) -> None:
         topics, published, counts = self.topics, self.published, self.counts
@@ -404,6 +418,8 @@ class Guard:
         now = time.monotonic()
         if len(self.aligner):
             await asyncio.shield(self._release_waiting(now))
+        if self._unfinished is not None and now - self.last_input >= self.settings.take_within_seconds:
+            await asyncio.shield(self._finish_waiting())  # no next batch came to finish it
         # Idle ticks are detector ticks too (periodic work runs on them), so they come only after a real
         # quiet spell and then at most every `idle_every_seconds`, not on every timer beat.
         quiet = now - self.last_input >= self.settings.idle_after_seconds and not self._input_lags()
@@ -425,11 +441,20 @@ class Guard:
         async with self.lock:
             await self._process(self.aligner.release(self._lagging, now))
 
+    async def _finish_waiting(self) -> None:
+        async with self.lock:
+            if self._unfinished is not None:
+                await self._finish_started()
+                await self.publisher.send()
+
     async def _idle(self, seconds: float) -> None:
         async with self.lock:
+            finished = self._unfinished is not None
+            await self._finish_started()
             step = self.pipeline.idle(seconds)
             if step.outcomes or step.flags:
                 self._publish(step)
+            if finished or step.outcomes or step.flags:
                 await self.publisher.send()
             self.dirty = True
 
@@ -439,6 +464,7 @@ class Guard:
         async with self._snapshot_lock:
             started = time.perf_counter()
             async with self.lock:
+                await self._finish_started()  # the snapshot covers every batch started
                 await self._flush_pending()  # raises if the broker refused any: the caller crashes the worker
                 pipeline = self.pipeline
                 snapshot = Snapshot(

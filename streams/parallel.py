@@ -16,9 +16,11 @@ pipeline at top level.
 
 from __future__ import annotations
 
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import weakref
@@ -39,26 +41,33 @@ class DetectorProcess:
             pass_fds=(theirs.fileno(),))
         theirs.close()
         self._conn = Connection(mine.detach())
-        self._waiting = False
+        self._in_flight = 0  # batches submitted and not collected: answered in order
         self._finalizer = weakref.finalize(self, _stop, self._conn, self._process)
 
     def submit(self, lines: list[bytes | str], now: float) -> None:
-        if self._waiting:
-            raise RuntimeError("submit before the previous batch was collected")
         self._send(("observe", lines, now))
-        self._waiting = True
+        self._in_flight += 1
 
     def collect(self) -> list[tuple[str, list[Signal], float]]:
-        self._waiting = False
+        """The answer to the oldest batch submitted."""
+        if not self._in_flight:
+            raise RuntimeError("collect without a batch submitted")
+        self._in_flight -= 1
         return self._receive()
 
     def snapshot(self) -> dict[str, bytes]:
+        self._idle("a snapshot")
         self._send(("snapshot",))
         return self._receive()
 
     def restore(self, states: dict[str, bytes]) -> None:
+        self._idle("a restore")
         self._send(("restore", states))
         self._receive()
+
+    def _idle(self, before: str) -> None:
+        if self._in_flight:
+            raise RuntimeError(f"{self._in_flight} batches not collected before {before}")
 
     def close(self) -> None:
         self._finalizer()
@@ -114,10 +123,10 @@ def _serve(conn: Connection, names: list[str]) -> None:
     else:
         failure = None
     settle()
+    requests = _read_ahead(conn)
     while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
+        request = requests.get()
+        if request is None:
             return  # the parent is gone
         op = request[0]
         if op == "close":
@@ -146,6 +155,27 @@ def _serve(conn: Connection, names: list[str]) -> None:
             conn.send(("error", traceback.format_exc()))
         else:
             conn.send(("ok", answer))
+
+
+def _read_ahead(conn: Connection) -> "queue.SimpleQueue[tuple | None]":
+    """Requests as they arrive, read on a thread of their own: the parent may send the next batch while
+    this process still works on one (and then waits for that answer), and a parent blocked writing a
+    request larger than the socket buffer to a child blocked writing its answer would wait forever."""
+    requests: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                requests.put(None)
+                return
+            requests.put(request)
+            if request[0] == "close":
+                return
+
+    threading.Thread(target=read, name="requests", daemon=True).start()
+    return requests
 
 
 if __name__ == "__main__":

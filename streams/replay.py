@@ -68,10 +68,17 @@ def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_si
                  for name in ("quarantined", "rejected", "retractions")}
         bar = stack.enter_context(_progress(source) if progress else nullcontext())
         stack.enter_context(rare_collections())
+        # The next batch is started before the last is finished: offloaded detectors work on it meanwhile.
+        last = None
         for batch in iter_batches(stream, batch_size):
-            _record(ledger, pipeline.process(batch), pipeline.watermark, files)
+            begun = pipeline.start(batch)
+            if last is not None:
+                _record(ledger, pipeline.finish(last), pipeline.watermark, files)
+            last = begun
             if bar is not None:
                 bar.advance(sum(len(line) + 1 for line in batch))
+        if last is not None:
+            _record(ledger, pipeline.finish(last), pipeline.watermark, files)
         _record(ledger, pipeline.flush(), pipeline.watermark, files)
     seconds = time.perf_counter() - started
     _write_results(out, ledger)

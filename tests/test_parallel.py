@@ -49,6 +49,55 @@ def test_offloaded_detectors_decide_exactly_as_in_process(lines):
         offloaded.close()
 
 
+def _run_started_ahead(pipeline, lines: list[bytes], batch: int = 1000) -> tuple[dict[str, str], list[tuple]]:
+    """As `_run`, each batch started before the one before it is finished (as replay and the worker do)."""
+    verdicts: dict[str, str] = {}
+    steps, last = [], None
+    for k in range(0, len(lines), batch):
+        begun = pipeline.start(lines[k:k + batch])
+        assert pipeline.pending == (1 if last is None else 2)
+        if last is not None:
+            steps.append(pipeline.finish(last))
+        last = begun
+    steps += [pipeline.finish(last), pipeline.flush()]
+    for step in steps:
+        for outcome in step.outcomes:
+            verdicts[outcome.event.event_id] = outcome.verdict
+    flags = sorted((f.kind, f.id, round(f.score, 6), tuple(sorted(f.detectors.items())))
+                   for f in pipeline.decision.flags())
+    return verdicts, flags
+
+
+def test_starting_the_next_batch_early_changes_no_outcome(lines):
+    """Offloaded detectors working on batch n+1 while batch n is decided: the outcomes of one batch at a time."""
+    expected = _run(build_pipeline(Settings(detectors=DETECTORS, offload_detectors="")), lines)
+    ahead = build_pipeline(Settings(detectors=DETECTORS, offload_detectors=GROUPS))
+    try:
+        got = _run_started_ahead(ahead, lines)
+        assert got == expected
+        assert any("dense_block" in dict(scores) for *_, scores in got[1])
+    finally:
+        ahead.close()
+
+
+def test_started_batches_finish_in_order_and_before_a_snapshot(lines):
+    pipeline = build_pipeline(Settings(detectors=DETECTORS, offload_detectors=GROUPS))
+    try:
+        first, second = pipeline.start(lines[:500]), pipeline.start(lines[500:1000])
+        with pytest.raises(RuntimeError, match="order"):
+            pipeline.finish(second)
+        with pytest.raises(RuntimeError, match="before a snapshot"):
+            pipeline.snapshot_detectors()
+        with pytest.raises(RuntimeError, match="finish the started batches before idle"):
+            pipeline.idle(1.0)
+        pipeline.finish(first)
+        pipeline.finish(second)
+        assert pipeline.pending == 0
+        assert set(pipeline.snapshot_detectors()) == set(DETECTORS.split(","))
+    finally:
+        pipeline.close()
+
+
 def test_detector_state_travels_between_processes(lines):
     """Half the stream offloaded, its state restored into an in-process pipeline for the other half: the same
     outcomes as one uninterrupted run."""

@@ -319,3 +319,57 @@ def test_no_idle_tick_while_an_assigned_partition_has_not_been_fetched(tmp_path)
     asyncio.run(guard._tick())  # noqa: SLF001
     assert guard.pipeline.watermark >= 1000 + 100 * settings.idle_speedup
     guard.pipeline.close()
+
+
+def test_a_batch_started_is_finished_by_the_next_by_the_timer_or_before_a_snapshot(tmp_path):
+    """The worker starts each batch before it finishes the one before (its detector processes work on the
+    next meanwhile): the last batch's outcomes still leave once no batch follows, and a snapshot covers it."""
+    import time
+    from types import SimpleNamespace
+
+    from streams.agents import Guard
+
+    class Publisher(list):
+        in_flight = 0
+
+        def add(self, topic, key, value, headers):
+            self.append(topic)
+
+        async def send(self):
+            pass
+
+        async def wait(self):
+            return {}
+
+    settings = Settings(state_dir=tmp_path, detectors="profile", offload_detectors="", hold_seconds=0,
+                        snapshot_interval_seconds=3600)
+    topics = Topics.from_settings(settings)
+    guard = Guard(settings, topics)
+    guard._publisher = sent = Publisher()  # noqa: SLF001
+    guard.restored = guard.assigned = True
+
+    def batch(first: int, n: int) -> list:
+        return [SimpleNamespace(topic=topics.ratings, partition=0, offset=k, timestamp=time.time(), value=orjson.dumps(
+            {"type": "rating", "event_id": f"e{k}", "ts": 1000 + k, "user_id": f"u{k % 7}", "item_id": f"i{k % 5}",
+             "rating": 4})) for k in range(first, first + n)]
+
+    async def run() -> None:
+        await guard._process(batch(0, 10))  # noqa: SLF001
+        assert sent.count(topics.clean) == 0 and guard.pipeline.pending == 1
+        await guard._process(batch(10, 10))  # noqa: SLF001
+        assert sent.count(topics.clean) == 10 and guard.pipeline.pending == 1
+        guard.last_input = time.monotonic()
+        await guard._tick()  # noqa: SLF001 - input just came: the next batch may be on its way
+        assert sent.count(topics.clean) == 10
+        guard.last_input -= settings.take_within_seconds
+        await guard._tick()  # noqa: SLF001 - none came: the timer finishes it
+        assert sent.count(topics.clean) == 20 and guard.pipeline.pending == 0
+        await guard._process(batch(20, 5))  # noqa: SLF001
+        await guard.snapshot()
+        assert sent.count(topics.clean) == 25 and guard.pipeline.pending == 0
+        assert guard.state_dir.load().input_offsets == {(topics.ratings, 0): 25}
+
+    try:
+        asyncio.run(run())
+    finally:
+        guard.pipeline.close()
