@@ -23,8 +23,13 @@ def lines() -> list[bytes]:
 
 
 def _run(pipeline, lines: list[bytes], batch: int = 1000) -> tuple[dict[str, str], list[tuple]]:
-    verdicts: dict[str, str] = {}
     steps = [pipeline.process(lines[k:k + batch]) for k in range(0, len(lines), batch)] + [pipeline.flush()]
+    return _verdicts_and_flags(pipeline, steps)
+
+
+def _verdicts_and_flags(pipeline, steps: list) -> tuple[dict[str, str], list[tuple]]:
+    """The last word on each event, and the flags raised."""
+    verdicts: dict[str, str] = {}
     for step in steps:
         for outcome in step.outcomes:
             verdicts[outcome.event.event_id] = outcome.verdict
@@ -51,7 +56,6 @@ def test_offloaded_detectors_decide_exactly_as_in_process(lines):
 
 def _run_started_ahead(pipeline, lines: list[bytes], batch: int = 1000) -> tuple[dict[str, str], list[tuple]]:
     """As `_run`, each batch started before the one before it is finished (as replay and the worker do)."""
-    verdicts: dict[str, str] = {}
     steps, last = [], None
     for k in range(0, len(lines), batch):
         begun = pipeline.start(lines[k:k + batch])
@@ -60,12 +64,7 @@ def _run_started_ahead(pipeline, lines: list[bytes], batch: int = 1000) -> tuple
             steps.append(pipeline.finish(last))
         last = begun
     steps += [pipeline.finish(last), pipeline.flush()]
-    for step in steps:
-        for outcome in step.outcomes:
-            verdicts[outcome.event.event_id] = outcome.verdict
-    flags = sorted((f.kind, f.id, round(f.score, 6), tuple(sorted(f.detectors.items())))
-                   for f in pipeline.decision.flags())
-    return verdicts, flags
+    return _verdicts_and_flags(pipeline, steps)
 
 
 def test_starting_the_next_batch_early_changes_no_outcome(lines):
