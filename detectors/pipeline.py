@@ -100,7 +100,7 @@ class Pipeline:
     def process(self, lines: Iterable[bytes | str]) -> Step:
         return self.finish(self.start(lines))
 
-    def start(self, lines: Iterable[bytes | str]) -> "Started":
+    def start(self, lines: Iterable[bytes | str]) -> Started:
         """Decode and dedupe a batch, and hand its accepted lines to the offloaded detectors."""
         step = Step()
         events: list[Event] = []
@@ -125,7 +125,7 @@ class Pipeline:
         self._started.append(started)
         return started
 
-    def finish(self, started: "Started") -> Step:
+    def finish(self, started: Started) -> Step:
         """Detect and decide a started batch: the oldest one not finished yet."""
         if not self._started or self._started[0] is not started:
             raise RuntimeError("batches must be finished in the order they were started")
@@ -143,7 +143,7 @@ class Pipeline:
 
     def _submit(self, lines: list[bytes | str], now: float) -> None:
         for group in self.offloaded:
-            group.submit(list(lines), now)
+            group.submit(lines, now)
 
     def _detect_and_decide(self, events: list[Event], step: Step, tick: bool = False) -> Step:
         self.decision.admit(*events)

@@ -94,8 +94,9 @@ def build_detectors(names: str) -> list[Detector]:
 
 
 def one_blas_thread() -> None:
-    """NumPy's OpenBLAS, in this process, computes on one thread from now on. Its default is a thread per
-    core, and its idle threads spin for a while after each call: a detector's small matmuls then kept a
+    """The BLAS and OpenMP libraries loaded in this process (NumPy's and SciPy's OpenBLAS, torch's OpenMP)
+    compute on one thread from now on. Their default is a thread per core, and idle threads spin for a
+    while after each call: a detector's small matmuls then kept a
     second core busy, the one the pipeline's other process needed (measured: a third of replay's speed
     with MiniLM in a detector process)."""
     from threadpoolctl import threadpool_limits

@@ -56,16 +56,16 @@ class DetectorProcess:
         return self._receive()
 
     def snapshot(self) -> dict[str, bytes]:
-        self._idle("a snapshot")
+        self._require_collected("a snapshot")
         self._send(("snapshot",))
         return self._receive()
 
     def restore(self, states: dict[str, bytes]) -> None:
-        self._idle("a restore")
+        self._require_collected("a restore")
         self._send(("restore", states))
         self._receive()
 
-    def _idle(self, before: str) -> None:
+    def _require_collected(self, before: str) -> None:
         if self._in_flight:
             raise RuntimeError(f"{self._in_flight} batches not collected before {before}")
 
