@@ -5,8 +5,10 @@ clean stream unless its actor (the user of a rating or click, the seller of a ca
 query) is flagged or a signal implicated it directly; then it is quarantined. An entity flagged after some of
 its events were released has those events retracted, as far back as `retraction_horizon`.
 
-Fusion is a noisy-OR over detectors (each detector's strongest score for the entity), so independent weak
-evidence adds up while one confident detector suffices; flags are sticky until an analyst releases them.
+Fusion (`detectors.fusion.EvidenceFusion`) reads each detector's strongest score for the entity as calibrated
+evidence (a log Bayes factor against a reference base rate) and adds independent evidence up, so the flag
+threshold is a posterior probability and a weak detector alone never crosses it by construction of its
+score; flags are sticky until an analyst releases them.
 
 >>> from detectors.events import RatingEvent
 >>> from detectors.base import Signal
@@ -33,6 +35,7 @@ from typing import Any, Iterable, Literal
 
 from detectors.base import EntityKind, Signal
 from detectors.events import ACTOR_FIELD, Event, decode_event, to_json
+from detectors.fusion import EvidenceFusion
 
 Verdict = Literal["clean", "quarantined", "retracted"]
 
@@ -69,15 +72,10 @@ class _Risk:
     last_ts: float = 0.0
     whole_history: bool = False
 
-    def fused(self) -> float:
-        clean_chance = 1.0
-        for score in self.scores.values():
-            clean_chance *= 1.0 - score
-        return 1.0 - clean_chance
-
 
 class DecisionStage:
-    """Parameters: `hold_seconds` of event time before release; `flag_threshold` on fused risk;
+    """Parameters: `hold_seconds` of event time before release; `flag_threshold` on fused risk (a posterior
+    probability); `fusion`, how detectors' scores add up (default `EvidenceFusion()`);
     `retraction_horizon` seconds of event time during which released events can still be retracted (those
     of an entity flagged on `whole_history` evidence: a copied profile found when the real one arrives,
     months later); `recent_retraction` how far back a flag on other evidence retracts (an eccentric real
@@ -85,12 +83,14 @@ class DecisionStage:
     for very active entities."""
 
     recent_retraction = 30 * 86400.0  # for snapshots taken before it was a parameter
+    fusion = EvidenceFusion()  # likewise
 
     def __init__(self, hold_seconds: float = 600.0, flag_threshold: float = 0.5,
                  retraction_horizon: float = 365 * 86400.0, max_released_per_entity: int = 5000,
-                 recent_retraction: float = 30 * 86400.0):
+                 recent_retraction: float = 30 * 86400.0, fusion: EvidenceFusion | None = None):
         self.hold_seconds = hold_seconds
         self.flag_threshold = flag_threshold
+        self.fusion = fusion or EvidenceFusion()
         self.retraction_horizon = retraction_horizon
         self.recent_retraction = min(recent_retraction, retraction_horizon)
         self.max_released_per_entity = max_released_per_entity
@@ -188,7 +188,7 @@ class DecisionStage:
                 risk.evidence[signal.detector] = signal.evidence
             widened = signal.whole_history and not risk.whole_history
             risk.whole_history |= signal.whole_history
-            fused = risk.fused()
+            fused = self.fusion.risk(risk.scores)
             if fused < self.flag_threshold:
                 continue
             since = float("-inf") if risk.whole_history else now - self.recent_retraction

@@ -1,4 +1,4 @@
-"""The decision stage: hold, release, quarantine, retract; noisy-OR fusion; bounded state."""
+"""The decision stage: hold, release, quarantine, retract; evidence fusion; bounded state."""
 
 from __future__ import annotations
 
@@ -286,18 +286,45 @@ def test_repeated_weak_signals_from_one_detector_do_not_add_up():
     assert flags == []
 
 
-def test_independent_weak_detectors_add_up_by_noisy_or():
+def odds(p: float) -> float:
+    return p / (1 - p)
+
+
+def posterior(*scores: float, prior: float = 0.05) -> float:
+    """Naive Bayes over independent detectors: each score is a posterior at `prior`."""
+    o = odds(prior)
+    for score in scores:
+        o *= odds(score) / odds(prior)
+    return o / (1 + o)
+
+
+def test_independent_weak_detectors_add_up_as_evidence():
     stage = DecisionStage(flag_threshold=0.5)
     flags, _ = stage.apply([Signal("user", "u1", "a", 0.3), Signal("user", "u1", "b", 0.3)])
     assert len(flags) == 1
-    assert flags[0].score == pytest.approx(1 - 0.7 * 0.7)  # 0.51
+    assert flags[0].score == pytest.approx(posterior(0.3, 0.3))  # 0.78
     assert flags[0].detectors == {"a": 0.3, "b": 0.3}
 
 
-def test_two_detectors_just_below_the_threshold_do_not_flag():
+def test_weak_independent_evidence_that_stays_below_the_threshold_does_not_flag():
     stage = DecisionStage(flag_threshold=0.5)
-    flags, _ = stage.apply([Signal("user", "u1", "a", 0.25), Signal("user", "u1", "b", 0.25)])
-    assert flags == []  # 1 - 0.75**2 = 0.4375
+    flags, _ = stage.apply([Signal("user", "u1", "a", 0.15), Signal("user", "u1", "b", 0.15)])
+    assert posterior(0.15, 0.15) < 0.5 and flags == []
+
+
+@pytest.mark.parametrize("threshold", [0.4, 0.5, 0.7])
+def test_a_weak_detector_alone_gives_the_same_outcomes_at_any_usual_threshold(threshold):
+    stage = DecisionStage(hold_seconds=0, flag_threshold=threshold)
+    stage.admit(rating("a", 0, user="u1"), rating("b", 0, user="u2"))
+    flags, _ = stage.apply([Signal("user", "u1", "weak", 0.2), Signal("user", "u2", "weak", 0.35)])
+    assert flags == []
+    assert verdicts(stage.release(0)) == [("a", "clean"), ("b", "clean")]
+
+
+def test_evidence_below_the_prior_is_ignored_not_exculpatory():
+    stage = DecisionStage(flag_threshold=0.5)
+    flags, _ = stage.apply([Signal("user", "u1", "a", 0.9), Signal("user", "u1", "b", 0.01)])
+    assert flags[0].score == pytest.approx(0.9)
 
 
 def test_each_detector_counts_with_its_strongest_score():
@@ -305,7 +332,7 @@ def test_each_detector_counts_with_its_strongest_score():
     stage.apply([Signal("user", "u1", "a", 0.3)])
     stage.apply([Signal("user", "u1", "a", 0.1)])  # weaker news does not lower the score
     flags, _ = stage.apply([Signal("user", "u1", "b", 0.3)])
-    assert flags[0].score == pytest.approx(0.51)
+    assert flags[0].score == pytest.approx(posterior(0.3, 0.3))
 
 
 def test_signals_about_different_entities_do_not_mix():
@@ -324,7 +351,7 @@ def test_flag_is_reannounced_only_when_stronger():
     assert [f.updated for f in first] == [False]
     assert same == [] and weaker == []
     assert len(stronger) == 1 and stronger[0].updated
-    assert stronger[0].score == pytest.approx(1 - 0.3 * 0.5)
+    assert stronger[0].score == pytest.approx(posterior(0.7, 0.5))
     assert stage.flags()[0].detectors == {"profile": 0.7, "other": 0.5}
 
 
@@ -390,4 +417,4 @@ def test_flag_raised_and_strengthened_in_one_batch_is_announced_once_as_new():
     stage = DecisionStage()
     flags, _ = stage.apply([Signal("user", "u1", "a", 0.6), Signal("user", "u1", "b", 0.5)])
     assert len(flags) == 1
-    assert flags[0].score == pytest.approx(0.8) and flags[0].updated is False
+    assert flags[0].score == pytest.approx(posterior(0.6, 0.5)) and flags[0].updated is False
