@@ -70,6 +70,8 @@ from detectors.sketch import DecayingCountMin, combine, interactions, stable_has
 
 KINDS = ("thin", "new")
 _KIND_KEYS = np.array([0x7468696E, 0x6E6577], dtype=np.uint64)  # hashes of the kinds, to pair with items
+_STARS = ("1", "2", "3", "4", "5")
+_STAR_KEYS = stable_hash(list(_STARS))  # the rating keys, as `interactions` names them
 
 
 class CoordinationDetector(Detector):
@@ -79,7 +81,8 @@ class CoordinationDetector(Detector):
                  thin_events: int = 5, new_seconds: float = 86400.0, alpha: float = 1e-6, min_group: int = 5,
                  prior_events: float = 20.0, baseline_lag: float = 3 * 86400.0,
                  burst_user_score: float = 0.35, max_score: float = 0.95, buffer_size: int = 50_000,
-                 depth: int = 4, width: int = 1 << 16):
+                 depth: int = 4, width: int = 1 << 16, min_opinion_shift: float = 0.2,
+                 min_opinion_baseline: float = 10.0):
         self.windows = windows
         self.history_half_life = history_half_life
         self.thin_events = thin_events
@@ -93,6 +96,8 @@ class CoordinationDetector(Detector):
         self.buffer_size = buffer_size
         self.depth = depth
         self.width = width
+        self.min_opinion_shift = min_opinion_shift
+        self.min_opinion_baseline = min_opinion_baseline
         self._seen = DecayingCountMin(None, depth, width)          # events per user, lifetime
         self._first = np.full((depth, width), np.inf)              # min-sketch: first ts per user
         self._slow = DecayingCountMin(history_half_life, depth, width)  # per item, per (item, rating)
@@ -116,7 +121,7 @@ class CoordinationDetector(Detector):
         self._hashes: dict[str, int] = {}
         # (item, rating) keys with a crowd of newcomers found: the baseline they were judged by, frozen, and
         # when a member last arrived (see _held_baseline)
-        self._campaigns: dict[int, tuple[float, float, float]] = {}  # share, thin share, last member
+        self._campaigns: dict[int, tuple] = {}  # share, thin share, last member, opinion baseline
         # per window, the (item, rating) keys newcomers touched since its last test: key -> (item key,
         # rating key, item, rating); and the latest event time seen, where the next tests are made
         self._pending: dict[float, dict[int, tuple[int, int, str, str]]] = {w: {} for w in windows}
@@ -265,6 +270,7 @@ class CoordinationDetector(Detector):
         slow_item = base["slow"].query(ikey, now)
         rating_share = base["ratings"].query(rkey, now) / max(base["ratings"].count(now), 1e-12)
         total = self._fast_total[w].count(now)
+        starred = np.array([rating in _STARS for rating in ratings])  # clicks carry no opinion
         # Baseline share of the key, smoothed towards its item's share times its rating's share.
         prior = (slow_item / max(slow_total, 1e-12)) * rating_share
         share = (slow_pair + self.prior_events * prior) / (slow_total + self.prior_events)
@@ -293,22 +299,31 @@ class CoordinationDetector(Detector):
                 nu = np.fmin(nu, held_nu)
                 kind_burst, kind_expected = held_burst, held_expected
             n, k = np.round(count), np.round(np.minimum(from_kind, count))
-            crowded = kind_burst & (k >= self.min_group)
+            crowded = kind_burst & (k >= self.min_group) & starred
             crowded[crowded] = bdtrc(k[crowded] - 1, n[crowded].astype(int), nu[crowded]) < self.alpha
-            for j in np.flatnonzero(crowded):
-                if kind == "thin":
-                    self._freeze(int(keys[j]), now, float(share[j]), float(nu[j]))
-                signals.extend(self._members(now, w, kind, keys[j], items[j], ratings[j],
-                                             float(count[j]), float(kind_expected[j]), float(nu[j])))
             # An extreme-rating burst on an item the baseline already knew, where newcomers are no more
             # than usual: weak evidence for its newcomers (where everyone is new, as on a site whose
             # users rate at sign-up, the crowd test has no power), to combine with other detectors.
             extreme = np.array([rating in ("1", "5") for rating in ratings])
             weak = burst & ~crowded & extreme & (slow_item > 0) & (k >= self.min_group)
-            for j in np.flatnonzero(weak):
-                signals.extend(self._members(now, w, kind, keys[j], items[j], ratings[j],
-                                             float(count[j]), float(expected[j]), float(nu[j]),
-                                             cap=self.burst_user_score))
+            # Either way the newcomers must move the item's opinion: a crowd that rates as the item is
+            # usually rated (a premiere's fans, a film in the news) is a crowd, not an attack.
+            tested = np.flatnonzero(crowded | weak)
+            moved, attack_share, reference = self._opinion_shift(now, w, base, keys[tested], ikey[tested],
+                                                                 [ratings[j] for j in tested], b)
+            for j, shifted, excess, ref in zip(tested.tolist(), moved, attack_share, reference):
+                if not shifted:
+                    continue
+                if crowded[j]:
+                    if kind == "thin":
+                        self._freeze(int(keys[j]), now, float(share[j]), float(nu[j]), ref)
+                    signals.extend(self._members(now, w, kind, keys[j], items[j], ratings[j],
+                                                 float(count[j]), float(kind_expected[j]), float(nu[j]),
+                                                 excess=float(excess)))
+                else:
+                    signals.extend(self._members(now, w, kind, keys[j], items[j], ratings[j],
+                                                 float(count[j]), float(expected[j]), float(nu[j]),
+                                                 cap=self.burst_user_score, excess=float(excess)))
         # A shift on an established item without a crowd of newcomers: aged accounts, or a controversy.
         established = slow_item >= 10 * self.prior_events
         for j in np.flatnonzero(burst & established):
@@ -331,11 +346,56 @@ class CoordinationDetector(Detector):
                     share[j], nu[j] = held[0], held[1]
         return share, nu
 
-    def _freeze(self, key: int, now: float, share: float, nu: float) -> None:
+    def _opinion_shift(self, now: float, w: float, base: dict, keys: np.ndarray, ikey: np.ndarray,
+                       ratings: list[str], b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For (item, rating) keys whose newcomers of kind `b` crowd in window `w`: do those newcomers rate
+        the item unlike its established opinion? The reference is the item's own rating histogram in the
+        lagged baseline (a campaign under way keeps the one of its first detection), smoothed towards the
+        population's; the test is binomial on the newcomers' count at the key's rating among all their
+        ratings of the item, with an effect floor. An item with too little history has no reliable opinion
+        to shift, and the test abstains. Returns (shifted, the share of the key's newcomers that the
+        reference does not explain, the reference histogram) per key."""
+        n_keys = len(keys)
+        shifted, excess = np.zeros(n_keys, bool), np.zeros(n_keys)
+        if n_keys == 0:
+            return shifted, excess, np.zeros((0, len(_STARS)))
+        pairs = combine(np.repeat(ikey, len(_STARS)), np.tile(_STAR_KEYS, n_keys))
+        history = base["slow"].query(pairs, now).reshape(n_keys, len(_STARS))
+        held = self._held_opinion(keys, now)
+        history = np.where(np.isnan(held), history, held)
+        population = base["ratings"].query(_STAR_KEYS, now) + 1.0
+        reference = (history + self.prior_events * population / population.sum()) / (
+            history.sum(axis=1, keepdims=True) + self.prior_events)
+        newcomers = np.round(self._fast[w].query(combine(pairs, _KIND_KEYS[b : b + 1]), now)).reshape(
+            n_keys, len(_STARS))
+        star = np.array([_STARS.index(r) for r in ratings])
+        rows = np.arange(n_keys)
+        k, n, p = newcomers[rows, star], np.maximum(newcomers.sum(axis=1), 1), reference[rows, star]
+        k = np.minimum(k, n)
+        share = k / n
+        shifted = (history.sum(axis=1) >= self.min_opinion_baseline) & (share - p >= self.min_opinion_shift)
+        shifted[shifted] = bdtrc(k[shifted] - 1, n[shifted].astype(int), p[shifted]) < self.alpha
+        # Of the key's newcomers, those an in-line crowd would have brought: (n - attackers) * p.
+        excess = np.clip((k - n * p) / np.maximum((1 - p) * k, 1e-9), 0.0, 1.0)
+        return shifted, excess, history
+
+    def _held_opinion(self, keys: np.ndarray, now: float) -> np.ndarray:
+        """Per key, the item's rating histogram its campaign was first judged by; NaN where none."""
+        held = np.full((len(keys), len(_STARS)), np.nan)
+        if self._campaigns:
+            horizon = now - max(self.windows)
+            for j, key in enumerate(keys.tolist()):
+                campaign = self._campaigns.get(key)
+                if campaign is not None and campaign[2] >= horizon and len(campaign) > 3:
+                    held[j] = campaign[3]
+        return held
+
+    def _freeze(self, key: int, now: float, share: float, nu: float, opinion: np.ndarray) -> None:
         held = self._campaigns.get(key)
         if held is not None and now - held[2] <= max(self.windows):  # under way: its first baseline stays
             share, nu = held[0], held[1]
-        self._campaigns[key] = (share, nu, now)
+            opinion = held[3] if len(held) > 3 else opinion
+        self._campaigns[key] = (share, nu, now, opinion)
         if len(self._campaigns) > 100_000:  # bounded: forget the campaigns quiet the longest
             for old in sorted(self._campaigns, key=lambda k: self._campaigns[k][2])[:50_000]:
                 del self._campaigns[old]
@@ -346,18 +406,19 @@ class CoordinationDetector(Detector):
         super().restore(state)
 
     def _members(self, now: float, w: float, kind: str, key: np.uint64, item: str, rating: str, count: float,
-                 expected: float, nu: float, cap: float | None = None) -> list[Signal]:
+                 expected: float, nu: float, cap: float | None = None, excess: float = 1.0) -> list[Signal]:
         bit = 1 << KINDS.index(kind)
         hit = ((self._buf_key == key) & (self._buf_ts >= now - w) & (self._buf_ts <= now)
                & ((self._buf_bits & bit) > 0))
         members = sorted({self._buf_user[k] for k in np.flatnonzero(hit)})
         if len(members) < self.min_group:  # events are not accounts: one user clicking five times is one
             return []
-        # Of the key's newcomers, the null explains about nu * expected; the rest is the crowd.
-        score = min(cap or self.max_score, max(0.0, 1.0 - nu * expected / len(members)))
+        # Of the key's newcomers, the null explains about nu * expected, and an in-line crowd the share
+        # `1 - excess`; the rest is the attack.
+        score = min(cap or self.max_score, max(0.0, 1.0 - nu * expected / len(members)), excess)
         evidence = {"item": item, "rating": rating, "window_s": w, "newcomer": kind, "count": round(count, 1),
                     "expected": round(expected, 3), "newcomers": len(members), "newcomer_share": round(nu, 3),
-                    "crowd": cap is None}
+                    "unexplained_by_opinion": round(excess, 3), "crowd": cap is None}
         out = []
         if self._announce("item", item, min(self.max_score, 1.0 - expected / max(count, 1.0))):
             out.append(Signal("item", item, self.name, self._announced[("item", item)], evidence))
