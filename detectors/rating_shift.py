@@ -1,113 +1,468 @@
-"""Item-side shifts: an item's recent rating distribution departs from its own history.
+"""Opinion campaigns: an item's ratings pile up at one end of the scale beyond its own established opinion,
+and the accounts whose ratings put them there.
 
-Every item keeps two exponentially decayed histograms of its ratings, a short memory and a long one. When
-the short one is far from what the long one predicts (a G-test, with the global rating distribution as a
-weak prior so that young items have a baseline), the item's ratings are being moved: a review bomb, a push,
-a nuke. A shift alone is evidence about the item, not a verdict: a film can also divide its audience.
+A push or a nuke works only by moving an item's opinion, however its accounts are built (fresh, aged sleepers,
+copies) and however slowly it runs: it must add high ratings (4-5) to an item that does not usually get them,
+or low ones (1-2) to an item that does not. A crowd that rates an item as it is usually rated (a premiere's
+fans, a film in the news) adds nothing unusual at either end, and neither does the slow drift of a real
+audience's taste, which moves ratings between neighbouring levels. So every item keeps its established rating
+histogram (ratings decayed over `baseline_half_life`; those that arrive while a chart is clearly up are left
+out, so that a campaign cannot become its own baseline), and two Bernoulli CUSUM charts (Page 1954; Reynolds &
+Stoumbos 1999), one per end of the scale, add up the log-likelihood ratio of each rating under "this end's
+odds are `odds_ratio` times the item's usual" against "as usual". The usual share is an empirical-Bayes
+estimate: a beta prior fitted to the population's items (method of moments, robustly), updated by the item's
+own ratings, and taken at its upper `allowance` posterior sds, so that a young item may organically land
+anywhere items land while a well-known item is held to its own habit. A chart that reaches `threshold` opens
+a campaign dated from the chart's last zero (the change point), followed until the chart returns to zero.
 
-Parameters: `short_half_life` and `long_half_life` in event-time seconds; `alpha`, the significance of
-the G-test; `min_recent`, the decayed count of recent ratings below which nothing is tested; `score`, the
-signal an item gets (below the flag threshold by default, so it flags only with other evidence);
-`prior_strength`, pseudo-ratings of the global distribution in each baseline.
+Attribution: of a campaign's n raters at its end of the scale, among N raters in all since the change point,
+an organic wave at the item's usual share p explains p (N - A) where A = (n - p N) / (1 - p) are attackers;
+each rater at that end is an attacker with probability A / n, provided that n is significant (binomial tail
+below `alpha`) even against the upper bound of the usual share. Campaigns that share accounts explain each
+other away: accounts already attributed to one campaign (a bandwagon's blockbusters and its target) are
+taken out of another's excess before its remaining raters are scored. Members at or above `min_share` get a
+user signal, whole-history when the account was first seen after the campaign began; the item gets one.
 
-References: Sokal & Rohlf, "Biometry" (the G-test of goodness of fit); Lim et al., "Detecting product
-review spammers using rating behaviors" (CIKM 2010) on rating deviation bursts; the decayed counts are
-the usual exponential-forgetting sketch (Cormode et al., "Forward decay", ICDE 2009).
+Parameters: `baseline_half_life` of item histograms; `odds_ratio` of the shift each chart looks for;
+`allowance` (posterior sds) of organic latitude; `threshold` the CUSUM alarm; `hold` the chart value above
+which an item's ratings stay out of its baseline; `alpha` of the attribution test; `min_members` raters at
+the campaign's end before anyone is named; `min_share` attributed share for a member signal; `max_pending`
+raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
+signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
+
+Scaling: per item five floats of histogram, two charts and, while a chart is up, its raters at that end (at
+most `max_pending`); work per rating is constant. Partitioned by item, each worker holds its items.
+
+References: Page, "Continuous inspection schemes", Biometrika 1954 (CUSUM); Reynolds & Stoumbos, "A CUSUM
+chart for monitoring a proportion when inspecting continuously", J. Quality Technology 1999; Efron & Morris
+1975 (empirical Bayes); Ye, Kumar, Akoglu, "Temporal opinion spam detection by multivariate indicative
+signals", ICWSM 2016 (per-product time series of ratings).
 
 >>> import numpy as np
 >>> from detectors.events import RatingEvent
 >>> rng = np.random.default_rng(1)
->>> history = [RatingEvent(event_id=f"h{k}", ts=float(k * 3600), user_id=f"u{k}", item_id="film",
-...                        rating=int(rng.choice([3, 4, 5], p=[0.3, 0.4, 0.3]))) for k in range(300)]
+>>> day, events = 86400.0, []
+>>> for k in range(6000):                                      # 60 days of ordinary ratings on 40 films
+...     item = int(rng.integers(40))
+...     stars = int(np.clip(np.rint(rng.normal(2.5 + item / 20, 0.9)), 1, 5))
+...     events.append(RatingEvent(event_id=f"e{k}", ts=k * 864.0, user_id=f"u{rng.integers(3000)}",
+...                               item_id=f"film{item}", rating=stars))
+>>> for k in range(40):                                        # then 40 accounts pull film39 down over a month
+...     events.append(RatingEvent(event_id=f"n{k}", ts=60 * day + k * 0.75 * day, user_id=f"nuker{k}",
+...                               item_id="film39", rating=int(rng.integers(1, 3))))
+>>> events.sort(key=lambda e: e.ts)
 >>> detector = RatingShiftDetector()
->>> detector.observe(history, now=300 * 3600.0)
-[]
->>> bomb = [RatingEvent(event_id=f"b{k}", ts=300 * 3600.0 + k * 30, user_id=f"b{k}", item_id="film",
-...                     rating=1) for k in range(40)]
->>> [(s.id, s.evidence["recent_mean"] < s.evidence["baseline_mean"]) for s in detector.observe(bomb, now=300 * 3600.0 + 1200)]
-[('film', True)]
+>>> signals = detector.observe(events, now=events[-1].ts)
+>>> signals += detector.observe([], now=events[-1].ts)  # a tick attributes what has not settled yet
+>>> flagged = {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
+>>> sum(u.startswith("nuker") for u in flagged), sum(u.startswith("u") for u in flagged)
+(40, 0)
+>>> sorted({s.id for s in signals if s.kind == "item"})
+['film39']
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import chi2
+from scipy.special import bdtrc, betaln, gammaln
 
 from detectors._arrays import Interner, grown
 from detectors.base import Detector, Signal
 from detectors.events import Event, RatingEvent
 
 _LEVELS = 5
+# Each end of the scale as a wide set of levels (4-5, 1-2) and its extreme (5, 1): a push piles up at one
+# or the other, and each has its own organic range (MovieLens' items reach 91% 4-5s but 62% 5s).
+_ENDS = (np.array([False, False, False, True, True]), np.array([True, True, False, False, False]))
+_EXTREMES = (np.array([False, False, False, False, True]), np.array([True, False, False, False, False]))
+_DIRECTIONS = ("push", "nuke")
+PUSH, NUKE, WAVE = 0, 1, 2
+_LN2 = math.log(2.0)
+
+
+class _Item:
+    """One item's state: its established (decayed) rating histogram, the event time it was decayed to, the
+    time of its latest rating, and its three charts (push, nuke, arrival rate). Plain floats: a rating
+    touches a few of them, where numpy's per-call overhead would be most of the cost."""
+
+    __slots__ = ("hist", "updated", "last", "cusum")
+
+    def __init__(self) -> None:
+        self.hist = [0.0] * _LEVELS
+        self.updated = -math.inf
+        self.last = math.nan
+        self.cusum = [0.0, 0.0, 0.0]
+
+
+@dataclass(slots=True)
+class _Chart:
+    """One item's chart while it is above zero: the ratings since its last zero (the change point)."""
+
+    start: float                                                  # event time of the change point
+    levels: list = field(default_factory=lambda: [0] * _LEVELS)  # every rating since, per level
+    raters: dict = field(default_factory=dict)                    # user -> (level, profile bins, ts)
+    last: float = -math.inf                                       # event time of its latest rating
+    alarmed: int = -1                                             # the direction it alarmed in, -1 none yet
+    alarmed_at: float = math.inf                                  # event time of the alarm
+    usual: float = 0.0                                            # the item's usual share at that end then
+    rate: float = 0.0                                             # and its usual ratings per second
+    closed: bool = False                                          # back at zero, to be attributed once more
+    next_test: int = 0                                            # a wave's size at its next test
 
 
 class RatingShiftDetector(Detector):
     name = "rating_shift"
 
-    def __init__(self, short_half_life: float = 6 * 3600.0, long_half_life: float = 30 * 86400.0,
-                 alpha: float = 1e-6, min_recent: float = 10.0, score: float = 0.45,
-                 prior_strength: float = 5.0, rating_scale: tuple[float, float] = (1.0, 5.0)):
-        self.short_half_life = short_half_life
-        self.long_half_life = long_half_life
+    def __init__(self, baseline_half_life: float = 90 * 86400.0, baseline_lag: float = 7 * 86400.0,
+                 min_history: float = 10.0, odds_ratio: float = 4.0, allowance: float = 2.0,
+                 threshold: float = 10.0, hold: float = 10.0, rate_ratio: float = 10.0,
+                 quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
+                 max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 6 * 3600.0,
+                 min_members: int = 5, min_share: float = 0.5, max_pending: int = 5000,
+                 refresh_every: int = 5000, max_score: float = 0.95):
+        self.baseline_half_life = baseline_half_life
+        self.baseline_lag = baseline_lag
+        self.min_history = min_history
+        self.odds_ratio = odds_ratio
+        self.allowance = allowance
+        self.threshold = threshold
+        self.hold = hold
+        self.rate_ratio = rate_ratio
+        self.quiet_days = quiet_days
+        self.wave_threshold = wave_threshold
+        self.wave_alpha = wave_alpha
+        self.max_campaign_seconds = max_campaign_seconds
         self.alpha = alpha
-        self.min_recent = min_recent
-        self.score = score
-        self.prior_strength = prior_strength
-        self.rating_scale = rating_scale
+        self.attribute_every = attribute_every
+        self.settle = settle
+        self.min_members = min_members
+        self.min_share = min_share
+        self.max_pending = max_pending
+        self.refresh_every = refresh_every
+        self.max_score = max_score
         self._items = Interner()
-        self._short = np.zeros((0, _LEVELS))
-        self._long = np.zeros((0, _LEVELS))
-        self._updated = np.zeros(0)
-        self._global = np.ones(_LEVELS)
-        self._announced: set[int] = set()
+        self._state: list[_Item] = []
+        self._charts: dict[tuple[int, int], _Chart] = {}
+        self._campaigns: dict[tuple[int, int], _Chart] = {}  # alarmed charts, open or awaiting attribution
+        self._round_at = -math.inf  # event time of the last attribution round
+        # Ratings younger than `baseline_lag`, on their way into their item's histogram: (ts, row, level,
+        # user), in arrival order, which is event-time order up to the jitter of a stream.
+        self._maturing: deque[tuple[float, int, int, str]] = deque()
+        self._clock = -math.inf
+        # Beta priors of an item's share at each end and at each extreme, fitted to the population's items;
+        # until there are enough, wide ones.
+        self._priors = {"end": [(1.0, 1.0), (0.5, 2.0)], "extreme": [(0.5, 2.0), (0.3, 3.0)]}
+        self._accounts: dict[str, list] = {}  # user -> [first seen, ratings so far]
+        self._attributed: dict[str, set[int]] = {}  # user -> item rows of the campaigns that named them
+        self._emitted: dict[tuple[str, str], float] = {}
+        self._since_refresh = 0
 
+    # -- streaming ------------------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
+        if not events:  # a tick (idle or flush): attribute every campaign, settled or not
+            return self._attribute(self._clock, final=True)
         ratings = [event for event in events if type(event) is RatingEvent]
         if not ratings:
             return []
-        low, high = self.rating_scale
-        rows = np.fromiter((self._items.row(e.item_id) for e in ratings), dtype=np.int64, count=len(ratings))
-        levels = np.fromiter((e.rating for e in ratings), dtype=np.float64, count=len(ratings))
-        levels = np.clip(np.rint((levels - low) / (high - low) * (_LEVELS - 1)), 0, _LEVELS - 1).astype(np.int64)
-        n = len(self._items)
-        self._short, self._long = grown(self._short, n), grown(self._long, n)
-        self._updated = grown(self._updated, n, now)
-        touched = np.unique(rows)
-        elapsed = np.maximum(now - self._updated[touched], 0.0)[:, None]
-        self._short[touched] *= np.exp2(-elapsed / self.short_half_life)
-        self._long[touched] *= np.exp2(-elapsed / self.long_half_life)
-        self._updated[touched] = now
-        # Each rating enters already decayed from its own ts to `now`: a batch may span days.
-        age = np.maximum(now - np.fromiter((e.ts for e in ratings), dtype=np.float64, count=len(ratings)), 0.0)
-        np.add.at(self._short, (rows, levels), np.exp2(-age / self.short_half_life))
-        np.add.at(self._long, (rows, levels), np.exp2(-age / self.long_half_life))
-        np.add.at(self._global, levels, 1.0)
-        return self._test(touched)
-
-    def _test(self, touched: np.ndarray) -> list[Signal]:
-        recent = self._short[touched]
-        mass = recent.sum(axis=1)
-        touched, recent, mass = touched[mass >= self.min_recent], recent[mass >= self.min_recent], mass[mass >= self.min_recent]
-        if not len(touched):
-            return []
-        prior = self._global / self._global.sum()
-        baseline = np.maximum(self._long[touched] - recent, 0.0) + self.prior_strength * prior
-        expected = mass[:, None] * baseline / baseline.sum(axis=1, keepdims=True)
-        g = 2.0 * np.sum(np.where(recent > 0, recent * np.log(np.maximum(recent, 1e-12) / expected), 0.0), axis=1)
-        p = chi2.sf(g, _LEVELS - 1)
-        signals = []
-        scale = np.linspace(*self.rating_scale, _LEVELS)
-        for k in np.flatnonzero(p < self.alpha):
-            row = int(touched[k])
-            if row in self._announced:
-                continue
-            self._announced.add(row)
-            signals.append(Signal("item", self._items.ids[row], self.name, self.score, {
-                "reason": "rating distribution shift", "g": round(float(g[k]), 1),
-                "log10_p": round(max(math.log10(max(float(p[k]), 1e-300)), -300), 1),
-                "recent_ratings": round(float(mass[k]), 1),
-                "recent_mean": round(float(recent[k] @ scale / mass[k]), 2),
-                "baseline_mean": round(float(expected[k] @ scale / mass[k]), 2)}))
+        rows = [self._items.row(event.item_id) for event in ratings]
+        self._state.extend(_Item() for _ in range(len(self._items) - len(self._state)))
+        signals: list[Signal] = []
+        accounts, every = self._accounts, self.attribute_every
+        for event, row in zip(ratings, rows):
+            if event.ts > self._clock:
+                self._clock = event.ts
+                self._mature(self._clock - self.baseline_lag)
+                # Attribution rounds fall at the rating that makes them due, whatever the batches.
+                if self._campaigns and event.ts // every > self._round_at // every:
+                    signals += self._attribute(event.ts, final=False)
+            account = accounts.get(event.user_id)
+            if account is None:
+                account = accounts[event.user_id] = [event.ts, 0]
+            self._rate(row, event, account)
+            account[1] += 1
+            self._since_refresh += 1
+            if self._since_refresh >= max(self.refresh_every, len(self._state)):
+                self._refresh()
+        if len(accounts) > 2_000_000:  # bounded: forget the oldest accounts
+            for user in list(accounts)[:1_000_000]:
+                del accounts[user]
         return signals
+
+    def _rate(self, row: int, event: RatingEvent, account: list) -> None:
+        """Update the item's charts and baseline with one rating, and open the campaigns it reveals."""
+        ts, level = event.ts, min(_LEVELS, max(1, int(event.rating + 0.5))) - 1
+        rater = (event.user_id, level, _profile_bin(account[1], ts - account[0]))
+        item = self._state[row]
+        hist = item.hist
+        elapsed = ts - item.updated
+        if elapsed > 0:
+            if elapsed != math.inf:
+                factor = 0.5 ** (elapsed / self.baseline_half_life)
+                hist[:] = [h * factor for h in hist]
+            item.updated = ts
+        count = hist[0] + hist[1] + hist[2] + hist[3] + hist[4]
+        cusum = item.cusum
+        # Opinion charts, where the item has an established opinion to move.
+        if count >= self.min_history:
+            for direction in (PUSH, NUKE):
+                at_end = hist[3] + hist[4] if direction == PUSH else hist[0] + hist[1]
+                usual, upper = self._usual(direction, at_end, count)
+                shifted = _shifted(upper, self.odds_ratio)
+                hit = (level >= 3) if direction == PUSH else (level <= 1)
+                step = math.log(shifted / upper) if hit else math.log((1 - shifted) / (1 - upper))
+                chart = self._step(row, item, direction, step, ts, rater)
+                if chart is not None and chart.alarmed < 0 and cusum[direction] >= self.threshold:
+                    chart.alarmed, chart.alarmed_at, chart.usual = direction, ts, usual
+                    chart.rate = count * _LN2 / self.baseline_half_life
+                    self._campaigns[(row, direction)] = chart
+        # The arrival-rate chart: a wave of raters far above the item's usual rate (a Poisson CUSUM against
+        # `rate_ratio` times it; a young item's usual rate is at least one rating per `quiet_days`).
+        quiet = self.quiet_days * 86400.0
+        rate = max(count * _LN2 / self.baseline_half_life, 1.0 / quiet)
+        gap = quiet if item.last != item.last else max(ts - item.last, 0.0)
+        item.last = ts if item.last != item.last else max(ts, item.last)
+        step = math.log(self.rate_ratio) - (self.rate_ratio - 1.0) * rate * gap
+        wave = self._step(row, item, WAVE, step, ts, rater)
+        if (wave is not None and wave.alarmed < 0 and cusum[WAVE] >= self.wave_threshold and level != 2
+                and self._wave_is_campaign(row, wave)):
+            wave.alarmed_at, wave.rate = ts, count * _LN2 / self.baseline_half_life
+            self._campaigns[(row, WAVE)] = wave
+        if max(cusum[PUSH], cusum[NUKE]) < self.hold:  # a campaign under way is kept out of the item's habit
+            self._maturing.append((ts, row, level, event.user_id))
+
+    def _step(self, row: int, item: _Item, which: int, step: float, ts: float, rater: tuple
+              ) -> _Chart | None:
+        """Advance one chart (CUSUM: max(0, value + step)); its open record, None when back at zero."""
+        key = (row, which)
+        value = item.cusum[which] + step
+        chart = self._charts.get(key)
+        # A chart up for months follows a real audience's drift, not a campaign, and a wave of arrivals that
+        # lasts beyond the baseline's lag is the item's new normal: either starts over.
+        if chart is not None and ts - chart.start > (self.baseline_lag if which == WAVE
+                                                     else self.max_campaign_seconds):
+            value = 0.0
+        if value <= 0.0:
+            item.cusum[which] = 0.0
+            if chart is not None:
+                del self._charts[key]
+                if chart.alarmed >= 0:
+                    chart.closed = True  # attributed once more at the next round, then forgotten
+            return None
+        item.cusum[which] = value
+        if chart is None:
+            chart = self._charts[key] = _Chart(start=ts)
+        user, level, profile = rater
+        chart.levels[level] += 1
+        chart.last = max(chart.last, ts)
+        if len(chart.raters) < self.max_pending:
+            chart.raters[user] = (level, profile, ts)
+        return chart
+
+    def _mature(self, before: float) -> None:
+        """Ratings older than the lag join their item's histogram (decayed from their own time), unless
+        the item's opinion chart has gone up since they came or their account was attributed to a campaign
+        on the item: a campaign must not become its own baseline."""
+        maturing, state, attributed = self._maturing, self._state, self._attributed
+        while maturing and (maturing[0][0] <= before or len(maturing) > 5_000_000):
+            ts, row, level, user = maturing.popleft()
+            item = state[row]
+            if max(item.cusum[PUSH], item.cusum[NUKE]) < self.hold and row not in attributed.get(user, ()):
+                item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
+
+    def _posterior(self, kind: str, direction: int, hits: float, count: float) -> tuple[float, float]:
+        a, b = self._priors[kind][direction]
+        return a + hits, b + count - hits
+
+    def _usual(self, direction: int, at_end: float, count: float) -> tuple[float, float]:
+        """The item's usual share of ratings at one end (posterior mean under the population's beta prior),
+        and its upper bound `allowance` posterior sds above."""
+        a, b = self._posterior("end", direction, at_end, count)
+        mean = a / (a + b)
+        sd = math.sqrt(mean * (1 - mean) / (a + b + 1))
+        return mean, min(mean + self.allowance * sd, 0.99)
+
+    def _refresh(self) -> None:
+        """Refit the beta priors to the items with enough history (method of moments on the median share
+        and on the spread between its 10th and 90th percentiles, so that a minority of attacked items moves
+        neither, while the population's real range of opinions, bad films and beloved ones, is kept)."""
+        self._since_refresh = 0
+        hist = np.array([item.hist for item in self._state]).reshape(-1, _LEVELS)
+        count = hist.sum(axis=1)
+        known = count >= 20
+        if known.sum() < 20:
+            return
+        for kind, sets in (("end", _ENDS), ("extreme", _EXTREMES)):
+            for direction, levels in enumerate(sets):
+                shares = hist[known][:, levels].sum(axis=1) / count[known]
+                q10, mean, q90 = np.clip(np.quantile(shares, [0.1, 0.5, 0.9]), 0.005, 0.995)
+                spread = max((q90 - q10) / 2.563, 0.02)
+                variance = min(spread ** 2, 0.9 * mean * (1 - mean))
+                strength = mean * (1 - mean) / variance - 1  # a + b
+                self._priors[kind][direction] = (mean * strength, (1 - mean) * strength)
+
+    # -- campaigns and attribution ---------------------------------------------------------------------
+    def _attribute(self, clock: float, final: bool) -> list[Signal]:
+        """An attribution round over the campaigns alarmed at least `settle` ago (every one on a flush),
+        the most clear-cut first (the largest share of raters unexplained by the organic wave): raters named
+        by one campaign (now or in an earlier round) are attackers wherever else they appear, and the other
+        raters of a campaign share only the excess that those do not explain. A bandwagon's blockbusters and
+        a co-visitation push's best sellers are thus explained by the accounts found on the target, and the
+        organic raters who rated a blockbuster meanwhile keep their innocence."""
+        self._round_at = clock
+        ready = {key: chart for key, chart in self._campaigns.items()
+                 if final or chart.closed or chart.alarmed_at <= clock - self.settle}
+        found = []
+        for key, chart in ready.items():
+            end = _ENDS[chart.alarmed]
+            raters = [user for user, (level, _, _) in chart.raters.items() if end[level]]
+            n, total = len(raters), max(sum(chart.levels), 1)
+            if n < self.min_members:
+                continue
+            if key[1] != WAVE:
+                hist = np.array(self._state[key[0]].hist)
+                _, upper = self._usual(chart.alarmed, float(hist[end].sum()), float(hist.sum()))
+                if bdtrc(n - 1, total, upper) >= self.alpha:
+                    continue  # not beyond what the item may organically do
+            # Organic raters in the period: as many as the other levels imply, or as the item's usual rate
+            # over the period brings, whichever is more (a few raters at the other levels say little).
+            organic = max((total - n) / (1 - chart.usual), chart.rate * (chart.last - chart.start))
+            attackers = min(float(n), max(0.0, n - chart.usual * organic))
+            found.append((attackers / n, key, chart, raters, attackers))
+        found.sort(key=lambda entry: -entry[0])
+        signals: list[Signal] = []
+        for _, key, chart, raters, attackers in found:
+            signals += self._members(key, chart, raters, attackers)
+        for key in [key for key, chart in ready.items() if chart.closed]:
+            del self._campaigns[key]
+        return signals
+
+    def _wave_is_campaign(self, row: int, chart: _Chart) -> bool:
+        """A wave of raters is a campaign when its ratings pile up at one end (or its extreme) far beyond
+        what an organic crowd on this item would give: a beta-binomial tail under the item's posterior
+        (the population's prior updated by its own history), Bonferroni over the four tests."""
+        if chart.alarmed >= 0:
+            return True
+        # Tested as the wave grows by a quarter, not at every rating: O(log n) looks per wave.
+        total = sum(chart.levels)
+        if total < chart.next_test:
+            return False
+        chart.next_test = max(total + 1, int(1.25 * total))
+        hist, counts = np.array(self._state[row].hist), np.array(chart.levels)
+        count = float(hist.sum())
+        best, direction = 1.0, -1
+        for kind, sets in (("end", _ENDS), ("extreme", _EXTREMES)):
+            for d, levels in enumerate(sets):
+                k = int(counts[levels].sum())
+                if k < self.min_members:
+                    continue
+                a, b = self._posterior(kind, d, float(hist[levels].sum()), count)
+                p = _betabinom_tail(k, total, a, b)
+                if p < best:
+                    best, direction = p, d
+        if direction < 0 or 4 * best >= self.wave_alpha:
+            return False
+        a, b = self._posterior("end", direction, float(hist[_ENDS[direction]].sum()), count)
+        chart.alarmed, chart.usual = direction, a / (a + b)
+        return True
+
+    def _members(self, key: tuple[int, int], chart: _Chart, raters: list[str], attackers: float
+                 ) -> list[Signal]:
+        row, direction = key[0], chart.alarmed
+        item = self._items.ids[row]
+        known = {user for user in raters if self._attributed.get(user, {row}) - {row}}
+        rest = len(raters) - len(known)
+        share = min(1.0, max(0.0, attackers - len(known)) / rest) if rest else 0.0
+        posterior = self._cohort(chart, [user for user in raters if user not in known], share)
+        evidence = {"item": item, "direction": _DIRECTIONS[direction], "since": chart.start,
+                    "wave": key[1] == WAVE, "raters_at_end": len(raters), "raters": sum(chart.levels),
+                    "usual_share": round(chart.usual, 3), "attackers": round(attackers, 1),
+                    "named_by_other_campaigns": len(known)}
+        signals = []
+        top = min(self.max_score, attackers / max(len(raters), 1))
+        best = 0.0
+        for user in raters:
+            score = top if user in known else min(self.max_score, posterior.get(user, share))
+            if score < self.min_share:
+                continue
+            best = max(best, score)
+            self._attributed.setdefault(user, set()).add(row)
+            if self._new_score("user", user, score):
+                # An account first seen after the campaign began was made for it.
+                signals.append(Signal("user", user, self.name, score,
+                                      {**evidence, "attributed_share": round(score, 3)},
+                                      whole_history=self._accounts.get(user, (-np.inf,))[0] >= chart.start))
+        if best > 0 and self._new_score("item", item, best):
+            signals.append(Signal("item", item, self.name, best, evidence))
+        if len(self._attributed) > 1_000_000:  # bounded: forget the oldest half
+            for user in list(self._attributed)[:500_000]:
+                del self._attributed[user]
+        return signals
+
+    def _cohort(self, chart: _Chart, raters: list[str], share: float) -> dict[str, float]:
+        """Each rater's posterior of being an attacker, judged as a cohort against the item's organic raters
+        of the same period (those at the other levels): the campaign's raters at its end are a mixture, with
+        weight `share`, of attackers and organic raters, whose activity, account age and time within the
+        period are distributed as the organic ones'; where an end rater's profile is rarer among organic
+        raters than among the end's, the excess is the attackers' (a burst inside a long period, fresh
+        accounts among established ones). Naive Bayes over the three features, binned; without enough
+        organic raters to compare with, every rater keeps `share`, and no one is raised above it."""
+        end = _ENDS[chart.alarmed]
+        span = max(chart.last - chart.start, 1.0)
+
+        def features(profile: tuple[int, int], ts: float) -> tuple[int, int, int]:
+            return (*profile, min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (ts - chart.start) / span)))
+        organic = [features(profile, ts) for level, profile, ts in chart.raters.values() if not end[level]]
+        if len(organic) < self.min_members * 4 or not 0.0 < share < 1.0 or not raters:
+            return {}
+        mine = [features(*chart.raters[user][1:]) for user in raters]
+        ratio = np.ones(len(raters))
+        for feature in range(len(mine[0])):
+            at_end = np.bincount([p[feature] for p in mine], minlength=_PROFILE_BINS) + 0.5
+            usual = np.bincount([p[feature] for p in organic], minlength=_PROFILE_BINS) + 0.5
+            at_end, usual = at_end / at_end.sum(), usual / usual.sum()
+            attack = np.maximum(at_end - (1 - share) * usual, 1e-3 * at_end) / share
+            ratio *= (attack / usual)[[p[feature] for p in mine]]
+        # Only ever lowered: the comparison clears organic-looking raters, it does not convict on a profile.
+        posterior = np.minimum(share * ratio / (share * ratio + 1 - share), share)
+        return dict(zip(raters, posterior.tolist()))
+
+    def _new_score(self, kind: str, entity: str, score: float) -> bool:
+        key = (kind, entity)
+        if score <= self._emitted.get(key, 0.0) + 0.01:
+            return False
+        self._emitted[key] = score
+        if len(self._emitted) > 1_000_000:  # bounded: forget the oldest half
+            for old in list(self._emitted)[:500_000]:
+                del self._emitted[old]
+        return True
+
+
+_PROFILE_BINS = 5
+
+
+def _betabinom_tail(k: int, n: int, a: float, b: float) -> float:
+    """P(X >= k) for X ~ BetaBinomial(n, a, b), summed from the log pmf (scipy.stats' generic sf costs a
+    few hundred microseconds a call in argument handling)."""
+    j = np.arange(k, n + 1)
+    log_pmf = (gammaln(n + 1) - gammaln(j + 1) - gammaln(n - j + 1) + betaln(j + a, n - j + b) - betaln(a, b))
+    return float(min(1.0, np.exp(log_pmf).sum()))
+
+
+def _profile_bin(ratings_before: int, age_seconds: float) -> tuple[int, int]:
+    """A rater's activity (ratings before this one: 0, 1-3, 4-15, 16-63, 64+) and account age (under a
+    day, a week, a month, half a year, older), binned on log scales."""
+    activity = min(4, (int(ratings_before).bit_length() + 1) // 2)
+    days = age_seconds / 86400.0
+    age = 0 if days < 1 else 1 if days < 7 else 2 if days < 30 else 3 if days < 180 else 4
+    return activity, age
+
+
+def _shifted(share: float, odds_ratio: float) -> float:
+    """The share whose odds are `odds_ratio` times those of `share`."""
+    odds = share / (1 - share) * odds_ratio
+    return odds / (1 + odds)
