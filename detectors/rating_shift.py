@@ -26,7 +26,8 @@ user signal, whole-history when the account was first seen after the campaign be
 Parameters: `baseline_half_life` of item histograms; `odds_ratio` of the shift each chart looks for;
 `allowance` (posterior sds) of organic latitude; `threshold` the CUSUM alarm; `hold` the chart value above
 which an item's ratings stay out of its baseline; `alpha` of the attribution test; `min_members` raters at
-the campaign's end before anyone is named; `min_share` attributed share for a member signal; `max_pending`
+the campaign's end before anyone is named (fewer say too little about any one of them); `min_organic` raters
+at the other levels before the cohort is compared with them; `min_share` attributed share for a member signal; `max_pending`
 raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
 signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
@@ -69,7 +70,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy.special import bdtrc, betaln, gammaln
+from scipy.special import bdtrc, betaln, gammaln, pdtrc
 
 from detectors._arrays import Interner, grown
 from detectors.base import Detector, Signal
@@ -122,8 +123,9 @@ class RatingShiftDetector(Detector):
                  min_history: float = 10.0, odds_ratio: float = 4.0, allowance: float = 2.0,
                  threshold: float = 10.0, hold: float = 10.0, rate_ratio: float = 10.0,
                  quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
-                 max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 6 * 3600.0,
-                 min_members: int = 5, min_share: float = 0.5, max_pending: int = 5000,
+                 max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 7 * 86400.0,
+                 min_members: int = 10, min_organic: int = 10,
+                 min_share: float = 0.5, max_pending: int = 5000,
                  refresh_every: int = 5000, max_score: float = 0.95):
         self.baseline_half_life = baseline_half_life
         self.baseline_lag = baseline_lag
@@ -141,6 +143,7 @@ class RatingShiftDetector(Detector):
         self.attribute_every = attribute_every
         self.settle = settle
         self.min_members = min_members
+        self.min_organic = min_organic
         self.min_share = min_share
         self.max_pending = max_pending
         self.refresh_every = refresh_every
@@ -149,7 +152,7 @@ class RatingShiftDetector(Detector):
         self._state: list[_Item] = []
         self._charts: dict[tuple[int, int], _Chart] = {}
         self._campaigns: dict[tuple[int, int], _Chart] = {}  # alarmed charts, open or awaiting attribution
-        self._round_at = -math.inf  # event time of the last attribution round
+        self._round_at: float | None = None  # event time of the last attribution round
         # Ratings younger than `baseline_lag`, on their way into their item's histogram: (ts, row, level,
         # user), in arrival order, which is event-time order up to the jitter of a stream.
         self._maturing: deque[tuple[float, int, int, str]] = deque()
@@ -178,7 +181,7 @@ class RatingShiftDetector(Detector):
                 self._clock = event.ts
                 self._mature(self._clock - self.baseline_lag)
                 # Attribution rounds fall at the rating that makes them due, whatever the batches.
-                if self._campaigns and event.ts // every > self._round_at // every:
+                if self._campaigns and (self._round_at is None or event.ts // every > self._round_at // every):
                     signals += self._attribute(event.ts, final=False)
             account = accounts.get(event.user_id)
             if account is None:
@@ -307,19 +310,18 @@ class RatingShiftDetector(Detector):
 
     # -- campaigns and attribution ---------------------------------------------------------------------
     def _attribute(self, clock: float, final: bool) -> list[Signal]:
-        """An attribution round over the campaigns alarmed at least `settle` ago (every one on a flush),
-        the most clear-cut first (the largest share of raters unexplained by the organic wave): raters named
+        """An attribution round over the campaigns that ended or were alarmed at least `settle` ago, in
+        clusters that share accounts (`_ready`; every campaign on a flush), the most clear-cut first (the largest share of raters unexplained by the organic wave): raters named
         by one campaign (now or in an earlier round) are attackers wherever else they appear, and the other
         raters of a campaign share only the excess that those do not explain. A bandwagon's blockbusters and
         a co-visitation push's best sellers are thus explained by the accounts found on the target, and the
         organic raters who rated a blockbuster meanwhile keep their innocence."""
         self._round_at = clock
-        ready = {key: chart for key, chart in self._campaigns.items()
-                 if final or chart.closed or chart.alarmed_at <= clock - self.settle}
+        ready = self._ready(clock, final)
         found = []
         for key, chart in ready.items():
             end = _ENDS[chart.alarmed]
-            raters = [user for user, (level, _, _) in chart.raters.items() if end[level]]
+            raters = sorted(self._end_raters(chart))
             n, total = len(raters), max(sum(chart.levels), 1)
             if n < self.min_members:
                 continue
@@ -341,6 +343,38 @@ class RatingShiftDetector(Detector):
             del self._campaigns[key]
         return signals
 
+    def _ready(self, clock: float, final: bool) -> dict[tuple[int, int], _Chart]:
+        """The campaigns to attribute now: those that ended or were alarmed at least `settle` ago (all of
+        them on a flush), taken together with every campaign they share accounts with (at least
+        `min_members` and a fifth of the smaller): such a cluster waits until all of it is ready, so that
+        echoes (a bandwagon's blockbusters, whose waves die down before the target's) are explained by the
+        accounts its clearest campaign names."""
+        keys = list(self._campaigns)
+        due = [final or self._campaigns[k].closed or self._campaigns[k].alarmed_at <= clock - self.settle
+               for k in keys]
+        if final or all(due):
+            return dict(self._campaigns)
+        raters = [self._end_raters(self._campaigns[k]) for k in keys]
+        cluster = list(range(len(keys)))  # union-find over overlapping campaigns
+
+        def root(a: int) -> int:
+            while cluster[a] != a:
+                cluster[a] = cluster[cluster[a]]
+                a = cluster[a]
+            return a
+        for a in range(len(keys)):
+            for b in range(a + 1, len(keys)):
+                shared = len(raters[a] & raters[b])
+                if shared >= max(self.min_members, 0.2 * min(len(raters[a]), len(raters[b]))):
+                    cluster[root(a)] = root(b)
+        waiting = {root(a) for a in range(len(keys)) if not due[a]}
+        return {keys[a]: self._campaigns[keys[a]] for a in range(len(keys)) if root(a) not in waiting}
+
+    @staticmethod
+    def _end_raters(chart: _Chart) -> set[str]:
+        end = _ENDS[chart.alarmed]
+        return {user for user, (level, _, _) in chart.raters.items() if end[level]}
+
     def _wave_is_campaign(self, row: int, chart: _Chart) -> bool:
         """A wave of raters is a campaign when its ratings pile up at one end (or its extreme) far beyond
         what an organic crowd on this item would give: a beta-binomial tail under the item's posterior
@@ -358,7 +392,7 @@ class RatingShiftDetector(Detector):
         for kind, sets in (("end", _ENDS), ("extreme", _EXTREMES)):
             for d, levels in enumerate(sets):
                 k = int(counts[levels].sum())
-                if k < self.min_members:
+                if k < 5:  # too few to tell a pile from chance
                     continue
                 a, b = self._posterior(kind, d, float(hist[levels].sum()), count)
                 p = _betabinom_tail(k, total, a, b)
@@ -376,7 +410,13 @@ class RatingShiftDetector(Detector):
         item = self._items.ids[row]
         known = {user for user in raters if self._attributed.get(user, {row}) - {row}}
         rest = len(raters) - len(known)
-        share = min(1.0, max(0.0, attackers - len(known)) / rest) if rest else 0.0
+        # The others share what the organic wave does not explain, n - expected; and only while they are
+        # themselves beyond it (Poisson tail below `alpha`): an echo whose excess the named accounts account
+        # for leaves its remaining raters organic.
+        expected = len(raters) - attackers
+        share = 0.0
+        if rest >= self.min_members and pdtrc(rest - 1, max(expected, 1e-9)) < self.alpha:
+            share = min(1.0, max(0.0, rest - expected) / rest)
         posterior = self._cohort(chart, [user for user in raters if user not in known], share)
         evidence = {"item": item, "direction": _DIRECTIONS[direction], "since": chart.start,
                     "wave": key[1] == WAVE, "raters_at_end": len(raters), "raters": sum(chart.levels),
@@ -417,7 +457,7 @@ class RatingShiftDetector(Detector):
         def features(profile: tuple[int, int], ts: float) -> tuple[int, int, int]:
             return (*profile, min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (ts - chart.start) / span)))
         organic = [features(profile, ts) for level, profile, ts in chart.raters.values() if not end[level]]
-        if len(organic) < self.min_members * 4 or not 0.0 < share < 1.0 or not raters:
+        if len(organic) < self.min_organic or not 0.0 < share < 1.0 or not raters:
             return {}
         mine = [features(*chart.raters[user][1:]) for user in raters]
         ratio = np.ones(len(raters))
