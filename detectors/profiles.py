@@ -96,10 +96,10 @@ class ProfileDetector(Detector):
     name = "profile"
 
     def __init__(self, min_ratings: int = 5, max_profile: int = 2000, suspect_z: float = 1.0,
-                 outlier_z: float = 6.0, lone_max: float = 0.45, target_alpha: float = 1e-6,
+                 outlier_z: float = 6.0, lone_max: float = 0.15, target_alpha: float = 1e-6,
                  min_effect: float = 0.75, min_group: int = 5, group_every: int = 1000,
                  min_population: int = 50, degsim_neighbours: int = 10, reference_size: int = 2000,
-                 rating_scale: tuple[float, float] = (1.0, 5.0), seed: int = 0):
+                 rating_scale: tuple[float, float] = (1.0, 5.0), max_score: float = 0.95, seed: int = 0):
         self.min_ratings = min_ratings
         self.max_profile = max_profile
         self.suspect_z = suspect_z
@@ -113,6 +113,7 @@ class ProfileDetector(Detector):
         self.degsim_neighbours = degsim_neighbours
         self.reference_size = reference_size
         self.rating_scale = rating_scale
+        self.max_score = max_score
         self._rng = np.random.default_rng(seed)
         self._users, self._items = Interner(), Interner()
         self._profile_items: list[array] = []
@@ -305,10 +306,12 @@ class ProfileDetector(Detector):
     def _signals(self, population: np.ndarray, one_sided: np.ndarray) -> list[Signal]:
         signals: list[Signal] = []
         members: dict[int, list[tuple[int, int]]] = {}
-        for item, sign, group, evidence in self._targets_and_groups(population):
+        belief: dict[int, float] = {}  # a member's posterior of belonging to an attack component
+        for item, sign, group, posterior, evidence in self._targets_and_groups(population):
             self._members[group] = True
-            for u in group:
-                members.setdefault(int(u), []).append((item, sign))
+            for u, p in zip(group.tolist(), posterior.tolist()):
+                members.setdefault(u, []).append((item, sign))
+                belief[u] = max(belief.get(u, 0.0), p)
             if (item, sign) not in self._targets:
                 self._targets.add((item, sign))
                 signals.append(Signal("item", self._items.ids[item], self.name, 0.9, evidence))
@@ -320,12 +323,12 @@ class ProfileDetector(Detector):
         for position in np.flatnonzero(in_group | suspect[population]):
             u = int(population[position])
             anomaly = float(self._anomaly[u])
-            if u in members:
-                score = 0.9
-            else:  # evidence, not a verdict: it flags only together with another detector's
+            if u in members:  # the mixture's posterior: calibrated under its two-part model
+                score = min(self.max_score, belief[u])
+            else:  # weak evidence: eccentric real users are far out too
                 score = self.lone_max * min(1.0, (anomaly - self.suspect_z) / (self.outlier_z - self.suspect_z))
             user_id = self._users.ids[u]
-            if score < 0.1 or score <= self._emitted.get(user_id, 0.0) + 0.05:
+            if score < 0.05 or score <= self._emitted.get(user_id, 0.0) + 0.02:
                 continue
             self._emitted[user_id] = score
             z = one_sided[position]
@@ -377,15 +380,26 @@ class ProfileDetector(Detector):
         effect = u_stat / np.maximum(m * n, 1)  # P(a rater of this item is odder than a comparable rater)
         z = (u_stat - m * n / 2) / np.sqrt(np.maximum(m * n * (m + n + 1) / 12, 1e-9))
         chosen = (z >= norm.isf(self.target_alpha)) & (effect >= self.min_effect) & (n >= m)
-        for k, item_z, item_effect in zip(busy[chosen], z[chosen], effect[chosen]):
+        # The most clear-cut targets first: accounts they explain explain the others' groups too.
+        strongest = np.argsort(-effect[chosen], kind="stable")
+        explained = self._members.copy()
+        for k, item_z, item_effect in zip(busy[chosen][strongest], z[chosen][strongest], effect[chosen][strongest]):
             group = np.unique(users[key == k])
             share, posterior = _attack_posterior(anomaly[group], mean0, sd0)
+            # Raters another target already explains are its attackers; the rest of this item's raters
+            # share what is left of the attack component (a bandwagon's blockbusters are explained by the
+            # fakes found on its target, and their real fans keep their innocence).
+            known = explained[group]
+            left = max(0.0, share * len(group) - known.sum()) / max((~known).sum(), 1)
+            posterior = np.where(known, posterior, np.minimum(posterior, left))
             # A member is likelier attack than population, and at least as odd as the average user.
-            group = group[(posterior >= 0.5) & (anomaly[group] >= mean0)]
+            chosen_members = (posterior >= 0.5) & (anomaly[group] >= mean0)
+            group, posterior = group[chosen_members], posterior[chosen_members]
+            explained[group] = True
             if len(group) < self.min_group:
                 continue
             item, sign = int(k // 2), 1 if k % 2 else -1
-            yield item, sign, group, {
+            yield item, sign, group, posterior, {
                 "reason": "push target" if sign > 0 else "nuke target", "extreme_raters": int(raters[k]),
                 "effect": round(float(item_effect), 3), "z": round(float(item_z), 2),
                 "attack_share": round(float(share), 3),
