@@ -138,16 +138,18 @@ def build(base: Base, attacks: Sequence[AttackSpec] = (), seed: int = 0, max_eve
     shape.check(attacks)
     if shape.sparse:
         base = sparsify(base, seed, Ranges(shape.ranges))
+    whole = base
     if max_events and max_events < EVENTS_PER_RATING * base.n_ratings:
         base = base.head(max(int(max_events / EVENTS_PER_RATING), 100))
     simulation = _build_once(base, attacks, seed, max_events, shape)
     generated = simulation.truth["totals"]["generated_events"]
-    if shape.benign == "full" and max_events and generated > 1.05 * max_events and base.n_ratings > 100:
-        # The benign crowds and new families bring more events per base rating than EVENTS_PER_RATING
-        # says: cut the base to fit instead of trimming a large share of benign clicks (trimming only
-        # benign clicks would make the attackers' clicks-per-rating a tell).
-        base = base.head(max(int(base.n_ratings * max_events / generated * 0.98), 100))
-        simulation = _build_once(base, attacks, seed, max_events, shape)
+    if (shape.benign == "full" and max_events and base.n_ratings < whole.n_ratings
+            and not 0.95 * max_events <= generated <= 1.02 * max_events):
+        # The benign crowds and the families drawn from ranges bring more or fewer events per base rating
+        # than EVENTS_PER_RATING says: cut the base once more to fit, rather than trim many benign events
+        # (trimming benign events only would make the attackers' clicks per rating a tell) or fall short.
+        size = min(int(base.n_ratings * max_events / generated * 0.99), whole.n_ratings)
+        simulation = _build_once(whole.head(max(size, 100)), attacks, seed, max_events, shape)
     return simulation
 
 

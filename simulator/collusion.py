@@ -66,7 +66,7 @@ def collusion_attack(world: World, spec: AttackSpec) -> Attack:
                                          ("size_exponent", "member_share", "activity_sigma", "real_product_share",
                                           "multi_group_share", "nuke_chance", "four_share", "camouflage")}}
     params = {k: round(v, 3) if isinstance(v, float) else v for k, v in params.items()}
-    record = world.attack(spec, "user", "push", **params)
+    record = world.attack(spec, "user", "push", drawn=True, **params)
     sizes = group_sizes(rng, n_accounts, params["size_exponent"])
     accounts = world.new_users(n_accounts)
     order = rng.permutation(accounts)

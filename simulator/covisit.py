@@ -45,7 +45,7 @@ def covisit_attack(world: World, spec: AttackSpec) -> Attack:
                  ("best_sellers", "top_items", "five_share", "target_four_share", "click_chance", "spread_hours",
                   "filler")}}
     params = {k: round(v, 3) if isinstance(v, float) else v for k, v in params.items()}
-    record = world.attack(spec, "user", "push", **params)
+    record = world.attack(spec, "user", "push", drawn=True, **params)
     targets = world.pick_targets(spec, "push", len(sizes), rng)
     top = np.argsort(-world.item_count, kind="stable")[:params["top_items"]]
     top = top[~np.isin(top, targets)]
@@ -89,7 +89,7 @@ def covisit_attack(world: World, spec: AttackSpec) -> Attack:
                        "users": [world.user_ids[a] for a in accounts]})
         all_accounts.extend(accounts.tolist())
     record.entities, record.targets, record.window = all_accounts, [int(t) for t in targets], (start, end)
-    record.details = {"groups": groups}
+    record.details = {"groups": groups, "best_sellers": [world.item_ids[int(i)] for i in top]}
     return record
 
 

@@ -28,10 +28,10 @@ MIN_LEAD = 2 * WEEK
 def sleeper_attack(world: World, spec: AttackSpec) -> Attack:
     rng = world.rng("attack", len(world.attacks))
     size = spec.accounts if spec.accounts is not None else world.draw(rng, "sleeper.size")
-    params = {"accounts": size, **{name: world.draw(rng, f"sleeper.{name}") for name in
+    params = {"size": size, **{name: world.draw(rng, f"sleeper.{name}") for name in
                                    ("lead_weeks", "life_ratings", "push_hours", "four_share")}}
     params = {k: round(v, 3) if isinstance(v, float) else v for k, v in params.items()}
-    record = world.attack(spec, "user", "push", **params)
+    record = world.attack(spec, "user", "push", drawn=True, **params)
     (target,) = world.pick_targets(spec, "push", 1, rng)
 
     # The push starts after a warm-up third of the stream and after the accounts' weeks of life; a short

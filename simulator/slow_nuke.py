@@ -38,10 +38,10 @@ def well_liked_popular(world: World) -> np.ndarray:
 def slow_nuke_attack(world: World, spec: AttackSpec) -> Attack:
     rng = world.rng("attack", len(world.attacks))
     size = spec.accounts if spec.accounts is not None else world.draw(rng, "slow_nuke.size")
-    params = {"accounts": size, **{name: world.draw(rng, f"slow_nuke.{name}") for name in
+    params = {"size": size, **{name: world.draw(rng, f"slow_nuke.{name}") for name in
                                    ("weeks", "aged_share", "filler", "waves", "two_share")}}
     params = {k: round(v, 3) if isinstance(v, float) else v for k, v in params.items()}
-    record = world.attack(spec, "user", "nuke", **params)
+    record = world.attack(spec, "user", "nuke", drawn=True, **params)
     if spec.target_items:
         (target,) = world.pick_targets(spec, "nuke", 1, rng)
     else:

@@ -176,9 +176,14 @@ class World:
         self.n_sessions += n
         return np.arange(self.n_sessions - n, self.n_sessions)
 
-    def attack(self, spec: AttackSpec, kind: str, intent: str | None, **params: Any) -> Attack:
+    def attack(self, spec: AttackSpec, kind: str, intent: str | None, drawn: bool = False,
+               **params: Any) -> Attack:
+        """A new attack record. `drawn`: the family draws its parameters from simulator.ranges, and the
+        spec's size, filler and spread (which it ignores) are left out of the record."""
         common = {"size": spec.size, "filler": spec.filler, "targets": spec.targets, "spread": spec.spread,
                   "target_pool": spec.target_pool}
+        if drawn:
+            common = {}
         if spec.accounts is not None:
             common["accounts"] = spec.accounts
         if spec.spread_seconds is not None:
@@ -277,9 +282,9 @@ def profile_times(rng: np.random.Generator, starts: np.ndarray, sizes: np.ndarra
 def spread_times(rng: np.random.Generator, starts: np.ndarray, ends: np.ndarray, sizes: np.ndarray,
                  sitting_rate: float = 0.35) -> np.ndarray:
     """Timestamps for profiles that grow over weeks: each account's `size` ratings fall into a few
-    sittings (1 + Binomial(size - 1, `sitting_rate`)) at random times in [start, end], each sitting at a
-    real user's rhythm (`profile_times`). Rows come account by account, sittings in time order; integer
-    seconds.
+    sittings (1 + Binomial(size - 1, `sitting_rate`)), the first at `start` (the account's first visit),
+    the others at random times up to `end`, each sitting at a real user's rhythm (`profile_times`). Rows
+    come account by account, sittings in time order; integer seconds.
 
     >>> ts = spread_times(np.random.default_rng(0), np.array([0, 1_000_000]), np.array([86_400 * 20,
     ...                   1_000_000 + 86_400]), np.array([6, 2]))
@@ -301,6 +306,7 @@ def spread_times(rng: np.random.Generator, starts: np.ndarray, ends: np.ndarray,
                                              np.full(n_sittings[account], 1.0 / n_sittings[account]))
     order = np.lexsort((sitting_start, owner))  # an account's sittings in time order
     sitting_start, per_sitting = sitting_start[order], per_sitting[order]
+    sitting_start[first[sizes > 0]] = np.asarray(starts, dtype=np.int64)[sizes > 0]
     return profile_times(rng, sitting_start, per_sitting, latest=int(np.max(ends)) if len(sizes) else None)
 
 
