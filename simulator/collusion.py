@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.catalog import list_new_item
-from simulator.world import DAY, WEEK, Attack, AttackSpec, World, distinct_items, spread_times
+from simulator.world import DAY, WEEK, Attack, AttackSpec, World, distinct_items, fit_sizes, spread_times
 
 MIN_GROUP, MAX_GROUP = 2, 80
 MIN_SHARE, MAX_SHARE = 0.15, 0.9
@@ -109,7 +109,7 @@ def collusion_attack(world: World, spec: AttackSpec) -> Attack:
         # Each member reviews a share of the group's products: log-normal activity around the median.
         share = np.clip(params["member_share"] * rng.lognormal(0.0, params["activity_sigma"], len(group_members)),
                         MIN_SHARE, MAX_SHARE)
-        picks = np.maximum(1, np.rint(share * len(products))).astype(int)
+        picks = np.minimum(np.maximum(1, np.rint(share * len(products))).astype(int), len(products))
         chosen = distinct_items(rng, _weights_over(products, len(world.item_ids)), picks)
         hits = [rng.random(len(nuked)) < s for s in share]
         n_nuked = np.array([int(h.sum()) for h in hits])
@@ -136,9 +136,9 @@ def collusion_attack(world: World, spec: AttackSpec) -> Attack:
 
     # Camouflage: 0-15 ratings of popular items near their consensus, over the member's active time
     # and a few weeks before it.
-    n_camouflage = rng.integers(0, params["camouflage"] + 1, n_accounts)
     popular = world.popularity(1.0).copy()
     popular[[t for t in targets if t < len(popular)]] = 0.0
+    n_camouflage = fit_sizes(rng.integers(0, params["camouflage"] + 1, n_accounts), popular)
     camouflage = distinct_items(rng, popular, n_camouflage)
     begin = np.maximum(first_active[accounts] - rng.integers(0, 4 * WEEK, n_accounts), world.t0)
     rows["user"].append(np.repeat(accounts, n_camouflage))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.world import UNSESSIONED, Attack, AttackSpec, World, distinct_items, profile_times
+from simulator.world import UNSESSIONED, Attack, AttackSpec, World, distinct_items, fit_sizes, profile_times
 
 MIN_BEST, MAX_BEST = 5, 25
 
@@ -56,12 +56,12 @@ def covisit_attack(world: World, spec: AttackSpec) -> Attack:
     groups, all_accounts = [], []
     for target, size in zip(targets, sizes):
         accounts = world.new_users(size)
-        n_best = np.clip(np.rint(params["best_sellers"] * rng.uniform(0.7, 1.3, size)), MIN_BEST,
-                         min(MAX_BEST, len(top))).astype(int)
-        n_filler = rng.integers(0, params["filler"] + 1, size)
+        n_best = fit_sizes(np.clip(np.rint(params["best_sellers"] * rng.uniform(0.7, 1.3, size)), MIN_BEST,
+                                   MAX_BEST), top_weights)
         best = distinct_items(rng, top_weights, n_best)
         filler_weights = world.popularity(1.0).copy()
         filler_weights[np.r_[top, targets]] = 0.0
+        n_filler = fit_sizes(rng.integers(0, params["filler"] + 1, size), filler_weights)
         filler = distinct_items(rng, filler_weights, n_filler)
         best_ratings = np.where(rng.random(len(best)) < params["five_share"], 5, 4)
         target_ratings = np.where(rng.random(size) < params["target_four_share"], 4, 5)

@@ -27,7 +27,7 @@ import numpy as np
 
 from simulator.catalog import list_new_item
 from simulator.text import benign_review
-from simulator.world import DAY, WEEK, World, distinct_items, profile_times, spread_times
+from simulator.world import DAY, WEEK, World, distinct_items, fit_sizes, profile_times, spread_times
 
 MIN_HISTORY = 10      # ratings an item needs before its histogram is "its usual opinion"
 EXTRA_RATINGS = ([0, 1, 2], [0.5, 0.3, 0.2])  # a fresh crowd account's other ratings, besides the item
@@ -52,7 +52,7 @@ def _crowd_profiles(world: World, rng: np.random.Generator, accounts: np.ndarray
                     item_ratings: np.ndarray, arrive: np.ndarray) -> None:
     """Each fresh account rates `item` (its given rating) and 0-2 popular items near their consensus, in one
     sitting that starts when it arrives; the item comes anywhere in the sitting."""
-    extra = rng.choice(EXTRA_RATINGS[0], len(accounts), p=EXTRA_RATINGS[1])
+    extra = fit_sizes(rng.choice(EXTRA_RATINGS[0], len(accounts), p=EXTRA_RATINGS[1]), world.popularity(1.0), 1)
     others = distinct_items(rng, world.popularity(1.0), extra, exclude=np.full(len(accounts), item))
     sizes = 1 + extra
     first = np.r_[0, np.cumsum(sizes)[:-1]]
@@ -152,7 +152,7 @@ def signup_waves(world: World) -> None:
         width = int(days * DAY)
         start = _start(world, rng, width)
         accounts = world.new_users(size)
-        sizes = np.clip(3 + rng.poisson(mean - 3, size), 3, MAX_WAVE)
+        sizes = fit_sizes(np.clip(3 + rng.poisson(mean - 3, size), 3, MAX_WAVE), world.popularity(exponent))
         items = distinct_items(rng, world.popularity(exponent), sizes)
         ratings = world.opinion(items, rng)
         arrive = start + rng.integers(0, width, size)
@@ -170,7 +170,7 @@ def casual_raters(world: World) -> None:
     weeks, exponent = world.draw(rng, "casual.weeks"), world.draw(rng, "casual.popularity_exponent")
     n = max(1, int(share * world.n_base_users))
     accounts = world.new_users(n)
-    sizes = np.minimum(rng.geometric(1.0 / mean, n), MAX_CASUAL)
+    sizes = fit_sizes(np.minimum(rng.geometric(1.0 / mean, n), MAX_CASUAL), world.popularity(exponent))
     items = distinct_items(rng, world.popularity(exponent), sizes)
     ratings = world.opinion(items, rng)
     first = rng.integers(world.t0, world.t1 + 1, n)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.world import WEEK, Attack, AttackSpec, World, distinct_items, profile_times, spread_times
+from simulator.world import (WEEK, Attack, AttackSpec, World, distinct_items, fit_sizes, profile_times,
+                             spread_times)
 
 MIN_LIFE, MAX_LIFE = 3, 15
 MIN_LEAD = 2 * WEEK
@@ -54,7 +55,9 @@ def sleeper_attack(world: World, spec: AttackSpec) -> Attack:
     n_push_extra = rng.choice([0, 1, 2], size, p=[0.5, 0.3, 0.2])
     popular = world.popularity(1.0).copy()
     popular[target] = 0.0
-    n_ordinary = n_life + n_push_extra
+    n_ordinary = fit_sizes(n_life + n_push_extra, popular)
+    n_life = np.minimum(n_life, n_ordinary)
+    n_push_extra = n_ordinary - n_life
     ordinary = distinct_items(rng, popular, n_ordinary)  # distinct per account, life and push together
     position = np.arange(len(ordinary)) - np.repeat(np.r_[0, np.cumsum(n_ordinary)[:-1]], n_ordinary)
     is_life = position < np.repeat(n_life, n_ordinary)

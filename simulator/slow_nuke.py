@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.world import DAY, WEEK, Attack, AttackSpec, World, distinct_items, profile_times, spread_times
+from simulator.world import (DAY, WEEK, Attack, AttackSpec, World, distinct_items, fit_sizes, profile_times,
+                             spread_times)
 
 WELL_LIKED = 3.8
 POPULAR_QUANTILE = 0.95
@@ -70,7 +71,7 @@ def slow_nuke_attack(world: World, spec: AttackSpec) -> Attack:
 
     # Fresh accounts: the nuke and 0-2 ordinary ratings in one sitting, the nuke anywhere in it.
     fresh = np.flatnonzero(~aged)
-    extra = rng.choice([0, 1, 2], len(fresh), p=[0.5, 0.3, 0.2])
+    extra = fit_sizes(rng.choice([0, 1, 2], len(fresh), p=[0.5, 0.3, 0.2]), popular)
     sizes = 1 + extra
     is_target = np.zeros(int(sizes.sum()), bool)
     is_target[np.r_[0, np.cumsum(sizes)[:-1]].astype(int) + rng.integers(0, sizes)] = True
@@ -86,7 +87,7 @@ def slow_nuke_attack(world: World, spec: AttackSpec) -> Attack:
     # Aged accounts: created 1-8 weeks before the campaign, filler before and during it, the nuke alone.
     old = np.flatnonzero(aged)
     created = np.maximum(start - rng.integers(WEEK, 8 * WEEK, len(old)), world.t0)
-    n_filler = rng.integers(0, params["filler"] + 1, len(old))
+    n_filler = fit_sizes(rng.integers(0, params["filler"] + 1, len(old)), popular)
     filler = distinct_items(rng, popular, n_filler)
     filler_ts = spread_times(rng, created, np.full(len(old), end), n_filler)
     world.ratings.add(user=np.r_[np.repeat(accounts[old], n_filler), accounts[old]],

@@ -268,6 +268,8 @@ def profile_times(rng: np.random.Generator, starts: np.ndarray, sizes: np.ndarra
     """
     sizes = np.asarray(sizes, dtype=int)
     n = int(sizes.sum())
+    if n == 0:  # no profile to time (every account of a batch without ratings)
+        return np.zeros(0, dtype=np.int64)
     gaps = np.where(rng.random(n) < 0.5, 0.0, rng.exponential(45.0, n))
     first = np.r_[0, np.cumsum(sizes)[:-1]].astype(int)
     offsets = np.floor(np.cumsum(gaps)).astype(np.int64)
@@ -290,6 +292,8 @@ def spread_times(rng: np.random.Generator, starts: np.ndarray, ends: np.ndarray,
     ...                   1_000_000 + 86_400]), np.array([6, 2]))
     >>> len(ts), int(ts[:6].max()) < 86_400 * 20, int(ts[6]) >= 1_000_000
     (8, True, True)
+    >>> len(spread_times(np.random.default_rng(0), np.array([0, 5]), np.array([9, 9]), np.array([0, 0])))
+    0
     """
     sizes = np.asarray(sizes, dtype=int)
     n_sittings = np.where(sizes > 0, 1 + rng.binomial(np.maximum(sizes - 1, 0), sitting_rate), 0)
@@ -322,6 +326,8 @@ def distinct_items(rng: np.random.Generator, weights: np.ndarray, sizes: np.ndar
     """
     sizes = np.asarray(sizes, dtype=int)
     support = np.flatnonzero(weights > 0)
+    if len(sizes) and sizes.max() > len(support) - (exclude is not None):
+        raise ValueError(f"{sizes.max()} distinct items wanted from {len(support)}: cap sizes with fit_sizes")
     log_weights = np.log(weights[support])
     position = np.full(len(weights), -1)
     position[support] = np.arange(len(support))
@@ -336,6 +342,12 @@ def distinct_items(rng: np.random.Generator, weights: np.ndarray, sizes: np.ndar
         top = np.argsort(-keys, axis=1)[:, :max(int(wanted.max(initial=0)), 0)]
         chunks.append(support[top[np.arange(top.shape[1]) < wanted[:, None]]])
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=int)
+
+
+def fit_sizes(sizes: np.ndarray, weights: np.ndarray, excluded: int = 0) -> np.ndarray:
+    """`sizes` capped at the number of items `distinct_items` can draw from (a small catalogue, or one whose
+    items are mostly some attack's targets)."""
+    return np.minimum(np.asarray(sizes, dtype=int), max(int(np.count_nonzero(weights)) - excluded, 0))
 
 
 def clip_rating(values: np.ndarray) -> np.ndarray:
