@@ -14,7 +14,7 @@ from simulator.base import Base
 from simulator.build import BENIGN_MODES, FAMILIES, TIMESTAMP_MODES, Shape, build, plan_attacks
 from simulator.evaluate import evaluate_replay
 from simulator.movielens import MovieLensNotFound, default_movielens_dir, load_movielens
-from simulator.ranges import HALVES
+from simulator.ranges import HALVES, describe
 from simulator.synthetic import synthetic_base
 from simulator.world import SPREAD_SECONDS
 
@@ -26,7 +26,15 @@ def load_base(data: str, seed: int = 0) -> Base:
     return load_movielens(default_movielens_dir() if data == "movielens" else data)
 
 
+def _show_ranges(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(describe())
+        ctx.exit()
+
+
 @click.command()
+@click.option("--show-ranges", is_flag=True, is_eager=True, expose_value=False, callback=_show_ranges,
+              help="Print the ranges random parameters are drawn from (and their tune/report halves), and exit.")
 @click.option("--data", default="movielens", show_default=True,
               help="'synthetic', 'movielens' ($SHILLGUARD_MOVIELENS or ../shared/data/movielens-100k) "
                    "or a MovieLens-format directory.")

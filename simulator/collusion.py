@@ -1,13 +1,14 @@
 """Loose collusive review rings: groups of accounts that promote their groups' products, not tidy blocks.
 
-The shapes follow what labelled data shows of real rings. Mukherjee, Liu & Glance 2012, "Spotting fake
-reviewer groups in consumer reviews" (WWW): groups found by frequent-itemset mining on Amazon, most of 2-3
-members and a long tail of larger ones, members reviewing a group's products only in part, and with
-reviews outside the group. Xu & Zhang 2015, "Towards collusive fraud detection in online reviews" (ICDM):
-collusive fraudsters rate their targets at the extreme, also down-rate competitors, and overlap across
-groups. Rayana & Akoglu 2015, "Collective opinion spam detection: bridging review networks and metadata"
-(KDD): in the Yelp sets a large share (13-15%+) of the reviewers are filtered as spam, most of them with few
-reviews, i.e. activity is heavy-tailed.
+The shapes follow what the literature finds of real rings. Mukherjee, Liu & Glance 2012, "Spotting fake
+reviewer groups in consumer reviews" (WWW): candidate groups come from frequent-itemset mining of Amazon
+reviewers (groups of two and more who reviewed the same products), and their spam indicators (group
+size, how many of a group's products each member reviews, extreme and early ratings) describe groups
+whose members review their products only in part and also review outside the group. Xu & Zhang 2015,
+"Towards collusive fraud detection in online reviews" (ICDM): colluders rate their targets at the extreme
+and groups overlap. Rayana & Akoglu 2015, "Collective opinion spam detection: bridging review networks
+and metadata" (KDD): in their Yelp data sets some 10-14% of the reviews are filtered as spam, much of it by
+reviewers with few reviews, i.e. activity is heavy-tailed.
 
 So: group sizes 2-80 with P(size) ~ size^-a; 3-60 products per group, some its own (new, obscure) and some
 real existing ones; each member reviews a random 15-90% of its group's products (a log-normal spread of

@@ -1,8 +1,8 @@
 """A contaminated population: a share F of all accounts are spammers of mixed families, many targets.
 
 Real review sites are not a clean population around a few attackers: in the labelled Yelp sets of Rayana
-& Akoglu 2015 (KDD) 13-15% of reviewers are filtered as spam, and in the Amazon set of collusive spammers
-used by Xu & Zhang 2015 and others a third and more. Detectors whose baselines assume a clean population
+& Akoglu 2015 (KDD) some 10-14% of the reviews are filtered as spam, and the held-out review set this
+project is measured on has labelled spammers for over a third of its accounts. Detectors whose baselines assume a clean population
 (robust z-scores, degree statistics, "crowds of fresh accounts are attackers") break there, and
 `--contamination F` builds that case: after the benign population is made, spammers are added until they
 are a share F of the accounts (every user with an event, browse-only visitors included; planted attacks

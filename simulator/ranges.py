@@ -4,7 +4,7 @@ declared in one place, each range split into two disjoint halves: `tune` and `re
 A benchmark tunes detectors on streams drawn from the `tune` halves (and tune seeds) and reports on streams
 drawn from the `report` halves (and other seeds), so that a figure it reports was never seen while tuning
 (`shillguard simulate --ranges tune|report`, `benchmarks/generalisation.py`). `full` draws from the whole
-range. A parameter is drawn once per stream (benign populations) or once per attack or group (attack
+range. `shillguard simulate --show-ranges` prints them all. A parameter is drawn once per stream (benign populations) or once per attack or group (attack
 families) and recorded in truth.json; what varies per account inside a group is drawn from fixed shapes
 given in each generator.
 
@@ -170,7 +170,7 @@ class Ranges:
 
 
 def describe() -> str:
-    """The ranges as a Markdown table (README, `python -m simulator.ranges`)."""
+    """The ranges as a Markdown table (the README's, `shillguard simulate --show-ranges`)."""
     rows = ["| parameter | meaning | full | tune | report |", "|---|---|---|---|---|"]
     for name, spec in RANGES.items():
         def show(half: str) -> str:
@@ -183,6 +183,3 @@ def describe() -> str:
                     f"{show('tune')} | {show('report')} |")
     return "\n".join(rows)
 
-
-if __name__ == "__main__":
-    print(describe())

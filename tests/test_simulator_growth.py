@@ -4,6 +4,7 @@ plants what it says, in the ranges it declares, and nothing in ids or timestamps
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -13,9 +14,10 @@ from click.testing import CliRunner
 from simulator import build, plan_attacks, synthetic_base
 from simulator.build import Shape
 from simulator.cli import simulate
-from simulator.ranges import HALVES, RANGES, Ranges
+from simulator.ranges import HALVES, RANGES, Ranges, describe
 
 DAY, WEEK = 86_400, 7 * 86_400
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def base(seed: int = 1):
@@ -83,6 +85,10 @@ def test_range_halves_are_disjoint_and_cover_the_range():
         assert low_draws.min() >= full[0] and high_draws.max() <= full[1], name
     with pytest.raises(ValueError, match="unknown ranges half"):
         Ranges("middle")
+
+
+def test_readme_ranges_table_is_current():
+    assert describe() in (ROOT / "README.md").read_text(), "README's ranges table: paste simulate --show-ranges"
 
 
 def test_streams_drawn_from_each_half_record_parameters_in_that_half():
