@@ -44,6 +44,9 @@ def _texts(world: World, rng: np.random.Generator, ratings: np.ndarray, items: n
 
 def _record(world: World, kind: str, users: np.ndarray, items: list[int], window: tuple[int, int],
             **params: object) -> None:
+    # Attacks pick their targets elsewhere: a crowd's flags must not be read as an attack's (or its
+    # accounts' as the crowd's) when an evaluation links flags to families through their items.
+    world.used_targets.update(int(i) for i in items)
     world.benign_groups.append({"kind": kind, "users": [int(u) for u in users], "items": [int(i) for i in items],
                                 "window": (int(window[0]), int(window[1])), "params": params})
 

@@ -152,6 +152,13 @@ def test_trending_crowds_rate_with_the_items_usual_opinion(benign_only):
     assert len(crowd_items) == len(crowds)
 
 
+def test_attacks_never_target_a_benign_crowds_item():
+    sim = build(base(), plan_attacks("all") + plan_attacks("slow_nuke,covisit,sleeper"), seed=8)
+    crowd_items = {i for g in sim.truth["benign_groups"] for i in g["items"]}
+    targets = {t for a in sim.truth["attacks"] for t in a["target_items"]}
+    assert crowd_items and targets and not crowd_items & targets
+
+
 def test_premieres_signup_waves_and_casual_raters_have_their_shapes(benign_only):
     groups = benign_only.truth["benign_groups"]
     for group in (g for g in groups if g["kind"] == "premiere"):
