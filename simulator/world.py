@@ -213,12 +213,6 @@ class World:
         weights = self.item_count.astype(float) ** exponent
         return weights / weights.sum()
 
-    def rated_items_by_quantile(self, low: float, high: float) -> np.ndarray:
-        """Base items whose popularity (rating count) lies between two quantiles of the rated items."""
-        rated = self.item_count[self.item_count > 0]
-        lo, hi = np.quantile(rated, [low, high])
-        return np.flatnonzero((self.item_count >= max(lo, 1)) & (self.item_count <= hi))
-
     def pick_targets(self, spec: AttackSpec, intent: str | None, n: int,
                      rng: np.random.Generator) -> list[int]:
         """Distinct across attacks, so each target's flag is attributable to one attack."""
