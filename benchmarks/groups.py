@@ -234,7 +234,7 @@ def simulator_streams(seed: int) -> dict[str, Stream]:
     """The project's own labelled generator (`shillguard simulate`), when present: one stream per family,
     its defaults (about 5% of users per attack, one target, an hour's burst) and a ten-day spread."""
     try:
-        from simulator.build import build, plan_attacks
+        from simulator.build import Shape, build, plan_attacks
         from simulator.movielens import load_movielens as load_base
     except ImportError:
         return {}
@@ -242,7 +242,9 @@ def simulator_streams(seed: int) -> dict[str, Stream]:
     out = {}
     for family in ("review_bomb", "click_farm", "camouflage"):
         for spread in ("burst", "days"):
-            sim = build(base, plan_attacks(family, spread=spread), seed=seed)
+            # The benign traffic these figures were first measured on (no benign crowds): the crowds have
+            # benchmarks/generalisation.py.
+            sim = build(base, plan_attacks(family, spread=spread), seed=seed, shape=Shape(benign="base"))
             stream = Stream(events=sim.events)
             for attack in sim.truth["attacks"]:
                 stream.fake_users[attack["family"]].update(attack["entities"].get("user", []))

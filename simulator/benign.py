@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.text import benign_review
-from simulator.world import BENIGN, World, clip_rating, profile_times
+from simulator.world import BENIGN, UNSESSIONED, World, clip_rating, profile_times
 
 REVIEW_SHARE = 0.03       # base ratings that come with a short review
 NEWCOMER_SHARE = 0.05     # thin benign accounts, as a share of base users
@@ -45,13 +45,24 @@ def newcomers(world: World) -> None:
 
 
 def clicks_from_ratings(world: World) -> None:
-    """Views before ratings and browsing around them, in sessions; each click keeps its rating's label."""
+    """Views before ratings and browsing around them, in sessions; each click keeps its rating's label.
+
+    Clicks a generator made on its own (a co-visitation account clicking its items) wait unsessioned until
+    here, and share sessions with their user's ratings by the same rule (silence of SESSION_GAP ends one),
+    so no account has two sessions open at once."""
     rng = world.rng("benign", "clicks")
     user, item, ts, label = (world.ratings[name] for name in ("user", "item", "ts", "label"))
+    pending = np.flatnonzero(world.clicks["session"] == UNSESSIONED)
+    every_user, every_ts = np.r_[user, world.clicks["user"][pending]], np.r_[ts, world.clicks["ts"][pending]]
+    in_order = np.lexsort((every_ts, every_user))
+    new_session = np.r_[True, (np.diff(every_user[in_order]) != 0) | (np.diff(every_ts[in_order]) > SESSION_GAP)]
+    every_session = np.empty(len(every_ts), dtype=np.int64)
+    every_session[in_order] = world.new_sessions(int(new_session.sum()))[np.cumsum(new_session) - 1]
+    if len(pending):
+        world.clicks.assign("session", pending, every_session[len(ts):])
     order = np.lexsort((ts, user))
     user, item, ts, label = user[order], item[order], ts[order], label[order]
-    new_session = np.r_[True, (np.diff(user) != 0) | (np.diff(ts) > SESSION_GAP)]
-    session = world.new_sessions(int(new_session.sum()))[np.cumsum(new_session) - 1]
+    session = every_session[:len(ts)][order]
 
     viewed = rng.random(len(ts)) < VIEW_SHARE
     extra = rng.poisson(BROWSE_CLICKS, len(ts))

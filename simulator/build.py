@@ -1,18 +1,25 @@
 """Assemble a labelled event stream: benign base plus planted attacks, written as events.jsonl + truth.json.
 
-Order of work: the base's ratings, thin newcomers and the catalogue; then each attack; then the traffic
-that follows from everything (clicks around every rating, browse-only visitors, benign queries). Rows carry
+Order of work: the base's ratings, thin newcomers and the catalogue; the benign crowds (casual raters,
+trending crowds, premieres, sign-up waves; not with `benign="base"`, the stream as it was before them);
+then each attack, and the contaminated population's spammers; then the traffic that follows from
+everything (clicks around every rating, browse-only visitors, benign queries). Rows carry
 a label (-1 benign, else the attack's index) until the end, where events are sorted by time with actors
 in random order within a second (so planted events are never grouped; an actor's own events keep their
 order), and event ids are minted in that order from the same opaque space. Every event's label is its
 actor's: an event is malicious exactly when the user, seller or client behind it is one of an attack's
 entities.
+
+Shapes: `sparse=True` is a review site's (each base user keeps 3-30 of their ratings, and the stream
+has ratings only: no clicks, queries or listings, as a review data set has none); `timestamps="none"`
+puts every event at one timestamp in a random order, so that neither time nor order carries a signal.
+`ranges` picks the half of simulator.ranges that random parameters come from (full, tune or report).
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,16 +31,32 @@ from simulator.benign import benign_ratings, browsers, clicks_from_ratings, newc
 from simulator.camouflage import camouflage_attack
 from simulator.catalog import benign_catalog, catalog_poison_attack
 from simulator.click_farm import click_farm_attack
+from simulator.collusion import collusion_attack
+from simulator.contamination import MAX_SHARE, contaminate
+from simulator.covisit import covisit_attack
+from simulator.crowds import benign_crowds
 from simulator.queries import benign_queries, sweep_attack
+from simulator.ranges import Ranges
 from simulator.review_bomb import review_bomb_attack
 from simulator.shilling import average_attack, bandwagon_attack, random_attack, segment_attack
+from simulator.sleeper import sleeper_attack
+from simulator.slow_nuke import slow_nuke_attack
 from simulator.world import BENIGN, Attack, AttackSpec, World
 
 FAMILIES: dict[str, Callable[[World, AttackSpec], Attack]] = {
     "random": random_attack, "average": average_attack, "bandwagon": bandwagon_attack,
     "segment": segment_attack, "review_bomb": review_bomb_attack, "camouflage": camouflage_attack,
     "click_farm": click_farm_attack, "catalog_poison": catalog_poison_attack, "sweep": sweep_attack,
+    "covisit": covisit_attack, "sleeper": sleeper_attack, "slow_nuke": slow_nuke_attack,
+    "collusion": collusion_attack,
 }
+# The nine families the project began with: `--attacks classic` (with `--benign base`, the streams that
+# the README's older figures were measured on).
+CLASSIC = ("random", "average", "bandwagon", "segment", "review_bomb", "camouflage", "click_farm",
+           "catalog_poison", "sweep")
+NO_RATINGS = {"click_farm", "catalog_poison", "sweep"}  # families that a ratings-only stream cannot hold
+BENIGN_MODES = ("full", "base")
+TIMESTAMP_MODES = ("real", "none")
 TRUTH_VERSION = 1
 EVENTS_PER_RATING = 3.0  # about what a base rating brings along (clicks, queries, attacks) at defaults
 
@@ -56,8 +79,8 @@ class Simulation:
 
 
 def plan_attacks(names: str | Sequence[str], **common: Any) -> list[AttackSpec]:
-    """Parse "random,average:nuke,sweep" (or "all", or "none" for a benign-only stream) into specs sharing
-    `common` settings.
+    """Parse "random,average:nuke,sweep" (or "all", "classic" for the first nine families, or "none" for a
+    benign-only stream) into specs sharing `common` settings.
 
     >>> [(s.family, s.intent) for s in plan_attacks("random,segment:nuke", size=10)]
     [('random', None), ('segment', 'nuke')]
@@ -68,42 +91,102 @@ def plan_attacks(names: str | Sequence[str], **common: Any) -> list[AttackSpec]:
         names = [name.strip() for name in names.split(",") if name.strip()]
     if list(names) == ["all"]:
         names = list(FAMILIES)
+    if list(names) == ["classic"]:
+        names = list(CLASSIC)
     if list(names) == ["none"]:
         names = []
     specs = []
     for name in names:
         family, _, intent = name.partition(":")
         if family not in FAMILIES:
-            raise ValueError(f"unknown attack family {family!r}: one of {', '.join(FAMILIES)}, all or none")
+            raise ValueError(f"unknown attack family {family!r}: one of {', '.join(FAMILIES)}, all, classic "
+                             f"or none")
         if intent and intent not in ("push", "nuke"):
             raise ValueError(f"unknown intent {intent!r} in {name!r}: push or nuke")
         specs.append(AttackSpec(family=family, intent=intent or None, **common))
     return specs
 
 
-def build(base: Base, attacks: Sequence[AttackSpec] = (), seed: int = 0,
-          max_events: int | None = None) -> Simulation:
+@dataclass(frozen=True)
+class Shape:
+    """How the stream looks beyond its attacks (see the module docstring)."""
+
+    benign: str = "full"          # full: with the benign crowds; base: as before them
+    ranges: str = "full"          # the half of simulator.ranges to draw from: full, tune or report
+    contamination: float = 0.0    # share of all accounts that are spammers of mixed families
+    timestamps: str = "real"      # none: every event at one timestamp, in random order
+    sparse: bool = False          # a review site: base users keep 3-30 ratings; ratings only
+
+    def check(self, attacks: Sequence[AttackSpec]) -> None:
+        if self.benign not in BENIGN_MODES:
+            raise ValueError(f"unknown benign mode {self.benign!r}: one of {', '.join(BENIGN_MODES)}")
+        if self.timestamps not in TIMESTAMP_MODES:
+            raise ValueError(f"unknown timestamps mode {self.timestamps!r}: one of {', '.join(TIMESTAMP_MODES)}")
+        Ranges(self.ranges)
+        if not 0.0 <= self.contamination <= MAX_SHARE:
+            raise ValueError(f"contamination must be between 0 and {MAX_SHARE}, not {self.contamination}")
+        wrong = sorted({spec.family for spec in attacks} & NO_RATINGS) if self.sparse else []
+        if wrong:
+            raise ValueError(f"a sparse (review-site) stream has ratings only; {', '.join(wrong)} "
+                             f"make{'s' if len(wrong) == 1 else ''} none")
+
+
+def build(base: Base, attacks: Sequence[AttackSpec] = (), seed: int = 0, max_events: int | None = None,
+          shape: Shape = Shape()) -> Simulation:
     """The stream and its truth. With `max_events`, the base is cut to its earliest ratings so that the
     stream about fits, and any remainder is trimmed from random benign clicks and queries."""
+    shape.check(attacks)
+    if shape.sparse:
+        base = sparsify(base, seed, Ranges(shape.ranges))
+    whole = base
     if max_events and max_events < EVENTS_PER_RATING * base.n_ratings:
         base = base.head(max(int(max_events / EVENTS_PER_RATING), 100))
-    return _build_once(base, attacks, seed, max_events)
+    simulation = _build_once(base, attacks, seed, max_events, shape)
+    generated = simulation.truth["totals"]["generated_events"]
+    if (shape.benign == "full" and max_events and base.n_ratings < whole.n_ratings
+            and not 0.95 * max_events <= generated <= 1.02 * max_events):
+        # The benign crowds and the families drawn from ranges bring more or fewer events per base rating
+        # than EVENTS_PER_RATING says: cut the base once more to fit, rather than trim many benign events
+        # (trimming benign events only would make the attackers' clicks per rating a tell) or fall short.
+        size = min(int(base.n_ratings * max_events / generated * 0.99), whole.n_ratings)
+        simulation = _build_once(whole.head(max(size, 100)), attacks, seed, max_events, shape)
+    return simulation
 
 
-def _build_once(base: Base, attacks: Sequence[AttackSpec], seed: int, cap: int | None) -> Simulation:
-    world = World(base, seed)
+def sparsify(base: Base, seed: int, ranges: Ranges) -> Base:
+    """A review site's shape: each user keeps a random `sparse.keep` of their ratings (all if fewer)."""
+    rng = np.random.default_rng([seed, 5_001])
+    keep_n = ranges.draw(rng, "sparse.keep", base.n_users)
+    order = np.lexsort((rng.random(base.n_ratings), base.user))  # each user's ratings in random order
+    user_sorted = base.user[order]
+    first = np.searchsorted(user_sorted, user_sorted, side="left")
+    rank = np.arange(base.n_ratings) - first
+    keep = np.sort(order[rank < keep_n[user_sorted]])
+    return replace(base, name=f"{base.name}-sparse", user=base.user[keep], item=base.item[keep],
+                   rating=base.rating[keep], ts=base.ts[keep])
+
+
+def _build_once(base: Base, attacks: Sequence[AttackSpec], seed: int, cap: int | None,
+                shape: Shape = Shape()) -> Simulation:
+    world = World(base, seed, shape.ranges)
+    world.review_site = shape.sparse
     benign_ratings(world)
     newcomers(world)
-    benign_catalog(world)
+    if not world.review_site:
+        benign_catalog(world)
+    if shape.benign == "full":
+        benign_crowds(world)
     for spec in attacks:
         FAMILIES[spec.family](world, spec)
-    clicks_from_ratings(world)
-    browsers(world)
-    benign_queries(world)
-    return _finalize(world, cap)
+    contaminate(world, shape.contamination)
+    if not world.review_site:
+        clicks_from_ratings(world)
+        browsers(world)
+        benign_queries(world)
+    return _finalize(world, cap, shape)
 
 
-def _finalize(world: World, cap: int | None) -> Simulation:
+def _finalize(world: World, cap: int | None, shape: Shape = Shape()) -> Simulation:
     rng = world.rng("finalize")
     events, ts, labels = _rows_as_events(world)
     generated = len(events)
@@ -126,10 +209,15 @@ def _finalize(world: World, cap: int | None) -> Simulation:
             0xC2B2AE3D27D4EB4F)
         shuffle = (shuffle ^ (shuffle >> np.uint64(29))) * np.uint64(0xBF58476D1CE4E5B9)
     order = np.lexsort((np.arange(len(ts)), shuffle, ts))
+    if shape.timestamps == "none":
+        # One timestamp for all, and a random order: the order of a file must not stand in for time.
+        order = world.rng("finalize", "no time").permutation(len(ts))
+        for event in events:
+            event["ts"] = world.t0
     events, labels = [events[i] for i in order], labels[order]
     for event, event_id in zip(events, world.ids.mint("event", len(events))):
         event["event_id"] = event_id
-    return Simulation(events, _truth(world, events, labels, generated))
+    return Simulation(events, _truth(world, events, labels, generated, shape))
 
 
 def _rows_as_events(world: World) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
@@ -162,7 +250,8 @@ def _actor(event: dict[str, Any]) -> tuple[str, str]:
     return ("seller", event["seller_id"]) if kind == "catalog_edit" else ("client", event["client_id"])
 
 
-def _truth(world: World, events: list[dict[str, Any]], labels: np.ndarray, generated: int) -> dict[str, Any]:
+def _truth(world: World, events: list[dict[str, Any]], labels: np.ndarray, generated: int,
+           shape: Shape = Shape()) -> dict[str, Any]:
     ids_of = {"user": world.user_ids, "seller": world.seller_ids, "client": world.client_ids}
     by_type: dict[str, Counter] = defaultdict(Counter)
     actors: dict[str, set[str]] = {"user": set(), "seller": set(), "client": set()}
@@ -195,8 +284,16 @@ def _truth(world: World, events: list[dict[str, Any]], labels: np.ndarray, gener
         malicious[attack["entity_kind"]].update(attack["entities"][attack["entity_kind"]])
     targets = {item for attack in attacks for item in attack["target_items"]}
     n_malicious = int((labels != BENIGN).sum())
+    benign_groups = []
+    for group in world.benign_groups:
+        users = [world.user_ids[u] for u in group["users"]]
+        benign_groups.append({"kind": group["kind"], "users": [u for u in users if u in actors["user"]],
+                              "items": [world.item_ids[i] for i in group["items"]],
+                              "window": list(group["window"]), "params": group["params"]})
     return {
         "version": TRUTH_VERSION, "base": world.base.name, "seed": world.seed, "events_file": "events.jsonl",
+        "shape": {"benign": shape.benign, "ranges": shape.ranges, "contamination": shape.contamination,
+                  "timestamps": shape.timestamps, "sparse": shape.sparse},
         "time_range": [int(events[0]["ts"]), int(events[-1]["ts"])] if events else [0, 0],
         "totals": {
             "lines": len(events), "events": len(events), "generated_events": generated,
@@ -208,4 +305,5 @@ def _truth(world: World, events: list[dict[str, Any]], labels: np.ndarray, gener
                          "item": {"total": len(items), "targets": len(targets)}},
         },
         "attacks": attacks,
+        "benign_groups": benign_groups,
     }

@@ -18,6 +18,7 @@ from simulator.world import Attack, AttackSpec, World
 DROP_SHARE = 0.1     # items of the source profile left out
 NUDGE_SHARE = 0.2    # ratings moved one star up or down
 MIN_SOURCE, MAX_SOURCE = 20, 200
+MIN_SPARSE_SOURCE = 3
 
 
 def camouflage_attack(world: World, spec: AttackSpec) -> Attack:
@@ -32,14 +33,18 @@ def camouflage_attack(world: World, spec: AttackSpec) -> Attack:
     bounds = np.r_[0, np.flatnonzero(np.diff(user)) + 1, len(user)]
     sizes = np.diff(bounds)
     eligible = np.flatnonzero((sizes >= MIN_SOURCE) & (sizes <= MAX_SOURCE))
+    if len(eligible) == 0:  # a sparse review site has no profile that long: copy what profiles there are
+        eligible = np.flatnonzero(sizes >= MIN_SPARSE_SOURCE)
     fakes = world.new_users(spec.count(spec.size, world.n_base_users))
     sources = rng.choice(eligible, len(fakes), replace=len(fakes) > len(eligible))
-    start, end = world.window(spec.spread, rng)
+    start, end = world.window(spec.spread_seconds or spec.spread, rng)
 
     columns: dict[str, list[np.ndarray]] = {"user": [], "item": [], "rating": [], "ts": []}
     for fake, source in zip(fakes, sources):
         rows = slice(bounds[source], bounds[source + 1])
         keep = (rng.random(sizes[source]) >= DROP_SHARE) & ~np.isin(item[rows], targets)
+        if not keep.any():  # a short source profile lost every item: keep one that is not a target
+            keep[np.flatnonzero(~np.isin(item[rows], targets))[:1]] = True
         items, stars, times = item[rows][keep], rating[rows][keep].astype(int), ts[rows][keep]
         nudge = rng.random(len(stars)) < NUDGE_SHARE
         stars = np.clip(stars + nudge * rng.choice([-1, 1], len(stars)), 1, 5)

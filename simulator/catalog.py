@@ -142,6 +142,21 @@ def _late_sellers(world: World, rng: np.random.Generator) -> None:
                 _upkeep(world, rng, int(item), int(ts + rng.integers(DAY, 10 * DAY)), fix_typo=False)
 
 
+def list_new_item(world: World, rng: np.random.Generator, item: int, ts: int) -> None:
+    """A newly released item (a premiere, a ring's own product) listed the ordinary way, by one of the
+    established sellers: labelled data sets label reviewers, not the sellers behind the products."""
+    # The seller of a random listed item: large sellers release more, as they list more.
+    model = world.listing[int(rng.integers(world.base.n_items))]
+    if model is None:
+        return
+    seller = int(model["seller"])
+    title = make_title(rng, int(rng.integers(1990, 1999)))
+    core, year = split_title(title)
+    genres = list(rng.choice(world.base.genre_names[1:], int(rng.integers(1, 3)), replace=False))
+    _list(world, int(ts), BENIGN, int(item), seller, title=title,
+          description=_describe(int(rng.integers(4)), core, year, genres), tags=_tags(genres, year, True))
+
+
 def catalog_poison_attack(world: World, spec: AttackSpec) -> Attack:
     """A new seller lists dull items, then rewrites max(`spec.targets`, 3) of them to imitate best sellers."""
     rng = world.rng("attack", len(world.attacks))

@@ -95,7 +95,7 @@ def _plant(world: World, spec: AttackSpec, select, filler_ratings) -> Attack:
     order = np.argsort(rng.random(items.shape), axis=1)  # rated in no telltale order
     items, ratings = np.take_along_axis(items, order, 1), np.take_along_axis(ratings, order, 1)
 
-    start, end = world.window(spec.spread, rng)
+    start, end = world.window(spec.spread_seconds or spec.spread, rng)
     sizes = np.full(n_fake, items.shape[1])
     ts = profile_times(rng, rng.integers(start, end + 1, n_fake), sizes, latest=world.t1)
     world.ratings.add(user=np.repeat(fakes, items.shape[1]), item=items.ravel(), rating=ratings.ravel(),

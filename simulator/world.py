@@ -15,10 +15,13 @@ import numpy as np
 
 from simulator.base import Base
 from simulator.ids import IdMinter
+from simulator.ranges import Ranges
 
 DAY = 86_400
+WEEK = 7 * DAY
 SPREAD_SECONDS = {"burst": 3_600, "hours": 8 * 3_600, "days": 10 * DAY}
 BENIGN = -1
+UNSESSIONED = -2  # a click whose session is assigned with its user's ratings (benign.clicks_from_ratings)
 
 
 @dataclass
@@ -34,6 +37,10 @@ class AttackSpec:
     spread: str = "burst"
     target_pool: str = "auto"
     target_items: tuple[int, ...] = ()  # explicit base item indices, overriding the pool
+    # Exactly this many accounts (the contaminated population sets it); families that draw their own
+    # sizes from simulator.ranges split it among their groups.
+    accounts: int | None = None
+    spread_seconds: int | None = None  # an attack window of this width, in place of `spread`
 
     @staticmethod
     def count(value: float, total: int) -> int:
@@ -85,10 +92,18 @@ class Table:
     def __len__(self) -> int:
         return sum(len(chunk) for chunk in next(iter(self._chunks.values())))
 
+    def assign(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
+        """Overwrite some rows of one column (the column becomes one chunk)."""
+        column = self[name].copy()
+        column[rows] = values
+        self._chunks[name] = [column]
+        self._cache.clear()
+
 
 class World:
-    def __init__(self, base: Base, seed: int = 0):
+    def __init__(self, base: Base, seed: int = 0, ranges: str = "full"):
         self.base, self.seed = base, seed
+        self.ranges = Ranges(ranges)
         self.ids = IdMinter(self.rng("ids"))
         self.user_ids = self.ids.mint("user", base.n_users)
         self.item_ids = self.ids.mint("item", base.n_items)
@@ -105,6 +120,9 @@ class World:
         self.item_mean = np.where(counts > 0, sums / np.maximum(counts, 1), self.global_mean)
         variance = squares / np.maximum(counts, 1) - self.item_mean ** 2
         self.item_sd = np.where(counts > 1, np.sqrt(np.maximum(variance, 0.0)), self.global_sd)
+        # Each item's rating histogram (1..5 stars): a benign crowd rates with the item's own opinion.
+        self.item_hist = np.zeros((base.n_items, 5))
+        np.add.at(self.item_hist, (base.item, base.rating.astype(int) - 1), 1.0)
 
         # Catalogue: the current listing of every item (base items first, new items appended).
         self.listing: list[dict[str, Any] | None] = [None] * base.n_items
@@ -116,6 +134,10 @@ class World:
         self.n_sessions = 0
         self.attacks: list[Attack] = []
         self.used_targets: set[int] = set()
+        # Benign populations worth scoring apart (trending crowds, premieres, sign-up waves, casual raters):
+        # their events stay labelled benign; truth.json lists them so an evaluation can count them.
+        self.benign_groups: list[dict[str, Any]] = []
+        self.review_site = False  # --sparse: ratings only, no clicks, queries or catalog
 
     # Randomness: one independent, reproducible stream per named component.
     def rng(self, *key: str | int) -> np.random.Generator:
@@ -154,12 +176,42 @@ class World:
         self.n_sessions += n
         return np.arange(self.n_sessions - n, self.n_sessions)
 
-    def attack(self, spec: AttackSpec, kind: str, intent: str | None, **params: Any) -> Attack:
-        record = Attack(len(self.attacks), spec.family, intent, kind,
-                        {"size": spec.size, "filler": spec.filler, "targets": spec.targets,
-                         "spread": spec.spread, "target_pool": spec.target_pool, **params})
+    def attack(self, spec: AttackSpec, kind: str, intent: str | None, drawn: bool = False,
+               **params: Any) -> Attack:
+        """A new attack record. `drawn`: the family draws its parameters from simulator.ranges, and the
+        spec's size, filler and spread (which it ignores) are left out of the record."""
+        common = {"size": spec.size, "filler": spec.filler, "targets": spec.targets, "spread": spec.spread,
+                  "target_pool": spec.target_pool}
+        if drawn:
+            common = {}
+        if spec.accounts is not None:
+            common["accounts"] = spec.accounts
+        if spec.spread_seconds is not None:
+            common["spread_seconds"] = spec.spread_seconds
+        record = Attack(len(self.attacks), spec.family, intent, kind, {**common, **params})
         self.attacks.append(record)
         return record
+
+    def draw(self, rng: np.random.Generator, name: str, size: int | None = None):
+        """A parameter from simulator.ranges, in this stream's half (full, tune or report)."""
+        return self.ranges.draw(rng, name, size)
+
+    def opinion(self, items: np.ndarray, rng: np.random.Generator, drift: float = 0.0) -> np.ndarray:
+        """Ratings drawn from each item's own histogram (add-half smoothed), tilted by `drift` log-odds per
+        star (0: the item's usual opinion). Items with no history get the global histogram."""
+        items = np.asarray(items, dtype=int)
+        known = items < len(self.item_hist)
+        hist = np.where(known[:, None], self.item_hist[np.minimum(items, len(self.item_hist) - 1)],
+                        self.item_hist.sum(axis=0)) + 0.5
+        hist = hist * np.exp(drift * np.arange(5))
+        cdf = np.cumsum(hist, axis=1)
+        draws = rng.random(len(items)) * cdf[:, -1]
+        return (1 + (cdf < draws[:, None]).sum(axis=1)).astype(np.int8)
+
+    def popularity(self, exponent: float = 1.0) -> np.ndarray:
+        """Choice probabilities over base items, ~ count^exponent (unrated items never)."""
+        weights = self.item_count.astype(float) ** exponent
+        return weights / weights.sum()
 
     def pick_targets(self, spec: AttackSpec, intent: str | None, n: int,
                      rng: np.random.Generator) -> list[int]:
@@ -187,12 +239,14 @@ class World:
         self.used_targets.update(chosen)
         return chosen
 
-    def window(self, spread: str, rng: np.random.Generator) -> tuple[int, int]:
-        """When an attack runs: inside the real stream, after a warm-up third of it."""
-        if spread not in SPREAD_SECONDS:
+    def window(self, spread: str | int, rng: np.random.Generator) -> tuple[int, int]:
+        """When an attack runs: inside the real stream, after a warm-up third of it. `spread` is a name
+        (burst, hours, days) or a width in seconds."""
+        if not isinstance(spread, (int, np.integer)) and spread not in SPREAD_SECONDS:
             raise ValueError(f"unknown spread {spread!r}: one of {sorted(SPREAD_SECONDS)}")
         span = self.t1 - self.t0
-        width = min(SPREAD_SECONDS[spread], span // 2)
+        width = min(int(spread) if isinstance(spread, (int, np.integer)) else SPREAD_SECONDS[spread],
+                    span // 2)
         start = int(rng.integers(self.t0 + span // 3, max(self.t1 - width, self.t0 + span // 3 + 1)))
         return start, start + width
 
@@ -208,6 +262,8 @@ def profile_times(rng: np.random.Generator, starts: np.ndarray, sizes: np.ndarra
     """
     sizes = np.asarray(sizes, dtype=int)
     n = int(sizes.sum())
+    if n == 0:  # no profile to time (every account of a batch without ratings)
+        return np.zeros(0, dtype=np.int64)
     gaps = np.where(rng.random(n) < 0.5, 0.0, rng.exponential(45.0, n))
     first = np.r_[0, np.cumsum(sizes)[:-1]].astype(int)
     offsets = np.floor(np.cumsum(gaps)).astype(np.int64)
@@ -217,6 +273,75 @@ def profile_times(rng: np.random.Generator, starts: np.ndarray, sizes: np.ndarra
         last = np.maximum.reduceat(offsets, first) if n else offsets
         starts = np.minimum(starts, latest - last)
     return np.repeat(starts, sizes) + offsets
+
+
+def spread_times(rng: np.random.Generator, starts: np.ndarray, ends: np.ndarray, sizes: np.ndarray,
+                 sitting_rate: float = 0.35) -> np.ndarray:
+    """Timestamps for profiles that grow over weeks: each account's `size` ratings fall into a few
+    sittings (1 + Binomial(size - 1, `sitting_rate`)), the first at `start` (the account's first visit),
+    the others at random times up to `end`, each sitting at a real user's rhythm (`profile_times`). Rows
+    come account by account, sittings in time order; integer seconds.
+
+    >>> ts = spread_times(np.random.default_rng(0), np.array([0, 1_000_000]), np.array([86_400 * 20,
+    ...                   1_000_000 + 86_400]), np.array([6, 2]))
+    >>> len(ts), int(ts[:6].max()) < 86_400 * 20, int(ts[6]) >= 1_000_000
+    (8, True, True)
+    >>> len(spread_times(np.random.default_rng(0), np.array([0, 5]), np.array([9, 9]), np.array([0, 0])))
+    0
+    """
+    sizes = np.asarray(sizes, dtype=int)
+    n_sittings = np.where(sizes > 0, 1 + rng.binomial(np.maximum(sizes - 1, 0), sitting_rate), 0)
+    owner = np.repeat(np.arange(len(sizes)), n_sittings)
+    begin = np.asarray(starts, dtype=np.int64)[owner]
+    finish = np.maximum(np.asarray(ends, dtype=np.int64)[owner], begin + 1)
+    sitting_start = rng.integers(begin, finish)
+    # Ratings per sitting: each sitting at least one, the rest spread at random among the account's.
+    per_sitting = np.ones(len(owner), dtype=int)
+    first = np.r_[0, np.cumsum(n_sittings)[:-1]]
+    for account in np.flatnonzero(sizes > n_sittings):
+        rows = slice(first[account], first[account] + n_sittings[account])
+        per_sitting[rows] += rng.multinomial(sizes[account] - n_sittings[account],
+                                             np.full(n_sittings[account], 1.0 / n_sittings[account]))
+    order = np.lexsort((sitting_start, owner))  # an account's sittings in time order
+    sitting_start, per_sitting = sitting_start[order], per_sitting[order]
+    sitting_start[first[sizes > 0]] = np.asarray(starts, dtype=np.int64)[sizes > 0]
+    return profile_times(rng, sitting_start, per_sitting, latest=int(np.max(ends)) if len(sizes) else None)
+
+
+def distinct_items(rng: np.random.Generator, weights: np.ndarray, sizes: np.ndarray,
+                   exclude: np.ndarray | None = None) -> np.ndarray:
+    """For each account, `sizes[a]` distinct items drawn with probability ~ `weights` without replacement
+    (Gumbel top-k), concatenated account by account; `exclude[a]` (an item, or -1) is never drawn for a.
+
+    >>> picks = distinct_items(np.random.default_rng(0), np.array([5.0, 1, 1, 0, 1]), np.array([3, 2]),
+    ...                        exclude=np.array([0, -1]))
+    >>> len(picks), len(set(picks[:3].tolist())), 0 in picks[:3], 3 in picks
+    (5, 3, False, False)
+    """
+    sizes = np.asarray(sizes, dtype=int)
+    support = np.flatnonzero(weights > 0)
+    if len(sizes) and sizes.max() > len(support) - (exclude is not None):
+        raise ValueError(f"{sizes.max()} distinct items wanted from {len(support)}: cap sizes with fit_sizes")
+    log_weights = np.log(weights[support])
+    position = np.full(len(weights), -1)
+    position[support] = np.arange(len(support))
+    chunks = []
+    for lo in range(0, len(sizes), 512):  # bounded memory: 512 accounts x the catalogue at a time
+        wanted = np.minimum(sizes[lo:lo + 512], len(support))
+        keys = log_weights + rng.gumbel(size=(len(wanted), len(support)))
+        if exclude is not None:
+            rows = np.flatnonzero((exclude[lo:lo + 512] >= 0) & (exclude[lo:lo + 512] < len(weights)))
+            columns = position[exclude[lo:lo + 512][rows]]
+            keys[rows[columns >= 0], columns[columns >= 0]] = -np.inf
+        top = np.argsort(-keys, axis=1)[:, :max(int(wanted.max(initial=0)), 0)]
+        chunks.append(support[top[np.arange(top.shape[1]) < wanted[:, None]]])
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=int)
+
+
+def fit_sizes(sizes: np.ndarray, weights: np.ndarray, excluded: int = 0) -> np.ndarray:
+    """`sizes` capped at the number of items `distinct_items` can draw from (a small catalogue, or one whose
+    items are mostly some attack's targets)."""
+    return np.minimum(np.asarray(sizes, dtype=int), max(int(np.count_nonzero(weights)) - excluded, 0))
 
 
 def clip_rating(values: np.ndarray) -> np.ndarray:

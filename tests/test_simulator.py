@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from detectors.events import Rejection, decode_event
 from simulator import (AttackSpec, MovieLensNotFound, build, default_movielens_dir, load_movielens,
                        plan_attacks, synthetic_base)
+from simulator.build import CLASSIC, FAMILIES
 from simulator.cli import simulate
 
 ID = re.compile(r"^[uiscex]-[0-9a-f]{12}$")
@@ -193,7 +194,9 @@ def test_max_events_caps_the_stream():
 
 
 def test_plan_attacks_rejects_unknown_names():
-    assert len(plan_attacks("all")) == 9
+    # "all" is every family; "classic" the nine the project began with (the README's older streams).
+    assert [s.family for s in plan_attacks("all")] == list(FAMILIES) and len(FAMILIES) == 13
+    assert [s.family for s in plan_attacks("classic")] == list(CLASSIC) and len(CLASSIC) == 9
     with pytest.raises(ValueError, match="unknown attack family"):
         plan_attacks("random,sybil")
     with pytest.raises(ValueError, match="unknown intent"):
