@@ -66,12 +66,17 @@ from scipy.special import bdtrc, pdtrc
 
 from detectors.base import Detector, Signal
 from detectors.events import Event
+from detectors.robust import betabinom_tail
 from detectors.sketch import DecayingCountMin, combine, interactions, stable_hash
 
 KINDS = ("thin", "new")
 _KIND_KEYS = np.array([0x7468696E, 0x6E6577], dtype=np.uint64)  # hashes of the kinds, to pair with items
 _STARS = ("1", "2", "3", "4", "5")
 _STAR_KEYS = stable_hash(list(_STARS))  # the rating keys, as `interactions` names them
+# The end of the scale a rating belongs to: a push piles onto 4-5, a nuke onto 1-2.
+_END_OF = {"1": (True, True, False, False, False), "2": (True, True, False, False, False),
+           "4": (False, False, False, True, True), "5": (False, False, False, True, True)}
+PRIOR_RATINGS = 2.0  # pseudo-ratings of the population's opinion in an item's reference
 
 
 class CoordinationDetector(Detector):
@@ -82,7 +87,7 @@ class CoordinationDetector(Detector):
                  prior_events: float = 20.0, baseline_lag: float = 3 * 86400.0,
                  burst_user_score: float = 0.35, max_score: float = 0.95, buffer_size: int = 50_000,
                  depth: int = 4, width: int = 1 << 16, min_opinion_shift: float = 0.2,
-                 min_opinion_baseline: float = 10.0):
+                 min_opinion_baseline: float = 10.0, max_history: float = 30.0):
         self.windows = windows
         self.history_half_life = history_half_life
         self.thin_events = thin_events
@@ -98,6 +103,7 @@ class CoordinationDetector(Detector):
         self.width = width
         self.min_opinion_shift = min_opinion_shift
         self.min_opinion_baseline = min_opinion_baseline
+        self.max_history = max_history
         self._seen = DecayingCountMin(None, depth, width)          # events per user, lifetime
         self._first = np.full((depth, width), np.inf)              # min-sketch: first ts per user
         self._slow = DecayingCountMin(history_half_life, depth, width)  # per item, per (item, rating)
@@ -348,13 +354,15 @@ class CoordinationDetector(Detector):
 
     def _opinion_shift(self, now: float, w: float, base: dict, keys: np.ndarray, ikey: np.ndarray,
                        ratings: list[str], b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For (item, rating) keys whose newcomers of kind `b` crowd in window `w`: do those newcomers rate
-        the item unlike its established opinion? The reference is the item's own rating histogram in the
-        lagged baseline (a campaign under way keeps the one of its first detection), smoothed towards the
-        population's; the test is binomial on the newcomers' count at the key's rating among all their
-        ratings of the item, with an effect floor. An item with too little history has no reliable opinion
-        to shift, and the test abstains. Returns (shifted, the share of the key's newcomers that the
-        reference does not explain, the reference histogram) per key."""
+        """For (item, rating) keys whose newcomers of kind `b` crowd in window `w`: do those newcomers pile
+        up at the key's end of the scale (4-5 for a push, 1-2 for a nuke; a crowd at 3 moves nothing) far
+        beyond the item's established opinion? The reference is the item's own share at that end in the
+        lagged baseline (a campaign under way keeps the one of its first detection), as a beta posterior
+        whose history weighs at most `max_history` ratings (a real audience's opinion drifts) on a weak
+        prior at the population's share; the test is the beta-binomial tail of the newcomers' count at that
+        end among all their ratings of the item, with an effect floor. An item with too little history has
+        no opinion to shift, and the test abstains. Returns (shifted, the share of the key's newcomers that
+        the reference does not explain, the reference histogram) per key."""
         n_keys = len(keys)
         shifted, excess = np.zeros(n_keys, bool), np.zeros(n_keys)
         if n_keys == 0:
@@ -364,18 +372,24 @@ class CoordinationDetector(Detector):
         held = self._held_opinion(keys, now)
         history = np.where(np.isnan(held), history, held)
         population = base["ratings"].query(_STAR_KEYS, now) + 1.0
-        reference = (history + self.prior_events * population / population.sum()) / (
-            history.sum(axis=1, keepdims=True) + self.prior_events)
         newcomers = np.round(self._fast[w].query(combine(pairs, _KIND_KEYS[b : b + 1]), now)).reshape(
             n_keys, len(_STARS))
-        star = np.array([_STARS.index(r) for r in ratings])
-        rows = np.arange(n_keys)
-        k, n, p = newcomers[rows, star], np.maximum(newcomers.sum(axis=1), 1), reference[rows, star]
-        k = np.minimum(k, n)
-        share = k / n
-        shifted = (history.sum(axis=1) >= self.min_opinion_baseline) & (share - p >= self.min_opinion_shift)
-        shifted[shifted] = bdtrc(k[shifted] - 1, n[shifted].astype(int), p[shifted]) < self.alpha
-        # Of the key's newcomers, those an in-line crowd would have brought: (n - attackers) * p.
+        end = np.array([_END_OF.get(r, (False,) * len(_STARS)) for r in ratings])
+        count = history.sum(axis=1)
+        weight = np.minimum(count, self.max_history) / np.maximum(count, 1e-9)
+        at_end, count = (history * end).sum(axis=1) * weight, count * weight
+        prior_share = (population * end).sum(axis=1) / population.sum()
+        a = PRIOR_RATINGS * prior_share + at_end
+        b_ = PRIOR_RATINGS * (1 - prior_share) + count - at_end
+        p = a / (a + b_)
+        n = newcomers.sum(axis=1)
+        k = np.minimum((newcomers * end).sum(axis=1), n)
+        share = k / np.maximum(n, 1)
+        candidates = (end.any(axis=1) & (history.sum(axis=1) >= self.min_opinion_baseline)
+                      & (share - p >= self.min_opinion_shift) & (k >= self.min_group))
+        for j in np.flatnonzero(candidates):
+            shifted[j] = betabinom_tail(int(k[j]), int(n[j]), float(a[j]), float(b_[j])) < self.alpha
+        # Of the key's newcomers at that end, those an in-line crowd would have brought: (n - attackers) * p.
         excess = np.clip((k - n * p) / np.maximum((1 - p) * k, 1e-9), 0.0, 1.0)
         return shifted, excess, history
 

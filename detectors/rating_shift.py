@@ -70,11 +70,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy.special import bdtrc, betaln, gammaln, pdtrc
+from scipy.special import bdtrc, pdtrc
+from scipy.stats import chi2
 
 from detectors._arrays import Interner, grown
 from detectors.base import Detector, Signal
 from detectors.events import Event, RatingEvent
+from detectors.robust import betabinom_tail
 
 _LEVELS = 5
 # Each end of the scale as a wide set of levels (4-5, 1-2) and its extreme (5, 1): a push piles up at one
@@ -120,16 +122,18 @@ class RatingShiftDetector(Detector):
     name = "rating_shift"
 
     def __init__(self, baseline_half_life: float = 90 * 86400.0, baseline_lag: float = 7 * 86400.0,
-                 min_history: float = 10.0, odds_ratio: float = 4.0, allowance: float = 2.0,
+                 min_history: float = 10.0, max_history: float = 30.0, odds_ratio: float = 4.0, allowance: float = 2.0,
                  threshold: float = 10.0, hold: float = 10.0, rate_ratio: float = 10.0,
                  quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
                  max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 7 * 86400.0,
-                 min_members: int = 10, min_organic: int = 10,
-                 min_share: float = 0.5, max_pending: int = 5000,
+                 min_members: int = 10, min_organic: int = 10, cohort_alpha: float = 0.01,
+                 min_share: float = 0.5, tie_lift: float = 2.0, min_ties: int = 5, tie_alpha: float = 1e-6,
+                 recent_ratings: int = 500_000, max_pending: int = 5000,
                  refresh_every: int = 5000, max_score: float = 0.95):
         self.baseline_half_life = baseline_half_life
         self.baseline_lag = baseline_lag
         self.min_history = min_history
+        self.max_history = max_history
         self.odds_ratio = odds_ratio
         self.allowance = allowance
         self.threshold = threshold
@@ -144,7 +148,12 @@ class RatingShiftDetector(Detector):
         self.settle = settle
         self.min_members = min_members
         self.min_organic = min_organic
+        self.cohort_alpha = cohort_alpha
         self.min_share = min_share
+        self.tie_lift = tie_lift
+        self.min_ties = min_ties
+        self.tie_alpha = tie_alpha
+        self.recent_ratings = recent_ratings
         self.max_pending = max_pending
         self.refresh_every = refresh_every
         self.max_score = max_score
@@ -158,9 +167,17 @@ class RatingShiftDetector(Detector):
         self._maturing: deque[tuple[float, int, int, str]] = deque()
         self._clock = -math.inf
         # Beta priors of an item's share at each end and at each extreme, fitted to the population's items;
-        # until there are enough, wide ones.
-        self._priors = {"end": [(1.0, 1.0), (0.5, 2.0)], "extreme": [(0.5, 2.0), (0.3, 3.0)]}
-        self._accounts: dict[str, list] = {}  # user -> [first seen, ratings so far]
+        # until enough items have a history, centred on the share of all ratings so far (`_global`).
+        self._priors: dict[str, list[tuple[float, float]]] | None = None
+        self._global = [1.0] * _LEVELS
+        self._accounts: dict[str, list] = {}  # user -> [first seen, ratings so far, code]
+        # The latest `recent_ratings` ratings as (user code, item row, ts), in arrival order: what a wave's
+        # raters rated around it, for the co-visitation test.
+        self._recent_user = np.zeros(recent_ratings, np.int64)
+        self._recent_item = np.zeros(recent_ratings, np.int64)
+        self._recent_ts = np.zeros(recent_ratings)
+        self._recent_at = 0  # ratings written so far (the ring's position is this modulo its size)
+        self._codes = 0
         self._attributed: dict[str, set[int]] = {}  # user -> item rows of the campaigns that named them
         self._emitted: dict[tuple[str, str], float] = {}
         self._since_refresh = 0
@@ -185,13 +202,17 @@ class RatingShiftDetector(Detector):
                     signals += self._attribute(event.ts, final=False)
             account = accounts.get(event.user_id)
             if account is None:
-                account = accounts[event.user_id] = [event.ts, 0]
+                account = accounts[event.user_id] = [event.ts, 0, self._codes]
+                self._codes += 1
+            at = self._recent_at % len(self._recent_ts)
+            self._recent_user[at], self._recent_item[at], self._recent_ts[at] = account[2], row, event.ts
+            self._recent_at += 1
             self._rate(row, event, account)
             account[1] += 1
             self._since_refresh += 1
             if self._since_refresh >= max(self.refresh_every, len(self._state)):
                 self._refresh()
-        if len(accounts) > 2_000_000:  # bounded: forget the oldest accounts
+        if len(accounts) > 2_000_000:  # bounded: forget the oldest accounts (codes keep counting up)
             for user in list(accounts)[:1_000_000]:
                 del accounts[user]
         return signals
@@ -199,6 +220,7 @@ class RatingShiftDetector(Detector):
     def _rate(self, row: int, event: RatingEvent, account: list) -> None:
         """Update the item's charts and baseline with one rating, and open the campaigns it reveals."""
         ts, level = event.ts, min(_LEVELS, max(1, int(event.rating + 0.5))) - 1
+        self._global[level] += 1.0
         rater = (event.user_id, level, _profile_bin(account[1], ts - account[0]))
         item = self._state[row]
         hist = item.hist
@@ -278,7 +300,16 @@ class RatingShiftDetector(Detector):
                 item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
 
     def _posterior(self, kind: str, direction: int, hits: float, count: float) -> tuple[float, float]:
-        a, b = self._priors[kind][direction]
+        """The beta posterior of the item's share, its history weighing at most `max_history` ratings: a real
+        audience's opinion drifts (a film's early fans, its later public), so no history pins it tighter."""
+        if self._priors is None:  # no population of items yet: the share of all ratings, worth 8 of them
+            levels = (_ENDS if kind == "end" else _EXTREMES)[direction]
+            share = sum(g for g, inside in zip(self._global, levels) if inside) / sum(self._global)
+            a, b = 8.0 * share, 8.0 * (1.0 - share)
+        else:
+            a, b = self._priors[kind][direction]
+        if count > self.max_history:
+            hits, count = hits * self.max_history / count, self.max_history
         return a + hits, b + count - hits
 
     def _usual(self, direction: int, at_end: float, count: float) -> tuple[float, float]:
@@ -290,23 +321,27 @@ class RatingShiftDetector(Detector):
         return mean, min(mean + self.allowance * sd, 0.99)
 
     def _refresh(self) -> None:
-        """Refit the beta priors to the items with enough history (method of moments on the median share
-        and on the spread between its 10th and 90th percentiles, so that a minority of attacked items moves
-        neither, while the population's real range of opinions, bad films and beloved ones, is kept)."""
+        """Refit the beta priors to the items with some history (method of moments on the median share and
+        on the spread between its 10th and 90th percentiles, so that a minority of attacked items moves
+        neither, while the population's real range of opinions, bad films and beloved ones, is kept; the
+        binomial noise of items' few ratings is taken out of that spread, so young streams fit too)."""
         self._since_refresh = 0
         hist = np.array([item.hist for item in self._state]).reshape(-1, _LEVELS)
         count = hist.sum(axis=1)
-        known = count >= 20
+        known = count >= 5
         if known.sum() < 20:
             return
+        noise = float(np.median(1.0 / count[known]))  # E[1/n]: a share over n ratings varies p(1-p)/n
+        priors = {"end": [(0.0, 0.0)] * 2, "extreme": [(0.0, 0.0)] * 2}
         for kind, sets in (("end", _ENDS), ("extreme", _EXTREMES)):
             for direction, levels in enumerate(sets):
                 shares = hist[known][:, levels].sum(axis=1) / count[known]
                 q10, mean, q90 = np.clip(np.quantile(shares, [0.1, 0.5, 0.9]), 0.005, 0.995)
-                spread = max((q90 - q10) / 2.563, 0.02)
-                variance = min(spread ** 2, 0.9 * mean * (1 - mean))
+                spread = (q90 - q10) / 2.563
+                variance = min(max(spread ** 2 - mean * (1 - mean) * noise, 0.02 ** 2), 0.9 * mean * (1 - mean))
                 strength = mean * (1 - mean) / variance - 1  # a + b
-                self._priors[kind][direction] = (mean * strength, (1 - mean) * strength)
+                priors[kind][direction] = (mean * strength, (1 - mean) * strength)
+        self._priors = priors
 
     # -- campaigns and attribution ---------------------------------------------------------------------
     def _attribute(self, clock: float, final: bool) -> list[Signal]:
@@ -334,6 +369,8 @@ class RatingShiftDetector(Detector):
             # over the period brings, whichever is more (a few raters at the other levels say little).
             organic = max((total - n) / (1 - chart.usual), chart.rate * (chart.last - chart.start))
             attackers = min(float(n), max(0.0, n - chart.usual * organic))
+            if self._one_cohort(chart):
+                continue  # the item's own audience moved: its raters at the end are those at the other levels
             found.append((attackers / n, key, chart, raters, attackers))
         found.sort(key=lambda entry: -entry[0])
         signals: list[Signal] = []
@@ -395,14 +432,46 @@ class RatingShiftDetector(Detector):
                 if k < 5:  # too few to tell a pile from chance
                     continue
                 a, b = self._posterior(kind, d, float(hist[levels].sum()), count)
-                p = _betabinom_tail(k, total, a, b)
+                p = betabinom_tail(k, total, a, b)
                 if p < best:
                     best, direction = p, d
         if direction < 0 or 4 * best >= self.wave_alpha:
-            return False
+            # Not beyond opinion alone (a young item may organically land anywhere): a push may still show
+            # in the ties it creates, its raters all rating the same best sellers around it.
+            if counts[_ENDS[PUSH]].sum() < max(self.min_members, 0.8 * total) or not self._ties(row, chart):
+                return False
+            direction = PUSH
         a, b = self._posterior("end", direction, float(hist[_ENDS[direction]].sum()), count)
         chart.alarmed, chart.usual = direction, a / (a + b)
         return True
+
+    def _ties(self, row: int, chart: _Chart) -> list[int]:
+        """Co-visitation: the items that a wave's raters at its push end rated in the recent past (the ring),
+        each counted once per rater, against what raters of the same activity choosing by the period's
+        popularity outside the cohort would give (Poisson, Bonferroni over the items). The items at least `tie_lift` times and
+        significantly over are the ties the wave creates; a crowd of fans also rates what fans rate, but
+        not a handful of best sellers each several times over what their popularity explains."""
+        end = _ENDS[PUSH]
+        codes = [self._accounts[user][2] for user, (level, _, _) in chart.raters.items()
+                 if end[level] and user in self._accounts]
+        filled = min(self._recent_at, len(self._recent_ts))
+        users, items = self._recent_user[:filled], self._recent_item[:filled]
+        mine = np.isin(users, np.array(codes, np.int64)) & (items != row)
+        if not mine.any():
+            return []
+        pairs = np.unique(users[mine] * (len(self._state) + 1) + items[mine])
+        tied_items = pairs % (len(self._state) + 1)
+        observed = np.bincount(tied_items, minlength=len(self._state))
+        # Popularity outside the cohort: the wave's own raters must not make their ties look popular.
+        outside = np.bincount(items[~mine], minlength=len(self._state)) + 0.5
+        expected = len(pairs) * outside / outside.sum()
+        candidates = np.flatnonzero(observed >= np.maximum(self.min_members, self.tie_lift * expected))
+        if not len(candidates):
+            return []
+        tested = max(int((observed > 0).sum()), 1)
+        tied = candidates[pdtrc(observed[candidates] - 1, np.maximum(expected[candidates], 1e-12))
+                          < self.tie_alpha / tested]
+        return tied.tolist() if len(tied) >= self.min_ties else []
 
     def _members(self, key: tuple[int, int], chart: _Chart, raters: list[str], attackers: float
                  ) -> list[Signal]:
@@ -443,6 +512,37 @@ class RatingShiftDetector(Detector):
                 del self._attributed[user]
         return signals
 
+    def _features(self, chart: _Chart) -> tuple[list[tuple], list[tuple]]:
+        """The binned (activity, account age, time within the period) of a chart's raters at its end and
+        at the other levels."""
+        end, span = _ENDS[chart.alarmed], max(chart.last - chart.start, 1.0)
+        at_end, other = [], []
+        for level, profile, ts in chart.raters.values():
+            row = (*profile, min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (ts - chart.start) / span)))
+            (at_end if end[level] else other).append(row)
+        return at_end, other
+
+    def _one_cohort(self, chart: _Chart) -> bool:
+        """Are the raters at the campaign's end the same cohort as those at the other levels? A crowd whose
+        opinion drifted (a film in the news draws a harsher public) piles some of its own members at an end;
+        an attack brings accounts of its own, unlike the item's other raters in activity, age or timing.
+        A G-test of homogeneity per binned feature, summed; with too few raters on either side to tell, the
+        answer is no (and the campaign stands on its counts alone)."""
+        at_end, other = self._features(chart)
+        if min(len(at_end), len(other)) < self.min_organic:
+            return False
+        g, dof = 0.0, 0
+        for feature in range(len(at_end[0])):
+            table = np.array([np.bincount([row[feature] for row in side], minlength=_PROFILE_BINS)
+                              for side in (at_end, other)], dtype=float)
+            table = table[:, table.sum(axis=0) > 0]
+            if table.shape[1] < 2:
+                continue
+            expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+            g += 2.0 * float(np.sum(np.where(table > 0, table * np.log(table / expected), 0.0)))
+            dof += table.shape[1] - 1
+        return dof > 0 and chi2.sf(g, dof) >= self.cohort_alpha
+
     def _cohort(self, chart: _Chart, raters: list[str], share: float) -> dict[str, float]:
         """Each rater's posterior of being an attacker, judged as a cohort against the item's organic raters
         of the same period (those at the other levels): the campaign's raters at its end are a mixture, with
@@ -451,15 +551,13 @@ class RatingShiftDetector(Detector):
         raters than among the end's, the excess is the attackers' (a burst inside a long period, fresh
         accounts among established ones). Naive Bayes over the three features, binned; without enough
         organic raters to compare with, every rater keeps `share`, and no one is raised above it."""
-        end = _ENDS[chart.alarmed]
-        span = max(chart.last - chart.start, 1.0)
-
-        def features(profile: tuple[int, int], ts: float) -> tuple[int, int, int]:
-            return (*profile, min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (ts - chart.start) / span)))
-        organic = [features(profile, ts) for level, profile, ts in chart.raters.values() if not end[level]]
+        _, organic = self._features(chart)
         if len(organic) < self.min_organic or not 0.0 < share < 1.0 or not raters:
             return {}
-        mine = [features(*chart.raters[user][1:]) for user in raters]
+        end, span = _ENDS[chart.alarmed], max(chart.last - chart.start, 1.0)
+        mine = [(*chart.raters[user][1], min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (chart.raters[user][2]
+                                                                                     - chart.start) / span)))
+                for user in raters]
         ratio = np.ones(len(raters))
         for feature in range(len(mine[0])):
             at_end = np.bincount([p[feature] for p in mine], minlength=_PROFILE_BINS) + 0.5
@@ -483,14 +581,6 @@ class RatingShiftDetector(Detector):
 
 
 _PROFILE_BINS = 5
-
-
-def _betabinom_tail(k: int, n: int, a: float, b: float) -> float:
-    """P(X >= k) for X ~ BetaBinomial(n, a, b), summed from the log pmf (scipy.stats' generic sf costs a
-    few hundred microseconds a call in argument handling)."""
-    j = np.arange(k, n + 1)
-    log_pmf = (gammaln(n + 1) - gammaln(j + 1) - gammaln(n - j + 1) + betaln(j + a, n - j + b) - betaln(a, b))
-    return float(min(1.0, np.exp(log_pmf).sum()))
 
 
 def _profile_bin(ratings_before: int, age_seconds: float) -> tuple[int, int]:
