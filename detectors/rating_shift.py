@@ -539,7 +539,7 @@ class RatingShiftDetector(Detector):
             if table.shape[1] < 2:
                 continue
             expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
-            g += 2.0 * float(np.sum(np.where(table > 0, table * np.log(table / expected), 0.0)))
+            g += 2.0 * float(np.sum(table * np.log(np.where(table > 0, table / expected, 1.0))))
             dof += table.shape[1] - 1
         return dof > 0 and chi2.sf(g, dof) >= self.cohort_alpha
 
