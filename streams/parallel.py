@@ -16,6 +16,7 @@ pipeline at top level.
 
 from __future__ import annotations
 
+import json
 import queue
 import socket
 import subprocess
@@ -33,11 +34,15 @@ from detectors.base import Signal
 class DetectorProcess:
     """The named detectors (streams.assembly names), built and run in a child process."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], configs: dict[str, dict] | None = None,
+                 false_flag_budget: float | None = None):
         self.names = list(names)
         mine, theirs = socket.socketpair()
+        # The detectors' raw settings travel as JSON (the child validates them as the parent did).
+        settings = json.dumps({"configs": configs or {}, "false_flag_budget": false_flag_budget},
+                              default=list)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "streams.parallel", str(theirs.fileno()), ",".join(self.names)],
+            [sys.executable, "-m", "streams.parallel", str(theirs.fileno()), ",".join(self.names), settings],
             pass_fds=(theirs.fileno(),))
         theirs.close()
         self._conn = Connection(mine.detach())
@@ -110,14 +115,15 @@ def _stop(conn: Connection, process: subprocess.Popen) -> None:
     conn.close()
 
 
-def _serve(conn: Connection, names: list[str]) -> None:
+def _serve(conn: Connection, names: list[str], settings: dict) -> None:
     """The child's loop: one request, one answer, until told to close or the parent goes away."""
     from detectors.events import decode_event
-    from streams.assembly import build_detectors
+    from streams.assembly import DEFAULT_FALSE_FLAG_BUDGET, build_detectors
     from streams.gc_tuning import settle
 
     try:
-        detectors = build_detectors(",".join(names))
+        detectors = build_detectors(",".join(names), settings.get("configs"),
+                                    settings.get("false_flag_budget") or DEFAULT_FALSE_FLAG_BUDGET)
     except Exception:  # noqa: BLE001 - reported to the parent at its first request
         detectors, failure = [], traceback.format_exc()
     else:
@@ -179,4 +185,4 @@ def _read_ahead(conn: Connection) -> "queue.SimpleQueue[tuple | None]":
 
 
 if __name__ == "__main__":
-    _serve(Connection(int(sys.argv[1])), sys.argv[2].split(","))
+    _serve(Connection(int(sys.argv[1])), sys.argv[2].split(","), json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,7 +12,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SHILLGUARD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SHILLGUARD_", extra="ignore", env_nested_delimiter="__")
 
     # Decision stage
     hold_seconds: float = 600.0
@@ -29,6 +30,26 @@ class Settings(BaseSettings):
     # `;` between processes; empty: all in one process. Ignored on a one-core machine.
     offload_detectors: str = "dense_block,lockstep,coordination,midas,copies;catalog_drift,extraction"
     dedupe_capacity: int = 5_000_000
+    # Evidence (detectors.fusion): the base rate at which detectors state their scores, and how far each
+    # detector's evidence counts (JSON, e.g. {"profile": 0.5}; missing: 1).
+    prior: float = 0.05
+    detector_weights: dict[str, float] = {}
+    # The tolerated false flags per million genuine events: every detector's significance levels scale with
+    # it (streams.assembly.SIGNIFICANCE), 25 (five false flags in 200,000 events) at the defaults.
+    false_flag_budget: float = 25.0
+    # Each detector's parameters, one variable each: SHILLGUARD_<DETECTOR>__<PARAMETER> (for instance
+    # SHILLGUARD_RATING_SHIFT__THRESHOLD=12, or nested SHILLGUARD_DENSE_BLOCK__TEST__MIN_LIFT=8); values
+    # are JSON where they are not plain numbers or words. Every constructor parameter of the detector is
+    # a setting (README, "Detector settings"); an unknown name is refused when the pipeline is built.
+    profile: dict[str, Any] = {}
+    rating_shift: dict[str, Any] = {}
+    dense_block: dict[str, Any] = {}
+    lockstep: dict[str, Any] = {}
+    coordination: dict[str, Any] = {}
+    midas: dict[str, Any] = {}
+    copies: dict[str, Any] = {}
+    catalog_drift: dict[str, Any] = {}
+    extraction: dict[str, Any] = {}
     # Data
     movielens: Path = PROJECT_ROOT.parent / "shared" / "data" / "movielens-100k"
 
