@@ -149,3 +149,40 @@ def test_tests_fall_where_they_are_due_whatever_the_batches():
     key = lambda s: (s.kind, s.id, s.score, str(s.evidence))  # noqa: E731
     assert sorted(map(key, in_pieces)) == sorted(map(key, at_once))
     assert any(s.kind == "item" and s.id == "i299" for s in at_once)
+
+
+def _population(rng: np.random.Generator, genuine: int, attackers: int) -> tuple[list[RatingEvent], str]:
+    """Genuine users who favour popular items near their appeal (one heavy rater among them, 250 ratings)
+    and average-attack profiles pushing two obscure items; returns the events and the heavy rater's id."""
+    appeal = rng.normal(3.6, 0.6, 400)
+    weight = 1 / np.arange(1, 401) ** 0.9
+    weight /= weight.sum()
+    events: list[RatingEvent] = []
+
+    def profile(user: str, n: int, ts: float) -> None:
+        for i in rng.choice(400, n, replace=False, p=weight):
+            stars = int(np.clip(np.rint(appeal[i] + rng.normal(0, 0.9)), 1, 5))
+            events.append(rating(user, f"i{i}", stars, ts))
+    for u in range(genuine):
+        profile(f"u{u}", int(rng.integers(20, 60)), u * 60.0)
+    profile("heavy", 250, 30.0)
+    for f in range(attackers):
+        for i in rng.choice(398, 30, replace=False):
+            stars = int(np.clip(np.rint(appeal[i] + rng.normal(0, 0.6)), 1, 5))
+            events.append(rating(f"f{f}", f"i{i}", stars, 1e6 + f))
+        events.append(rating(f"f{f}", f"target{f % 2}", 5, 1e6 + f))
+    return events, "heavy"
+
+
+@pytest.mark.parametrize("attacker_share", [0.0, 0.2, 0.4])
+def test_a_genuine_heavy_rater_stays_genuine_whatever_share_of_the_population_attacks(attacker_share):
+    rng = np.random.default_rng(21)
+    genuine = 300
+    attackers = int(round(attacker_share / (1 - attacker_share) * genuine))
+    events, heavy = _population(rng, genuine, attackers)
+    detector = ProfileDetector()
+    signals = detector.observe(events, now=2e6) + detector.observe([], now=2e6)
+    heavy_scores = [s.score for s in signals if s.kind == "user" and s.id == heavy]
+    assert max(heavy_scores, default=0.0) < 0.2  # at most weak evidence, never a flag
+    flagged_genuine = {s.id for s in signals if s.kind == "user" and s.score >= 0.5 and s.id.startswith("u")}
+    assert len(flagged_genuine) <= 0.02 * genuine
