@@ -151,7 +151,7 @@ def test_tests_fall_where_they_are_due_whatever_the_batches():
     assert any(s.kind == "item" and s.id == "i299" for s in at_once)
 
 
-def _population(rng: np.random.Generator, genuine: int, attackers: int) -> tuple[list[RatingEvent], str]:
+def _contaminated(rng: np.random.Generator, genuine: int, attackers: int) -> tuple[list[RatingEvent], str]:
     """Genuine users who favour popular items near their appeal (one heavy rater among them, 250 ratings)
     and average-attack profiles pushing two obscure items; returns the events and the heavy rater's id."""
     appeal = rng.normal(3.6, 0.6, 400)
@@ -179,7 +179,7 @@ def test_a_genuine_heavy_rater_stays_genuine_whatever_share_of_the_population_at
     rng = np.random.default_rng(21)
     genuine = 300
     attackers = int(round(attacker_share / (1 - attacker_share) * genuine))
-    events, heavy = _population(rng, genuine, attackers)
+    events, heavy = _contaminated(rng, genuine, attackers)
     detector = ProfileDetector()
     signals = detector.observe(events, now=2e6) + detector.observe([], now=2e6)
     heavy_scores = [s.score for s in signals if s.kind == "user" and s.id == heavy]
