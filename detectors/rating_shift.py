@@ -31,6 +31,9 @@ at the other levels before the cohort is compared with them; `min_share` attribu
 raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
 signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
+With no usable time (every rating at one timestamp, as in a ratings dump) or less than `baseline_lag` of
+stream so far, there is no baseline and no wave, and the detector stays silent rather than guess.
+
 Scaling: per item five floats of histogram, two charts and, while a chart is up, its raters at that end (at
 most `max_pending`); work per rating is constant. Partitioned by item, each worker holds its items.
 
@@ -162,6 +165,7 @@ class RatingShiftDetector(Detector):
         self._charts: dict[tuple[int, int], _Chart] = {}
         self._campaigns: dict[tuple[int, int], _Chart] = {}  # alarmed charts, open or awaiting attribution
         self._round_at: float | None = None  # event time of the last attribution round
+        self._first_ts: float | None = None  # event time of the first rating seen
         # Ratings younger than `baseline_lag`, on their way into their item's histogram: (ts, row, level,
         # user), in arrival order, which is event-time order up to the jitter of a stream.
         self._maturing: deque[tuple[float, int, int, str]] = deque()
@@ -194,6 +198,8 @@ class RatingShiftDetector(Detector):
         signals: list[Signal] = []
         accounts, every = self._accounts, self.attribute_every
         for event, row in zip(ratings, rows):
+            if self._first_ts is None:
+                self._first_ts = event.ts
             if event.ts > self._clock:
                 self._clock = event.ts
                 self._mature(self._clock - self.baseline_lag)
@@ -232,6 +238,12 @@ class RatingShiftDetector(Detector):
             item.updated = ts
         count = hist[0] + hist[1] + hist[2] + hist[3] + hist[4]
         cusum = item.cusum
+        if self._clock - self._first_ts < self.baseline_lag:
+            # No usable time yet (or at all: a ratings dump at one timestamp): neither opinions nor waves
+            # exist before a baseline has had `baseline_lag` to form.
+            item.last = ts if item.last != item.last else max(ts, item.last)
+            self._maturing.append((ts, row, level, event.user_id))
+            return
         # Opinion charts, where the item has an established opinion to move.
         if count >= self.min_history:
             for direction in (PUSH, NUKE):
