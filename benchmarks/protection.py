@@ -3,10 +3,11 @@ stream instead of the raw one, and what that costs in accuracy.
 
 Three models are trained on the same benign hold-out split: on the benign events only (truth labels), on the
 raw attacked stream, and on the clean stream from `shillguard replay` (less its retractions). For each:
-the exposure of the push targets in benign users' top-10 lists (mean over targets of the share of lists
-holding the target) and HR@10/NDCG@10 on each benign user's newest benign event (held out of all three).
-Pass: the clean-fed model removes >= 90% of the raw model's exposure gain over the benign-only model, and
-keeps HR@10 >= 97% of the benign-only model's.
+the exposure of the push targets in benign users' top-10 and top-100 lists (mean over targets of the share
+of lists holding the target) and HR@10/NDCG@10 on each benign user's newest benign event (held out of all
+three). Pass: the clean-fed model removes >= 90% of the raw model's exposure gain over the benign-only
+model among the top 10 and among the top 100 (an implicit-feedback push such as a co-visitation one may
+buy places 11 to 100 first), and keeps HR@10 >= 97% of the benign-only model's.
 
 Every figure is a mean over `--seeds` training seeds, with its standard error: exposure and HR over the
 seeds; the HR@10 ratio from the per-user hits (averaged over the seeds) of the same users under both models,
@@ -115,13 +116,17 @@ def train_and_measure(name: str, events: list[dict], held: dict[str, dict], targ
                        per_user=True)
     hits, ndcgs = np.zeros(len(held)), np.zeros(len(held))  # unseen users or test items count as misses
     hits[keep], ndcgs[keep] = utility["hits"], utility["ndcgs"]
-    lists = trainer.recommend(users[users >= 0], 10)
-    shares = exposure_shares(lists, trainer.n_items)
+    lists = trainer.recommend(users[users >= 0], 100)  # best first: the top 10 are its first columns
     target_rows = [log.items.get(t) for t in targets]
-    exposure = [float(shares[r]) if r >= 0 else 0.0 for r in target_rows]
+    exposure = {}
+    for k, key in ((10, "exposure"), (100, "exposure_100")):
+        shares = exposure_shares(lists[:, :k], trainer.n_items)
+        exposure[key] = [float(shares[r]) if r >= 0 else 0.0 for r in target_rows]
     return {"stream": name, "seed": config["seed"], "events": log.n_active, "hr": float(hits.mean()),
             "ndcg": float(ndcgs.mean()), "hits": hits.tolist(),
-            "exposure": float(np.mean(exposure)) if exposure else 0.0, "per_target": dict(zip(targets, exposure)),
+            **{key: float(np.mean(values)) if values else 0.0 for key, values in exposure.items()},
+            "per_target": dict(zip(targets, exposure["exposure"])),
+            "per_target_100": dict(zip(targets, exposure["exposure_100"])),
             "train_seconds": time.perf_counter() - start, "train_cpu_seconds": time.process_time() - cpu,
             "epochs": stats["epochs"], "unlearning": unlearning}
 
@@ -184,7 +189,7 @@ def summarize(runs: list[dict], targets: list[str]) -> list[dict]:
                 continue
             row = {"model": kind, "stream": name, "seeds": len(mine), "events": mine[0]["events"],
                    "epochs": mine[0]["epochs"]}
-            for key in ("exposure", "hr", "ndcg", "train_seconds", "train_cpu_seconds"):
+            for key in ("exposure", "exposure_100", "hr", "ndcg", "train_seconds", "train_cpu_seconds"):
                 row[key], row[key + "_se"] = _mean_se([r.get(key, float("nan")) for r in mine])
             row["per_target"] = {t: float(np.mean([r["per_target"][t] for r in mine])) for t in targets}
             row["hits"] = np.mean([r["hits"] for r in mine], axis=0)
@@ -198,6 +203,8 @@ def summarize(runs: list[dict], targets: list[str]) -> list[dict]:
                 continue
             judged, j_runs = results[STREAMS[key]]
             gain, removed, removed_se = gain_removed(*[[r["exposure"] for r in x] for x in (b_runs, r_runs, j_runs)])
+            gain_100, removed_100, removed_100_se = gain_removed(
+                *[[r.get("exposure_100", float("nan")) for r in x] for x in (b_runs, r_runs, j_runs)])
             hr_ratio, se_users = paired_ratio(judged["hits"], base["hits"])
             # The same ratio's error from the seed-to-seed spread of each model's HR@10 (whole-model
             # fluctuations the per-user residuals may understate); the larger of the two decides.
@@ -208,13 +215,18 @@ def summarize(runs: list[dict], targets: list[str]) -> list[dict]:
             per_seed = [r["hr"] / by_seed[r["seed"]] for r in sorted(j_runs, key=lambda r: r["seed"])
                         if by_seed.get(r["seed"])]
             rows.append({"model": kind, "stream": "summary", "judged": STREAMS[key], "attack_gain": gain,
-                         "gain_removed": removed, "gain_removed_se": removed_se, "hr_ratio": hr_ratio,
+                         "gain_removed": removed, "gain_removed_se": removed_se,
+                         "attack_gain_100": gain_100, "gain_removed_100": removed_100,
+                         "gain_removed_100_se": removed_100_se, "hr_ratio": hr_ratio,
                          "hr_ratio_se": hr_ratio_se, "hr_ratio_se_users": se_users, "hr_ratio_se_seeds": se_seeds,
                          "hr_ratio_per_seed": per_seed,
                          "seeds": min(len(b_runs), len(r_runs), len(j_runs)),
                          "removed_decided": decided(removed, removed_se, NEED_REMOVED),
+                         "removed_100_decided": decided(removed_100, removed_100_se, NEED_REMOVED),
                          "hr_decided": decided(hr_ratio, hr_ratio_se, NEED_HR),
-                         "pass": bool(removed >= NEED_REMOVED and hr_ratio >= NEED_HR)})
+                         # a model with no gain at 100 to remove (nan) passes that criterion vacuously
+                         "pass": bool(removed >= NEED_REMOVED and not removed_100 < NEED_REMOVED
+                                      and hr_ratio >= NEED_HR)})
     for row in rows:
         row.pop("hits", None)
     return rows
@@ -287,10 +299,13 @@ def print_leaks(table: list[dict]) -> None:
 def verdict(row: dict) -> str:
     """PASS/FAIL on the point estimates, and whether the standard errors settle it."""
     removed_ok, hr_ok = row["gain_removed"] >= NEED_REMOVED, row["hr_ratio"] >= NEED_HR
-    if removed_ok and hr_ok:
-        settled = row["removed_decided"] == "decided" and row["hr_decided"] == "decided"
+    removed_100_ok = not row.get("gain_removed_100", float("nan")) < NEED_REMOVED  # nan: no gain to remove
+    criteria = ((removed_ok, row["removed_decided"]), (removed_100_ok, row.get("removed_100_decided", "decided")),
+                (hr_ok, row["hr_decided"]))
+    if all(ok for ok, _ in criteria):
+        settled = all(d == "decided" for _, d in criteria if _ is not None)
         return "PASS" if settled else "PASS on the point estimates, not decided at 2 SE"
-    failing = [(ok, d) for ok, d in ((removed_ok, row["removed_decided"]), (hr_ok, row["hr_decided"])) if not ok]
+    failing = [(ok, d) for ok, d in criteria if not ok]
     settled = any(d == "decided" for _, d in failing)
     return "FAIL" if settled else "FAIL on the point estimates, not decided at 2 SE"
 
@@ -304,6 +319,10 @@ def print_table(rows: list[dict], families: dict[str, str] | None = None) -> Non
             print(f"{r['model']:7} {r['judged']} vs benign only, {r['seeds']} seeds: attack gain "
                   f"{r['attack_gain']:.4f}, {r['gain_removed']:.1%} ± {r['gain_removed_se']:.1%} of it removed "
                   f"(need >= 90%: {r['removed_decided']} at 2 SE)")
+            if "gain_removed_100" in r:
+                print(f"{'':7} top 100: attack gain {r['attack_gain_100']:.4f}, {r['gain_removed_100']:.1%} ± "
+                      f"{r['gain_removed_100_se']:.1%} of it removed (need >= 90%: {r['removed_100_decided']} "
+                      f"at 2 SE)")
             print(f"{'':7} HR@10 at {r['hr_ratio']:.1%} ± {r['hr_ratio_se']:.1%} of benign-only's (SE over users "
                   f"{r['hr_ratio_se_users']:.1%}, over seeds {r['hr_ratio_se_seeds']:.1%}; per seed "
                   f"{', '.join(f'{x:.1%}' for x in r['hr_ratio_per_seed'])}; need >= 97%: {r['hr_decided']} "
