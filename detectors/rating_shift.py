@@ -180,7 +180,9 @@ class RatingShiftDetector(Detector):
         self._recent_user = np.zeros(recent_ratings, np.int64)
         self._recent_item = np.zeros(recent_ratings, np.int64)
         self._recent_ts = np.zeros(recent_ratings)
+        self._recent_index = np.full(recent_ratings, -1, np.int64)  # each slot's absolute position
         self._recent_at = 0  # ratings written so far (the ring's position is this modulo its size)
+        self._seen = 0  # absolute position of the rating being rated
         self._codes = 0
         self._attributed: dict[str, set[int]] = {}  # user -> item rows of the campaigns that named them
         self._emitted: dict[tuple[str, str], float] = {}
@@ -197,7 +199,24 @@ class RatingShiftDetector(Detector):
         self._state.extend(_Item() for _ in range(len(self._items) - len(self._state)))
         signals: list[Signal] = []
         accounts, every = self._accounts, self.attribute_every
-        for event, row in zip(ratings, rows):
+        codes = []
+        for event in ratings:
+            account = accounts.get(event.user_id)
+            if account is None:
+                account = accounts[event.user_id] = [event.ts, 0, self._codes]
+                self._codes += 1
+            codes.append(account)
+        # The batch joins the ring of recent ratings at once; `_ties` reads only the ratings before the
+        # one being rated (by absolute position), so the outcome is the same whatever the batches.
+        size, start = len(self._recent_ts), self._recent_at
+        positions = np.arange(start, start + len(ratings)) % size
+        self._recent_user[positions] = [account[2] for account in codes]
+        self._recent_item[positions] = rows
+        self._recent_ts[positions] = [event.ts for event in ratings]
+        self._recent_index[positions] = np.arange(start, start + len(ratings))
+        self._recent_at = start + len(ratings)
+        for position, (event, row, account) in enumerate(zip(ratings, rows, codes)):
+            self._seen = start + position
             if self._first_ts is None:
                 self._first_ts = event.ts
             if event.ts > self._clock:
@@ -206,13 +225,6 @@ class RatingShiftDetector(Detector):
                 # Attribution rounds fall at the rating that makes them due, whatever the batches.
                 if self._campaigns and (self._round_at is None or event.ts // every > self._round_at // every):
                     signals += self._attribute(event.ts, final=False)
-            account = accounts.get(event.user_id)
-            if account is None:
-                account = accounts[event.user_id] = [event.ts, 0, self._codes]
-                self._codes += 1
-            at = self._recent_at % len(self._recent_ts)
-            self._recent_user[at], self._recent_item[at], self._recent_ts[at] = account[2], row, event.ts
-            self._recent_at += 1
             self._rate(row, event, account)
             account[1] += 1
             self._since_refresh += 1
@@ -231,7 +243,7 @@ class RatingShiftDetector(Detector):
         item = self._state[row]
         hist = item.hist
         elapsed = ts - item.updated
-        if elapsed > 0:
+        if elapsed > 3600.0 or elapsed == math.inf:  # decayed hourly at most: a 90-day half-life barely moves
             if elapsed != math.inf:
                 factor = 0.5 ** (elapsed / self.baseline_half_life)
                 hist[:] = [h * factor for h in hist]
@@ -466,8 +478,12 @@ class RatingShiftDetector(Detector):
         end = _ENDS[PUSH]
         codes = [self._accounts[user][2] for user, (level, _, _) in chart.raters.items()
                  if end[level] and user in self._accounts]
+        # The ratings before this one, within the ring, from a day before the wave began.
         filled = min(self._recent_at, len(self._recent_ts))
-        users, items = self._recent_user[:filled], self._recent_item[:filled]
+        index = self._recent_index[:filled]
+        valid = (index < self._seen) & (index >= self._seen - len(self._recent_ts))
+        valid &= self._recent_ts[:filled] >= chart.start - 86400.0
+        users, items = self._recent_user[:filled][valid], self._recent_item[:filled][valid]
         mine = np.isin(users, np.array(codes, np.int64)) & (items != row)
         if not mine.any():
             return []
