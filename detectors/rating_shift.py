@@ -130,7 +130,7 @@ class RatingShiftDetector(Detector):
                  quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
                  max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 7 * 86400.0,
                  min_members: int = 10, min_organic: int = 10, cohort_alpha: float = 0.01,
-                 min_share: float = 0.5, tie_lift: float = 2.0, min_ties: int = 5, tie_alpha: float = 1e-6,
+                 min_share: float = 0.5, tie_lift: float = 2.0, min_ties: int = 5, tie_alpha: float = 1e-9,
                  recent_ratings: int = 500_000, max_pending: int = 5000,
                  refresh_every: int = 5000, max_score: float = 0.95):
         self.baseline_half_life = baseline_half_life
@@ -472,9 +472,9 @@ class RatingShiftDetector(Detector):
     def _ties(self, row: int, chart: _Chart) -> list[int]:
         """Co-visitation: the items that a wave's raters at its push end rated in the recent past (the ring),
         each counted once per rater, against what raters of the same activity choosing by the period's
-        popularity outside the cohort would give (Poisson, Bonferroni over the items). The items at least `tie_lift` times and
-        significantly over are the ties the wave creates; a crowd of fans also rates what fans rate, but
-        not a handful of best sellers each several times over what their popularity explains."""
+        popularity outside the cohort would give. A push ties its target to best sellers: its accounts'
+        other ratings pile into the head of the catalogue and onto the same few items there; a crowd of
+        fans rates what fans rate, spread as popularity spreads it. Returns the tied items (none: no ties)."""
         end = _ENDS[PUSH]
         codes = [self._accounts[user][2] for user, (level, _, _) in chart.raters.items()
                  if end[level] and user in self._accounts]
@@ -493,12 +493,21 @@ class RatingShiftDetector(Detector):
         # Popularity outside the cohort: the wave's own raters must not make their ties look popular.
         outside = np.bincount(items[~mine], minlength=len(self._state)) + 0.5
         expected = len(pairs) * outside / outside.sum()
-        candidates = np.flatnonzero(observed >= np.maximum(self.min_members, self.tie_lift * expected))
-        if not len(candidates):
+        # The cohort's other ratings land in the head of the catalogue (the best sellers holding a quarter
+        # of the ratings outside it) at least `tie_lift` times as often as raters choosing by popularity
+        # would put them there (binomial, `tie_alpha`), and on at least `min_ties` of the same items each
+        # `tie_lift` times over their popularity (Poisson, p < 0.01 each).
+        by_popularity = np.argsort(-outside, kind="stable")
+        cumulative = np.cumsum(outside[by_popularity]) / outside.sum()
+        head = by_popularity[: int(np.searchsorted(cumulative, 0.25)) + 1]
+        head_share = float(outside[head].sum() / outside.sum())
+        in_head = int(observed[head].sum())
+        if in_head < self.tie_lift * head_share * len(pairs):
             return []
-        tested = max(int((observed > 0).sum()), 1)
-        tied = candidates[pdtrc(observed[candidates] - 1, np.maximum(expected[candidates], 1e-12))
-                          < self.tie_alpha / tested]
+        if bdtrc(in_head - 1, len(pairs), head_share) >= self.tie_alpha:
+            return []
+        candidates = np.flatnonzero(observed >= np.maximum(self.min_members, self.tie_lift * expected))
+        tied = candidates[pdtrc(observed[candidates] - 1, np.maximum(expected[candidates], 1e-12)) < 0.01]
         return tied.tolist() if len(tied) >= self.min_ties else []
 
     def _members(self, key: tuple[int, int], chart: _Chart, raters: list[str], attackers: float
