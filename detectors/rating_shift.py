@@ -6,8 +6,9 @@ copies) and however slowly it runs: it must add high ratings (4-5) to an item th
 or low ones (1-2) to an item that does not. A crowd that rates an item as it is usually rated (a premiere's
 fans, a film in the news) adds nothing unusual at either end, and neither does the slow drift of a real
 audience's taste, which moves ratings between neighbouring levels. So every item keeps its established rating
-histogram (ratings decayed over `baseline_half_life`; those that arrive while a chart is clearly up are left
-out, so that a campaign cannot become its own baseline), and two Bernoulli CUSUM charts (Page 1954; Reynolds &
+histogram (ratings decayed over `baseline_half_life`, joining it `baseline_lag` after they come; one at the end
+of a chart that is up waits for the chart's verdict and stays out if it becomes a campaign, so that a
+campaign cannot become its own baseline), and two Bernoulli CUSUM charts (Page 1954; Reynolds &
 Stoumbos 1999), one per end of the scale, add up the log-likelihood ratio of each rating under "this end's
 odds are `odds_ratio` times the item's usual" against "as usual". The usual share is an empirical-Bayes
 estimate: a beta prior fitted to the population's items (method of moments, robustly), updated by the item's
@@ -24,8 +25,7 @@ taken out of another's excess before its remaining raters are scored. Members at
 user signal, whole-history when the account was first seen after the campaign began; the item gets one.
 
 Parameters: `baseline_half_life` of item histograms; `odds_ratio` of the shift each chart looks for;
-`allowance` (posterior sds) of organic latitude; `threshold` the CUSUM alarm; `hold` the chart value above
-which an item's ratings stay out of its baseline; `alpha` of the attribution test; `min_members` raters at
+`allowance` (posterior sds) of organic latitude; `threshold` the CUSUM alarm; `alpha` of the attribution test; `min_members` raters at
 the campaign's end before anyone is named (fewer say too little about any one of them); `min_organic` raters
 at the other levels before the cohort is compared with them; `min_share` attributed share for a member signal; `max_pending`
 raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
@@ -112,10 +112,13 @@ class _Chart:
     start: float                                                  # event time of the change point
     levels: list = field(default_factory=lambda: [0] * _LEVELS)  # every rating since, per level
     raters: dict = field(default_factory=dict)                    # user -> (level, profile bins, ts)
+    held: list = field(default_factory=list)                      # (level, ts) of its end's ratings, waiting
+    tied: frozenset = frozenset()                                 # a co-visitation wave's tied items
     last: float = -math.inf                                       # event time of its latest rating
     alarmed: int = -1                                             # the direction it alarmed in, -1 none yet
     alarmed_at: float = math.inf                                  # event time of the alarm
     usual: float = 0.0                                            # the item's usual share at that end then
+    upper: float = 0.0                                            # and its upper bound
     rate: float = 0.0                                             # and its usual ratings per second
     closed: bool = False                                          # back at zero, to be attributed once more
     next_test: int = 0                                            # a wave's size at its next test
@@ -126,7 +129,7 @@ class RatingShiftDetector(Detector):
 
     def __init__(self, baseline_half_life: float = 90 * 86400.0, baseline_lag: float = 7 * 86400.0,
                  min_history: float = 10.0, max_history: float = 30.0, odds_ratio: float = 4.0, allowance: float = 2.0,
-                 threshold: float = 10.0, hold: float = 10.0, rate_ratio: float = 10.0,
+                 threshold: float = 10.0, rate_ratio: float = 10.0,
                  quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
                  max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 7 * 86400.0,
                  min_members: int = 10, min_organic: int = 10, cohort_alpha: float = 0.01,
@@ -140,7 +143,6 @@ class RatingShiftDetector(Detector):
         self.odds_ratio = odds_ratio
         self.allowance = allowance
         self.threshold = threshold
-        self.hold = hold
         self.rate_ratio = rate_ratio
         self.quiet_days = quiet_days
         self.wave_threshold = wave_threshold
@@ -266,7 +268,7 @@ class RatingShiftDetector(Detector):
                 step = math.log(shifted / upper) if hit else math.log((1 - shifted) / (1 - upper))
                 chart = self._step(row, item, direction, step, ts, rater)
                 if chart is not None and chart.alarmed < 0 and cusum[direction] >= self.threshold:
-                    chart.alarmed, chart.alarmed_at, chart.usual = direction, ts, usual
+                    chart.alarmed, chart.alarmed_at, chart.usual, chart.upper = direction, ts, usual, upper
                     chart.rate = count * _LN2 / self.baseline_half_life
                     self._campaigns[(row, direction)] = chart
         # The arrival-rate chart: a wave of raters far above the item's usual rate (a Poisson CUSUM against
@@ -281,8 +283,7 @@ class RatingShiftDetector(Detector):
                 and self._wave_is_campaign(row, wave)):
             wave.alarmed_at, wave.rate = ts, count * _LN2 / self.baseline_half_life
             self._campaigns[(row, WAVE)] = wave
-        if max(cusum[PUSH], cusum[NUKE]) < self.hold:  # a campaign under way is kept out of the item's habit
-            self._maturing.append((ts, row, level, event.user_id))
+        self._maturing.append((ts, row, level, event.user_id))
 
     def _step(self, row: int, item: _Item, which: int, step: float, ts: float, rater: tuple
               ) -> _Chart | None:
@@ -301,6 +302,9 @@ class RatingShiftDetector(Detector):
                 del self._charts[key]
                 if chart.alarmed >= 0:
                     chart.closed = True  # attributed once more at the next round, then forgotten
+                else:  # a false alarm after all: what it held back joins the item's habit
+                    for level, held_ts in chart.held:
+                        item.hist[level] += 0.5 ** (max(item.updated - held_ts, 0.0) / self.baseline_half_life)
             return None
         item.cusum[which] = value
         if chart is None:
@@ -319,9 +323,23 @@ class RatingShiftDetector(Detector):
         maturing, state, attributed = self._maturing, self._state, self._attributed
         while maturing and (maturing[0][0] <= before or len(maturing) > 5_000_000):
             ts, row, level, user = maturing.popleft()
+            if row in attributed.get(user, ()):
+                continue
+            # A rating at the end of an open chart waits for the chart's verdict: kept out of the item's
+            # habit if it turns into a campaign, let in if the chart falls back to zero.
+            direction = PUSH if level >= 3 else NUKE if level <= 1 else -1
+            waiting = None
+            if direction >= 0:
+                waiting = self._charts.get((row, direction))
+                wave = self._charts.get((row, WAVE))
+                if (waiting is None or waiting.start > ts) and wave is not None and wave.start <= ts:
+                    waiting = wave
+            if waiting is not None and waiting.start <= ts:
+                if waiting.alarmed < 0 and len(waiting.held) < self.max_pending:
+                    waiting.held.append((level, ts))
+                continue
             item = state[row]
-            if max(item.cusum[PUSH], item.cusum[NUKE]) < self.hold and row not in attributed.get(user, ()):
-                item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
+            item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
 
     def _posterior(self, kind: str, direction: int, hits: float, count: float) -> tuple[float, float]:
         """The beta posterior of the item's share, its history weighing at most `max_history` ratings: a real
@@ -384,11 +402,9 @@ class RatingShiftDetector(Detector):
             n, total = len(raters), max(sum(chart.levels), 1)
             if n < self.min_members:
                 continue
-            if key[1] != WAVE:
-                hist = np.array(self._state[key[0]].hist)
-                _, upper = self._usual(chart.alarmed, float(hist[end].sum()), float(hist.sum()))
-                if bdtrc(n - 1, total, upper) >= self.alpha:
-                    continue  # not beyond what the item may organically do
+            # Judged by the item's opinion when the campaign was found: its ratings since may have leaked in.
+            if key[1] != WAVE and bdtrc(n - 1, total, chart.upper) >= self.alpha:
+                continue  # not beyond what the item may organically do
             # Organic raters in the period: as many as the other levels imply, or as the item's usual rate
             # over the period brings, whichever is more (a few raters at the other levels say little).
             organic = max((total - n) / (1 - chart.usual), chart.rate * (chart.last - chart.start))
@@ -462,9 +478,12 @@ class RatingShiftDetector(Detector):
         if direction < 0 or 4 * best >= self.wave_alpha:
             # Not beyond opinion alone (a young item may organically land anywhere): a push may still show
             # in the ties it creates, its raters all rating the same best sellers around it.
-            if counts[_ENDS[PUSH]].sum() < max(self.min_members, 0.8 * total) or not self._ties(row, chart):
+            if counts[_ENDS[PUSH]].sum() < max(self.min_members, 0.8 * total):
                 return False
-            direction = PUSH
+            tied = self._ties(row, chart)
+            if not tied:
+                return False
+            chart.tied, direction = frozenset(tied), PUSH
         a, b = self._posterior("end", direction, float(hist[_ENDS[direction]].sum()), count)
         chart.alarmed, chart.usual = direction, a / (a + b)
         return True
@@ -500,6 +519,8 @@ class RatingShiftDetector(Detector):
         by_popularity = np.argsort(-outside, kind="stable")
         cumulative = np.cumsum(outside[by_popularity]) / outside.sum()
         head = by_popularity[: int(np.searchsorted(cumulative, 0.25)) + 1]
+        if row in set(head.tolist()):
+            return []  # a best seller gains nothing from ties to best sellers: an echo of a push elsewhere
         head_share = float(outside[head].sum() / outside.sum())
         in_head = int(observed[head].sum())
         if in_head < self.tie_lift * head_share * len(pairs):
@@ -510,10 +531,26 @@ class RatingShiftDetector(Detector):
         tied = candidates[pdtrc(observed[candidates] - 1, np.maximum(expected[candidates], 1e-12)) < 0.01]
         return tied.tolist() if len(tied) >= self.min_ties else []
 
+    def _tying(self, row: int, chart: _Chart, raters: list[str]) -> set[str]:
+        """The raters who rated at least two of a co-visitation wave's tied items around it."""
+        codes = {self._accounts[user][2]: user for user in raters if user in self._accounts}
+        filled = min(self._recent_at, len(self._recent_ts))
+        users, items = self._recent_user[:filled], self._recent_item[:filled]
+        hit = np.isin(users, np.fromiter(codes, np.int64, len(codes))) & np.isin(items, np.fromiter(
+            chart.tied, np.int64, len(chart.tied)))
+        pairs = np.unique(users[hit] * (len(self._state) + 1) + items[hit])
+        per_user = np.bincount(np.searchsorted(np.fromiter(sorted(codes), np.int64, len(codes)),
+                                               pairs // (len(self._state) + 1)), minlength=len(codes))
+        return {codes[code] for code, n in zip(sorted(codes), per_user) if n >= 2}
+
     def _members(self, key: tuple[int, int], chart: _Chart, raters: list[str], attackers: float
                  ) -> list[Signal]:
         row, direction = key[0], chart.alarmed
         item = self._items.ids[row]
+        if chart.tied:  # a co-visitation wave: its cohort is the raters who rated the tied best sellers
+            tying = self._tying(row, chart, raters)
+            raters = [user for user in raters if user in tying]
+            attackers = min(attackers, float(len(raters)))
         known = {user for user in raters if self._attributed.get(user, {row}) - {row}}
         rest = len(raters) - len(known)
         # The others share what the organic wave does not explain, n - expected; and only while they are
@@ -523,6 +560,14 @@ class RatingShiftDetector(Detector):
         share = 0.0
         if rest >= self.min_members and pdtrc(rest - 1, max(expected, 1e-9)) < self.alpha:
             share = min(1.0, max(0.0, rest - expected) / rest)
+        if share > 0 and known and key[1] == WAVE and not chart.tied:
+            # A wave admitted by its pile must still pile without the accounts others named: a loved young
+            # film whose wave an attack joined keeps its own fans.
+            hist = self._state[row].hist
+            at_end = sum(h for h, inside in zip(hist, _ENDS[direction]) if inside)
+            a, b = self._posterior("end", direction, at_end, sum(hist))
+            if betabinom_tail(rest, max(sum(chart.levels) - len(known), rest), a, b) >= self.wave_alpha / 4:
+                share = 0.0
         posterior = self._cohort(chart, [user for user in raters if user not in known], share)
         evidence = {"item": item, "direction": _DIRECTIONS[direction], "since": chart.start,
                     "wave": key[1] == WAVE, "raters_at_end": len(raters), "raters": sum(chart.levels),
