@@ -24,7 +24,7 @@ from simulator.benign import benign_ratings, browsers, clicks_from_ratings, newc
 from simulator.camouflage import camouflage_attack
 from simulator.catalog import benign_catalog, catalog_poison_attack
 from simulator.click_farm import click_farm_attack
-from simulator.queries import benign_queries, sweep_attack
+from simulator.queries import benign_queries, split_sweep_attack, sweep_attack
 from simulator.review_bomb import review_bomb_attack
 from simulator.shilling import average_attack, bandwagon_attack, random_attack, segment_attack
 from simulator.world import BENIGN, Attack, AttackSpec, World
@@ -33,6 +33,7 @@ FAMILIES: dict[str, Callable[[World, AttackSpec], Attack]] = {
     "random": random_attack, "average": average_attack, "bandwagon": bandwagon_attack,
     "segment": segment_attack, "review_bomb": review_bomb_attack, "camouflage": camouflage_attack,
     "click_farm": click_farm_attack, "catalog_poison": catalog_poison_attack, "sweep": sweep_attack,
+    "split_sweep": split_sweep_attack,
 }
 TRUTH_VERSION = 1
 EVENTS_PER_RATING = 3.0  # about what a base rating brings along (clicks, queries, attacks) at defaults
@@ -208,4 +209,6 @@ def _truth(world: World, events: list[dict[str, Any]], labels: np.ndarray, gener
                          "item": {"total": len(items), "targets": len(targets)}},
         },
         "attacks": attacks,
+        # Benign heavy API clients and their kind, for figures per kind (none of them is malicious).
+        "heavy_clients": {world.client_ids[c]: kind for c, kind in world.heavy_clients.items()},
     }

@@ -116,6 +116,7 @@ class World:
         self.n_sessions = 0
         self.attacks: list[Attack] = []
         self.used_targets: set[int] = set()
+        self.heavy_clients: dict[int, str] = {}  # benign heavy API clients: index -> kind (batch, widget...)
 
     # Randomness: one independent, reproducible stream per named component.
     def rng(self, *key: str | int) -> np.random.Generator:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from detectors.events import Rejection, decode_event
 from simulator import (AttackSpec, MovieLensNotFound, build, default_movielens_dir, load_movielens,
                        plan_attacks, synthetic_base)
+from simulator.build import FAMILIES
 from simulator.cli import simulate
 
 ID = re.compile(r"^[uiscex]-[0-9a-f]{12}$")
@@ -192,8 +193,47 @@ def test_max_events_caps_the_stream():
     assert all(a["entities"][a["entity_kind"]] for a in sim.truth["attacks"])
 
 
+def test_split_sweep_divides_one_sweep_among_paced_clients():
+    for seed in (0, 1, 2, 3):
+        sim = build(small_base(), plan_attacks("split_sweep", spread="hours"), seed=seed)
+        (attack,) = sim.truth["attacks"]
+        clients, details = set(attack["entities"]["client"]), attack["details"]
+        assert 5 <= len(clients) <= 20 and details["n_clients"] == len(clients)
+        start = attack["window"][0]
+        listed = {e["item_id"] for e in sim.events if e["type"] == "catalog_edit" and e["ts"] <= start}
+        asked_by = defaultdict(set)
+        times = defaultdict(list)
+        for e in sim.events:
+            if e["type"] == "rec_query" and e["client_id"] in clients:
+                for item in e["seed_items"]:
+                    asked_by[item].add(e["client_id"])
+                times[e["client_id"]].append(e["ts"])
+                assert e["k"] == attack["params"]["k"] <= 200
+        assert listed <= set(asked_by)  # the whole listed catalogue is swept
+        once = sum(len(asked_by[item]) == 1 for item in listed) / len(listed)
+        # Slices are disjoint: only popular padding seeds are asked by two clients of the sweep.
+        assert once == 1.0 if details["padding"] == 0 else once >= 0.6
+        sizes = [len(t) for t in times.values()]
+        assert max(sizes) <= 2 * min(sizes) + 5  # one sweep divided evenly
+
+
+def test_heavy_benign_clients_are_varied_and_recorded():
+    kinds = defaultdict(list)
+    for seed in (0, 1, 2):
+        sim = build(small_base(), [], seed=seed)
+        queries = defaultdict(int)
+        for e in sim.events:
+            if e["type"] == "rec_query":
+                queries[e["client_id"]] += 1
+        for client, kind in sim.truth["heavy_clients"].items():
+            kinds[kind].append(queries[client])
+        # Heavy: the heaviest benign client asks far more than a typical one.
+        assert max(queries[c] for c in sim.truth["heavy_clients"]) > 20 * np.median(list(queries.values()))
+    assert set(kinds) == {"batch", "widget", "partner", "seo", "warmer"}
+
+
 def test_plan_attacks_rejects_unknown_names():
-    assert len(plan_attacks("all")) == 9
+    assert len(plan_attacks("all")) == len(FAMILIES)
     with pytest.raises(ValueError, match="unknown attack family"):
         plan_attacks("random,sybil")
     with pytest.raises(ValueError, match="unknown intent"):
