@@ -335,13 +335,13 @@ class ExtractionDetector(Detector):
     def _vectors_of(self, item_ids: list[str]) -> np.ndarray:
         """Catalogue text embeddings where known, else vectors hashed from the ids (unit rows)."""
         if self.item_vectors is None:
-            return _hashed_vectors(item_ids, self.vector_dim)
+            return hashed_vectors(item_ids, self.vector_dim)
         vectors, known = self.item_vectors.item_vectors(item_ids)
         if vectors.shape[1] == 0:  # the catalogue has no text yet
-            return _hashed_vectors(item_ids, self.vector_dim)
+            return hashed_vectors(item_ids, self.vector_dim)
         unknown = np.flatnonzero(~known)
         if len(unknown):
-            vectors[unknown] = _hashed_vectors([item_ids[n] for n in unknown], vectors.shape[1])
+            vectors[unknown] = hashed_vectors([item_ids[n] for n in unknown], vectors.shape[1])
         return vectors
 
     # -- the population -----------------------------------------------------------------------------------
@@ -475,7 +475,7 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def _hashed_vectors(item_ids: list[str], dim: int) -> np.ndarray:
+def hashed_vectors(item_ids: list[str], dim: int) -> np.ndarray:
     # Bytes of a digest as a random direction: stable across processes, different for every id.
     raw = b"".join(hashlib.shake_128(item_id.encode()).digest(dim) for item_id in item_ids)
     return _unit(np.frombuffer(raw, dtype=np.int8).reshape(len(item_ids), dim).astype(np.float32))

@@ -72,11 +72,19 @@ def _extraction() -> Detector:
     return ExtractionDetector()
 
 
+def _sweep_coverage() -> Detector:
+    from detectors.sweep_coverage import SweepCoverageDetector
+
+    return SweepCoverageDetector()
+
+
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "profile": _profile, "rating_shift": _rating_shift, "dense_block": _dense_block, "lockstep": _lockstep,
     "coordination": _coordination, "midas": _midas, "catalog_drift": _catalog_drift,
-    "extraction": _extraction, "copies": _copies,
+    "extraction": _extraction, "copies": _copies, "sweep_coverage": _sweep_coverage,
 }
+# Detectors that read the catalog's text embeddings (item_vectors): they run in catalog_drift's process.
+READS_EMBEDDINGS = ("extraction", "sweep_coverage")
 
 
 def build_detectors(names: str) -> list[Detector]:
@@ -85,9 +93,11 @@ def build_detectors(names: str) -> list[Detector]:
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
     detectors = {name: DETECTORS[name]() for name in chosen}
-    if "catalog_drift" in detectors and "extraction" in detectors:
-        # Extraction's distance test reads the catalog's text embeddings; catalog runs first to fill them.
-        detectors["extraction"].item_vectors = detectors["catalog_drift"]
+    readers = [name for name in READS_EMBEDDINGS if name in detectors]
+    if "catalog_drift" in detectors and readers:
+        # Their distance statistics read the catalog's text embeddings; catalog runs first to fill them.
+        for name in readers:
+            detectors[name].item_vectors = detectors["catalog_drift"]
         chosen.sort(key=lambda name: name != "catalog_drift")
     one_blas_thread()  # after the detectors' imports: it limits the BLAS libraries loaded so far
     return [detectors[name] for name in chosen]
@@ -124,9 +134,11 @@ def build_pipeline(settings: Settings) -> Pipeline:
     groups = [group for group in groups if group]
     if (len(groups) == 1 and len(groups[0]) == len(chosen)) or (os.cpu_count() or 1) < 2:
         groups = []  # nothing would run beside them, or no core to run them on
-    shared = {"catalog_drift", "extraction"}  # extraction reads the catalog's embeddings
-    if shared <= set(chosen) and any(len(shared & set(group)) == 1 for group in groups):
-        raise ValueError("catalog_drift and extraction share embeddings: run them in the same process")
+    if "catalog_drift" in chosen:
+        for reader in set(READS_EMBEDDINGS) & set(chosen):
+            shared = {"catalog_drift", reader}  # the reader reads the catalog's embeddings
+            if any(len(shared & set(group)) == 1 for group in groups):
+                raise ValueError(f"catalog_drift and {reader} share embeddings: run them in the same process")
     offloaded_names = {name for group in groups for name in group}
     local = build_detectors(",".join(name for name in chosen if name not in offloaded_names))
     offloaded = []
@@ -135,6 +147,6 @@ def build_pipeline(settings: Settings) -> Pipeline:
 
         offloaded = [DetectorProcess(group) for group in groups]
     order = list(chosen)  # the order build_detectors gives them, whichever process they run in
-    if {"catalog_drift", "extraction"} <= set(order):
+    if "catalog_drift" in order and set(READS_EMBEDDINGS) & set(order):
         order.sort(key=lambda name: name != "catalog_drift")
     return Pipeline(local, decision, SeenIds(settings.dedupe_capacity), offloaded=offloaded, order=order)

@@ -1,0 +1,587 @@
+"""Split extraction sweeps: clients that divide one sweep of the catalogue between them.
+
+Each client of a split sweep can look like a heavy benign client (its pace, its k); together they query
+every item once. So the detector judges clients as a set: among clients whose seeds reach the catalogue's
+less-demanded half (the tail) as a popularity-blind sweep does, it looks for groups whose tail seeds avoid
+each other far beyond chance (disjoint slices of one sweep), and tests each member's overlap with the rest
+of its group against what independent clients with the same popularity profile would share.
+
+How, in bounded state:
+- Seeds per client: a hash sample (threshold sampling: every seed whose 64-bit hash is below the client's
+  threshold, the threshold halving whenever more than `max_sampled_seeds` distinct seeds are kept), with
+  each seed's count and whether it was in the tail when first asked for; a log of sampled occurrences
+  expires them after `horizon_seconds` (at most 4 * `max_sampled_seeds` occurrences per client). A sample
+  by hash keeps overlaps between clients measurable: two clients agree on which items are sampled.
+- Screen (cheap counters, updated per query): a candidate has at least `min_tail_seeds` distinct sampled
+  tail seeds, at least `min_tail_share` of its seed occurrences in the tail (a popularity-driven client
+  asks mostly for the head; padding a sweep with popular seeds lowers this share, hence a low bar), and
+  few PRADA-style returns (below).
+- Search (every `search_seconds` of event time while watched clients add tail seeds; at the event that
+  makes it due, so micro-batches do not change the outcome): items are ranked by recent demand (decayed
+  ratings and clicks, ties broken by hash) into `strata` equal-count strata, the lower half being the tail.
+  Each candidate's sampled tail seeds are split into two halves by a hash bit. On one half, groups are
+  formed by greedy agglomeration of clients (or groups) whose overlap is far below its expectation; on the
+  other half, each member of a group of at least `min_group` is tested: its overlap O with the union of the
+  other members against E = sum over strata s of n_s * u_s / N_s (n_s its tail seeds in stratum s, u_s the
+  others', N_s the catalogue's), a Poisson lower tail. Independent clients that follow demand share more
+  than E (both favour the same items within a stratum), so the test is conservative for them; choosing
+  the group on one half and testing on the other keeps the choice from manufacturing the deficit. Then
+  the halves swap; a member's p-value is twice the smaller.
+- Score: 1 - p * 2 * candidates * looks (Bonferroni over both halves, every candidate tested and the
+  searches in a horizon, `looks` = horizon / search interval), floored at 0: the probability that the
+  client is part of a split sweep given this evidence alone, when its overlap is also at most
+  `max_overlap_ratio` of its expectation (an effect size, so that a huge client's slight deficit is not
+  a sweep). Signals name the group (`evidence["group"]`) and carry a client action (noise on results,
+  bounded by `max_noise_scale`; a k cap; a lower rate, never below `min_qps`) for the client-actions topic.
+- PRADA-style statistics per client (Juuti et al.): the minimum distance from each tail query's seed to the
+  client's previous `prada_memory` tail seeds, as ids (0 when the client returns to an item, else
+  sqrt(2)): its share of returns is the screen's third condition (a sweep never returns; a client serving
+  users does). The distance between successive queries' first seeds in item-embedding space (catalogue
+  text embeddings where `item_vectors` is wired, else vectors hashed from the ids, as in
+  `ExtractionDetector`) is reported with its Shapiro-Wilk W, not scored: in recommendation a sweep's
+  successive seeds are unrelated items, as are those of a client serving many users.
+
+State is bounded: `max_clients` clients (the least recently active tenth forgotten beyond), each with at
+most `max_sampled_seeds` sampled seeds (about 120 bytes each) and 4x as many logged occurrences,
+`prada_memory` + 256 + 128 small values; `max_items` catalogue items (8-byte hash each) and their demand.
+A split sweep of a catalogue of N items among m clients is found once each member's sampled tail seeds
+overlap the rest's in expectation (E above) by some 15-25: with no sampling (N/m below `max_sampled_seeds`)
+that is when about half the sweep is done on MovieLens-sized catalogues; on far larger ones, later.
+
+Parameters: `item_vectors` (as in `ExtractionDetector`; not pickled by `snapshot`), `horizon_seconds`,
+`max_sampled_seeds`, `strata` (even), `min_tail_seeds`, `min_tail_share`, `max_returns`, `prada_memory`,
+`search_seconds`, `min_group`, `merge_alpha` (a pair joins a group on the selection half when its overlap
+is this unlikely or less), `max_overlap_ratio`, `demand_half_life`, `max_clients`, `max_items`,
+`max_noise_scale`, `min_qps`, `vector_dim`.
+
+References: Kesarwani et al. 2018, "Model extraction warning in MLaaS paradigm", ACSAC (coverage of the
+union of colluding users' queries); Juuti et al. 2019, "PRADA: protecting against DNN model stealing
+attacks", EuroS&P; Tillé 2006, "Sampling algorithms" (threshold / Poisson sampling by hash).
+
+>>> import numpy as np
+>>> from detectors.events import RatingEvent, RecQueryEvent
+>>> rng = np.random.default_rng(3)
+>>> items = [f"item{n:04d}" for n in range(600)]
+>>> popularity = 1.0 / np.arange(1, 601) ** 1.1
+>>> popularity /= popularity.sum()
+>>> ratings = [RatingEvent(event_id=f"r{n}", ts=float(n), user_id="u", item_id=items[i], rating=4)
+...            for n, i in enumerate(rng.choice(600, 6000, p=popularity))]
+>>> ratings += [RatingEvent(event_id=f"l{i}", ts=0.0, user_id="u", item_id=items[i], rating=3)
+...             for i in range(600)]
+>>> benign = [RecQueryEvent(event_id=f"q{c}-{t}", ts=6000.0 + 60 * t, client_id=f"app{c}", k=20,
+...                         seed_items=[items[i] for i in rng.choice(600, 2, p=popularity)])
+...           for t in range(200) for c in range(20)]
+>>> sweep = rng.permutation(600)
+>>> split = [RecQueryEvent(event_id=f"s{m}-{t}", ts=6000.0 + 60 * t + 7, client_id=f"part{m}", k=20,
+...                        seed_items=[items[i] for i in sweep[m::10][t:t + 1]])
+...          for m in range(10) for t in range(60)]
+>>> detector = SweepCoverageDetector(search_seconds=3600)
+>>> events = sorted(ratings, key=lambda e: e.ts) + sorted(benign + split, key=lambda e: e.ts)
+>>> signals = detector.observe(events, now=events[-1].ts) + detector.observe([], now=events[-1].ts)
+>>> sorted({s.id for s in signals if s.score >= 0.5})
+['part0', 'part1', 'part2', 'part3', 'part4', 'part5', 'part6', 'part7', 'part8', 'part9']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.special import pdtr
+from scipy.stats import shapiro
+
+from detectors.base import Detector, Signal
+from detectors.demand import ItemDemand
+from detectors.events import Event, RecQueryEvent
+from detectors.extraction import hashed_vectors
+
+DAY = 86_400.0
+EMIT_FLOOR = 0.1
+RETURNS_WINDOW = 256      # tail queries over which the share of PRADA returns is kept
+STEPS_WINDOW = 128        # successive-seed distances kept for the reported Shapiro-Wilk W
+MIN_RETURN_QUERIES = 20   # tail queries before the returns share screens a client
+MAX_GROUP_EVIDENCE = 50   # member ids listed in a signal's evidence
+_HASH_BITS = 64
+
+
+@dataclass(slots=True)
+class _Client:
+    seeds: dict = field(default_factory=dict)  # sampled seed -> [count, in tail when first asked, hash]
+    log: deque = field(default_factory=deque)  # (ts, seed) per sampled occurrence, oldest first
+    level: int = 0                             # sampled when hash >> (64 - level) == 0
+    occurrences: int = 0                       # sampled occurrences in the log
+    tail_occurrences: int = 0
+    tail_distinct: int = 0
+    ring: deque = field(default_factory=deque)  # the latest `prada_memory` tail seeds
+    ring_counts: dict = field(default_factory=dict)
+    returns: deque = field(default_factory=lambda: deque(maxlen=RETURNS_WINDOW))
+    returns_sum: int = 0
+    steps: deque = field(default_factory=lambda: deque(maxlen=STEPS_WINDOW))
+    previous_seed: str | None = None
+    queries: int = 0
+    k_sum: int = 0
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    emitted: float = 0.0
+
+
+class SweepCoverageDetector(Detector):
+    name = "sweep_coverage"
+
+    def __init__(self, item_vectors: Any = None, horizon_seconds: float = 30 * DAY,
+                 max_sampled_seeds: int = 1024, strata: int = 8, min_tail_seeds: int = 12,
+                 min_tail_share: float = 0.15, max_returns: float = 0.1, prada_memory: int = 64,
+                 search_seconds: float = 6 * 3600.0, min_group: int = 3, merge_alpha: float = 0.5,
+                 max_overlap_ratio: float = 0.5, demand_half_life: float = 30 * DAY, query_demand: bool = True,
+                 max_clients: int = 100_000, max_items: int = 500_000, max_noise_scale: float = 0.2,
+                 min_qps: float = 0.05, vector_dim: int = 64):
+        self.item_vectors = item_vectors
+        self.horizon_seconds = horizon_seconds
+        self.max_sampled_seeds = max_sampled_seeds
+        self.strata = strata
+        self.min_tail_seeds = min_tail_seeds
+        self.min_tail_share = min_tail_share
+        self.max_returns = max_returns
+        self.prada_memory = prada_memory
+        self.search_seconds = search_seconds
+        self.min_group = min_group
+        self.merge_alpha = merge_alpha
+        self.max_overlap_ratio = max_overlap_ratio
+        self.query_demand = query_demand
+        self.max_clients = max_clients
+        self.max_items = max_items
+        self.max_noise_scale = max_noise_scale
+        self.min_qps = min_qps
+        self.vector_dim = vector_dim
+        self._demand = ItemDemand(demand_half_life, max_items)
+        self._catalog: dict[str, int] = {}   # item -> 64-bit hash, in order of first appearance
+        self._clients: dict[str, _Client] = {}
+        self._watch: set[str] = set()         # clients with enough tail seeds to be screened at a search
+        self._unranked: list[tuple[str, float]] = []  # (item, ts) of demand not yet in the table
+        self._demand_events = 0               # ratings, clicks and seeds counted so far
+        self._head: set[str] = set()          # the more demanded half of the catalogue at the last ranking
+        self._tail_ts = -math.inf             # when it was ranked
+        self._tail_events = -1                # demand events then
+        self._pending = 0                     # tail seeds added by watched clients since the last search
+        self._tested: dict[str, int] = {}     # the candidates last tested, and their tail seeds then
+        self._tested_at = -math.inf
+        self._suspected = False               # whether the last test gave any candidate a score above 0
+        self._last_search: float | None = None
+        self._clock = 0.0
+
+    # -- the interface ------------------------------------------------------------------------------
+    def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
+        signals: list[Signal] = []
+        # Demand is counted in order but added to the table only before the catalogue is ranked (the
+        # table gives the same counts however its additions are grouped): one call per batch, not per event.
+        demand = self._unranked
+        catalog = self._catalog
+        queries = [event for event in events if event.type == "rec_query"]
+        steps, first_seeds = self._step_distances(queries)
+        distances = iter(steps)
+        for event in events:
+            kind = event.type
+            if kind != "rec_query":
+                item = event.item_id
+                if kind != "catalog_edit":
+                    demand.append((item, event.ts))
+                if item not in catalog:
+                    self._see(item)
+                continue
+            self._clock = max(self._clock, event.ts)
+            self._add(event, next(distances))
+            if self._last_search is None:
+                self._last_search = event.ts
+            if self._pending and event.ts - self._last_search >= self.search_seconds:
+                signals.extend(self._search(event.ts))  # due here, mid-batch or not
+        self._count_demand()
+        for client_id, seed in first_seeds.items():
+            client = self._clients.get(client_id)
+            if client is not None:  # else forgotten by a search in this batch
+                client.previous_seed = seed
+        if not events and self._pending:  # a tick (idle or flush): search what came since the last one
+            signals.extend(self._search(max(now, self._clock)))
+        return signals
+
+    def snapshot(self) -> bytes:
+        # The item-vector source is another detector, wired in again by whoever restores.
+        state = {key: value for key, value in self.__dict__.items() if key != "item_vectors"}
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, state: bytes) -> None:
+        source = self.item_vectors
+        self.__dict__.update(pickle.loads(state))
+        self.item_vectors = source
+
+    # -- per event ------------------------------------------------------------------------------------
+    def _see(self, item_id: str) -> int:
+        value = self._catalog[item_id] = _hash(item_id)
+        if len(self._catalog) > self.max_items:  # forget the earliest-seen half
+            kept = list(self._catalog.items())[len(self._catalog) // 2:]
+            self._catalog = dict(kept)
+        return value
+
+    def _count_demand(self) -> None:
+        if self._unranked:
+            self._demand_events += len(self._unranked)
+            self._demand.add_many(self._unranked)
+            self._unranked.clear()
+
+    def _refresh_tail(self, ts: float) -> None:
+        """Re-rank the catalogue once eight times as many demand events as it has items came since the
+        last ranking and a day passed: demand moves only with events, and ranking costs a lookup per item,
+        so this is at most an eighth of a lookup per event. Searches re-rank at every test besides."""
+        needed = 8 * len(self._catalog) if self._tail_events >= 0 else len(self._catalog)  # the first: soon
+        if ts - self._tail_ts >= DAY and self._demand_events + len(self._unranked) - self._tail_events >= needed:
+            self._ranked(ts)
+
+    def _add(self, query: RecQueryEvent, distance: float) -> None:
+        client = self._clients.get(query.client_id)
+        if client is None:
+            if len(self._clients) >= self.max_clients:
+                self._forget_clients(query.ts, crowded=True)
+            client = self._clients[query.client_id] = _Client(first_ts=query.ts, last_ts=query.ts)
+        client.queries += 1
+        client.k_sum += query.k
+        client.last_ts = max(client.last_ts, query.ts)
+        if not math.isnan(distance):
+            client.steps.append(distance)
+        self._refresh_tail(query.ts)
+        catalog, seeds, head = self._catalog, client.seeds, self._head
+        shift = _HASH_BITS - client.level
+        for seed in query.seed_items:
+            value = catalog.get(seed)
+            if value is None:
+                continue  # not a catalogue item (never listed, rated or clicked): nothing to cover
+            tail = seed not in head  # items new since the last ranking have no demand yet: tail
+            if tail:
+                self._prada_return(client, seed)
+            if client.level and value >> shift:
+                continue  # not in this client's sample
+            entry = seeds.get(seed)
+            if entry is None:
+                entry = seeds[seed] = [0, tail, value]
+                if tail:
+                    client.tail_distinct += 1
+                    if query.client_id in self._watch:
+                        self._pending += 1
+            entry[0] += 1
+            client.occurrences += 1
+            client.tail_occurrences += entry[1]
+            client.log.append((query.ts, seed))
+        if self.query_demand:
+            self._unranked.extend([(seed, query.ts) for seed in query.seed_items])
+        self._expire(client, query.ts)
+        if len(seeds) > self.max_sampled_seeds:
+            self._subsample(client)
+        if client.tail_distinct >= self.min_tail_seeds and query.client_id not in self._watch:
+            self._watch.add(query.client_id)
+            self._pending += client.tail_distinct
+
+    def _prada_return(self, client: _Client, seed: str) -> None:
+        """PRADA's minimum distance to the client's earlier queries, with items as orthogonal points: zero
+        (a return) when the seed is among its latest `prada_memory` tail seeds."""
+        ring, counts = client.ring, client.ring_counts
+        returned = int(seed in counts)
+        if len(client.returns) == RETURNS_WINDOW:
+            client.returns_sum -= client.returns[0]
+        client.returns.append(returned)
+        client.returns_sum += returned
+        ring.append(seed)
+        counts[seed] = counts.get(seed, 0) + 1
+        if len(ring) > self.prada_memory:
+            old = ring.popleft()
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
+                del counts[old]
+
+    def _expire(self, client: _Client, now: float) -> None:
+        horizon = now - self.horizon_seconds
+        log, seeds = client.log, client.seeds
+        limit = 4 * self.max_sampled_seeds
+        while log and (log[0][0] < horizon or len(log) > limit):
+            _, seed = log.popleft()
+            entry = seeds.get(seed)
+            if entry is None:
+                continue  # dropped from the sample since
+            entry[0] -= 1
+            client.occurrences -= 1
+            client.tail_occurrences -= entry[1]
+            if not entry[0]:
+                del seeds[seed]
+                client.tail_distinct -= entry[1]
+
+    def _subsample(self, client: _Client) -> None:
+        """Halve the sampling threshold until the sample fits: the seeds kept are those a client with
+        the lower threshold would have kept all along."""
+        while len(client.seeds) > self.max_sampled_seeds:
+            client.level += 1
+            shift = _HASH_BITS - client.level
+            for seed in [s for s, entry in client.seeds.items() if entry[2] >> shift]:
+                count, tail, _ = client.seeds.pop(seed)
+                client.occurrences -= count
+                client.tail_occurrences -= count * tail
+                client.tail_distinct -= tail
+
+    def _forget_clients(self, now: float, crowded: bool = False) -> None:
+        horizon = now - self.horizon_seconds
+        idle = [c for c, state in self._clients.items() if state.last_ts < horizon]
+        if crowded and len(self._clients) - len(idle) >= self.max_clients:  # the least recent tenth go
+            idle = sorted(self._clients, key=lambda c: self._clients[c].last_ts)[: len(self._clients) // 10]
+        for client_id in idle:
+            del self._clients[client_id]
+            self._watch.discard(client_id)
+
+    # -- PRADA-style step distances (reported) ----------------------------------------------------------
+    def _step_distances(self, queries: list[RecQueryEvent]) -> tuple[list[float], dict[str, str]]:
+        """Distance from each query's first seed to its client's previous query's first seed (nan for a
+        client's first query or an empty query), for the whole batch at once, as ExtractionDetector; and
+        each client's latest first seed."""
+        pairs, rows, latest = [], [], {}
+        for row, query in enumerate(queries):
+            if not query.seed_items:
+                continue
+            seed = query.seed_items[0]
+            before = latest.get(query.client_id)
+            if before is None:
+                client = self._clients.get(query.client_id)
+                before = client.previous_seed if client is not None else None
+            if before is not None:
+                pairs.append((seed, before))
+                rows.append(row)
+            latest[query.client_id] = seed
+        distances = [math.nan] * len(queries)
+        if pairs:
+            now = self._vectors_of([a for a, _ in pairs])
+            before = self._vectors_of([b for _, b in pairs])
+            for row, distance in zip(rows, np.linalg.norm(now - before, axis=1).tolist()):
+                distances[row] = distance
+        return distances, latest
+
+    def _vectors_of(self, item_ids: list[str]) -> np.ndarray:
+        if self.item_vectors is None:
+            return hashed_vectors(item_ids, self.vector_dim)
+        vectors, known = self.item_vectors.item_vectors(item_ids)
+        if vectors.shape[1] == 0:
+            return hashed_vectors(item_ids, self.vector_dim)
+        unknown = np.flatnonzero(~known)
+        if len(unknown):
+            vectors[unknown] = hashed_vectors([item_ids[n] for n in unknown], vectors.shape[1])
+        return vectors
+
+    # -- strata ---------------------------------------------------------------------------------------
+    def _ranked(self, ts: float) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Catalogue ids, their hashes and their stratum (0 = least demanded) by (demand, hash) rank; the
+        upper half is kept as the head until the next ranking."""
+        self._count_demand()
+        ids = list(self._catalog)
+        hashes = np.fromiter(self._catalog.values(), dtype=np.uint64, count=len(ids))
+        counts = self._demand.counts
+        demand = np.fromiter((counts.get(i, 0.0) for i in ids), dtype=np.float64, count=len(ids))
+        order = np.lexsort((hashes, demand))
+        strata = np.empty(len(ids), dtype=np.int64)
+        strata[order] = np.arange(len(ids)) * self.strata // max(len(ids), 1)
+        self._head = {ids[n] for n in order[len(ids) // 2:].tolist()}
+        self._tail_ts, self._tail_events = ts, self._demand_events
+        return ids, hashes, strata
+
+    # -- the search -----------------------------------------------------------------------------------
+    def _search(self, now: float) -> list[Signal]:
+        self._last_search, self._pending = now, 0
+        self._forget_clients(now)
+        for client_id in list(self._watch):
+            client = self._clients[client_id]
+            self._expire(client, now)
+            if client.tail_distinct < self.min_tail_seeds:
+                self._watch.discard(client_id)
+        candidates = [c for c in sorted(self._watch) if self._screened(self._clients[c])]
+        if len(candidates) < self.min_group:
+            return []
+        # Test again when the candidates changed or one of them has a quarter more tail seeds than at the
+        # last test, or, if the last test found some evidence (a score above 0), a day later if any grew:
+        # evidence that grows by less barely moves a p-value, and a test costs milliseconds.
+        seeds = {c: self._clients[c].tail_distinct for c in candidates}
+        if seeds.keys() == self._tested.keys():
+            tested = self._tested
+            grown = any(n >= 1.25 * tested[c] for c, n in seeds.items())
+            later = self._suspected and now - self._tested_at >= DAY and any(
+                n > tested[c] for c, n in seeds.items())
+            if not (grown or later):
+                return []
+        self._tested, self._tested_at = seeds, now
+        ids, hashes, strata = self._ranked(now)  # refreshes the tail for the queries to come as well
+        return self._test(candidates, dict(zip(ids, strata.tolist())), hashes, strata, now)
+
+    def _screened(self, client: _Client) -> bool:
+        if client.tail_occurrences < self.min_tail_share * client.occurrences:
+            return False
+        measured = len(client.returns) >= MIN_RETURN_QUERIES
+        return not measured or client.returns_sum <= self.max_returns * len(client.returns)
+
+    def _test(self, candidates: list[str], stratum_of: dict[str, int], hashes: np.ndarray,
+              strata: np.ndarray, now: float) -> list[Signal]:
+        half_strata = self.strata // 2
+        level = max(self._clients[c].level for c in candidates)
+        shift = np.uint64(_HASH_BITS - level) if level else None
+        # The catalogue's tail items in the common sample, per half and stratum: the N_s of the null.
+        sampled = (hashes >> shift) == 0 if level else np.ones(len(hashes), bool)
+        tail = sampled & (strata < half_strata)
+        half_bit = (hashes & np.uint64(1)).astype(np.int64)
+        sizes = np.zeros((2, half_strata))
+        np.add.at(sizes, (half_bit[tail], strata[tail]), 1.0)
+        # Each candidate's sampled tail seeds as parallel arrays: its row, the seed's code, stratum, half.
+        codes: dict[str, int] = {}
+        row_of, code_of, stratum_list, half_list = [], [], [], []
+        for row, client_id in enumerate(candidates):
+            for seed, (_, _, value) in self._clients[client_id].seeds.items():
+                s = stratum_of.get(seed)
+                if s is None or s >= half_strata or (level and value >> (_HASH_BITS - level)):
+                    continue
+                row_of.append(row)
+                code_of.append(codes.setdefault(seed, len(codes)))
+                stratum_list.append(s)
+                half_list.append(value & 1)
+        row_of, code_of = np.array(row_of, dtype=np.int64), np.array(code_of, dtype=np.int64)
+        seed_strata, seed_half = np.array(stratum_list, dtype=np.int64), np.array(half_list, dtype=np.int64)
+        code_strata = np.zeros(len(codes), dtype=np.int64)
+        code_strata[code_of] = seed_strata
+        k = len(candidates)
+        p_values = np.ones(k)
+        details: dict[int, dict[str, Any]] = {}
+        # Two depths: the tail, and its less-demanded half alone, where popular seeds a sweep is padded
+        # with (drawn by demand) almost never fall, so that their chance overlaps do not mask the slices.
+        for depth in (half_strata, half_strata // 2):
+            depth_sizes = sizes.copy()
+            depth_sizes[:, depth:] = 0.0
+            halves = []
+            for half in (0, 1):
+                keep = (seed_strata < depth) & (seed_half == half)
+                incidence = np.zeros((k, len(codes)), dtype=bool)
+                incidence[row_of[keep], code_of[keep]] = True
+                counts = np.bincount(row_of[keep] * half_strata + seed_strata[keep],
+                                     minlength=k * half_strata).reshape(k, half_strata).astype(np.float64)
+                halves.append((incidence, counts))
+            for select in (0, 1):
+                chosen, tested = halves[select], halves[1 - select]
+                for group in self._groups(*chosen, code_strata, depth_sizes[select]):
+                    if len(group) < self.min_group:
+                        continue
+                    observed, expected = _member_tests(group, *tested, code_strata, depth_sizes[1 - select])
+                    p = pdtr(observed, np.maximum(expected, 1e-12))  # Poisson lower tail P(X <= observed)
+                    for row, p_row, o, e in zip(group, p.tolist(), observed.tolist(), expected.tolist()):
+                        if p_row < p_values[row]:
+                            p_values[row] = p_row
+                            details[row] = {"group": group, "observed": o, "expected": e,
+                                            "depth": depth / self.strata}
+        # Bonferroni: two depths, two halves, every candidate, every search within a horizon.
+        tests = 4.0 * len(candidates) * max(1.0, self.horizon_seconds / self.search_seconds)
+        signals = []
+        self._suspected = False
+        for row, detail in details.items():
+            ratio = detail["observed"] / max(detail["expected"], 1e-12)
+            if ratio > self.max_overlap_ratio:
+                continue
+            score = 1.0 - min(1.0, float(p_values[row]) * tests)
+            self._suspected |= score > 0.0
+            client_id = candidates[row]
+            client = self._clients[client_id]
+            if score < EMIT_FLOOR or score < client.emitted + 0.05:
+                continue
+            client.emitted = score
+            group_ids = [candidates[r] for r in detail["group"]]
+            union = np.unique(code_of[np.isin(row_of, detail["group"])])
+            evidence = {
+                "group": sorted(group_ids)[:MAX_GROUP_EVIDENCE], "group_size": len(group_ids),
+                "union_tail_share": round(len(union) / max(float(sizes.sum()), 1.0), 4),
+                "overlap": {"observed": int(detail["observed"]), "expected": round(detail["expected"], 2),
+                            "ratio": round(ratio, 3), "tail_depth": detail["depth"]},
+                "p_value": float(f"{p_values[row]:.3g}"), "tests": int(tests),
+                "tail_seeds": client.tail_distinct, "sample_level": client.level,
+                "tail_share": round(client.tail_occurrences / max(client.occurrences, 1), 3),
+                "prada": self._prada(client),
+                "queries": client.queries, "k": round(client.k_sum / max(client.queries, 1), 1),
+            }
+            evidence["action"] = self._action(score, client)
+            signals.append(Signal("client", client_id, self.name, round(score, 4), evidence))
+        return signals
+
+    def _groups(self, incidence: np.ndarray, counts: np.ndarray, code_strata: np.ndarray,
+                sizes: np.ndarray) -> list[list[int]]:
+        """Greedy agglomeration on the selection half: repeatedly merge the two groups whose overlap is
+        least likely under independence (Poisson lower tail at most `merge_alpha`, overlap at most
+        `max_overlap_ratio` of its expectation)."""
+        k = len(incidence)
+        groups = [[row] for row in range(k)]
+        alive = np.ones(k, bool)
+        sets = incidence.copy()
+        per = counts.astype(np.float64)
+        inverse = np.divide(1.0, sizes, out=np.zeros_like(sizes), where=sizes > 0)
+        overlap = (sets.astype(np.int32) @ sets.T.astype(np.int32)).astype(np.float64)
+        expected = (per * inverse) @ per.T
+        while True:
+            allowed = np.triu(alive[:, None] & alive[None, :], 1)
+            allowed &= (expected > 0) & (overlap <= self.max_overlap_ratio * expected)
+            if not allowed.any():
+                break
+            scores = np.full((k, k), np.inf)
+            scores[allowed] = pdtr(overlap[allowed], expected[allowed])
+            a, b = np.unravel_index(int(np.argmin(scores)), scores.shape)
+            if scores[a, b] > self.merge_alpha:
+                break
+            groups[a] += groups[b]
+            alive[b] = False
+            sets[a] |= sets[b]
+            per[a] = np.bincount(code_strata[sets[a]], minlength=per.shape[1])
+            overlap[a, :] = overlap[:, a] = sets.astype(np.int32) @ sets[a].astype(np.int32)
+            expected[a, :] = expected[:, a] = (per * inverse) @ per[a]
+        return [groups[row] for row in range(k) if alive[row]]
+
+    def _prada(self, client: _Client) -> dict[str, Any]:
+        steps = list(client.steps)
+        w = None
+        if len(steps) >= 20 and np.ptp(steps) > 0:
+            w = round(float(shapiro(steps).statistic), 4)
+        return {"returns": round(client.returns_sum / max(len(client.returns), 1), 3),
+                "tail_queries": len(client.returns),
+                "step_distance": round(float(np.mean(steps)), 3) if steps else None, "shapiro_w": w}
+
+    def _action(self, score: float, client: _Client) -> dict[str, Any]:
+        """Noise on the client's results (a member of a split sweep is paced like a benign client, so a
+        throttle alone slows the sweep without spoiling it), a smaller k and a lower rate, bounded."""
+        span = max(client.last_ts - client.first_ts, 1.0)
+        qps = client.queries / span
+        return {"type": "noise", "max_qps": round(max(self.min_qps, qps / 10.0), 4),
+                "max_k": max(10, int(client.k_sum / max(client.queries, 1) / 2)),
+                "noise_scale": round(min(self.max_noise_scale, self.max_noise_scale * score), 3),
+                "ttl_seconds": int(self.horizon_seconds)}
+
+
+def _hash(item_id: str) -> int:
+    # A keyed-free cryptographic digest as a uniform 64-bit value: the same in every process, and with no
+    # linear structure in the id (crc32 of ids of one length differ by a constant XOR).
+    return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "little")
+
+
+def _member_tests(group: list[int], incidence: np.ndarray, counts: np.ndarray, code_strata: np.ndarray,
+                  sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per member (in the group's order): its overlap with the union of the group's other members, and
+    that overlap's expectation if its seeds were a uniform draw within each stratum."""
+    rows = np.asarray(group)
+    sets = incidence[rows]
+    hits = sets.sum(axis=0)
+    observed = (sets & (hits >= 2)).sum(axis=1)
+    # The others' union per stratum: the group's union less the items only this member has.
+    strata = np.eye(len(sizes), dtype=np.int64)[code_strata]           # items x strata
+    union = (hits >= 1) @ strata
+    alone = (sets & (hits == 1)).astype(np.int64) @ strata             # members x strata
+    inverse = np.divide(1.0, sizes, out=np.zeros_like(sizes), where=sizes > 0)
+    expected = (counts[rows] * (union[None, :] - alone) * inverse).sum(axis=1)
+    return observed, expected
