@@ -206,19 +206,22 @@ def _seo(world: World, rng: np.random.Generator, history: _History, budget: int)
 def _warmer(world: World, rng: np.random.Generator, history: _History, budget: int) -> None:
     """A cache warmer: every day or week, each of the most popular items (as of the run) once, split
     over 1-4 shards, each a client of its own with a disjoint slice (contiguous or round-robin) of the
-    list: near-uniform coverage of the popular items, no repeat within a run."""
+    list, in order of popularity, of id or at random: near-uniform coverage of the popular items, no
+    repeat within a run."""
     shards = world.new_clients(int(rng.integers(1, 5)))
     size, cadence = int(rng.integers(100, 601)), int(rng.choice([1, 7]))
     k, qps, hour = int(rng.choice(HEAVY_K[:4])), _log_uniform(rng, 0.5, HEAVY_QPS[1]), int(rng.integers(0, 24))
-    contiguous, shuffled = rng.random() < 0.5, rng.random() < 0.5
+    contiguous, order = rng.random() < 0.5, str(rng.choice(["popularity", "shuffled", "id"]))
     runs = max(2, budget // size)
     days = np.arange(world.t0 // DAY + 1, world.t1 // DAY + 1, cadence)
     first = int(rng.integers(0, max(1, len(days) - runs)))
     for day in days[first:first + runs]:
         begin = int(day * DAY + hour * 3_600 + rng.integers(0, 600))
         popular = np.argsort(-history.counts(begin, begin - 30 * DAY), kind="stable")[:size]
-        if shuffled:
+        if order == "shuffled":
             popular = rng.permutation(popular)
+        elif order == "id":  # a job that sorts its list by id: an ordered sweep of the head
+            popular = popular[np.argsort(np.array(world.item_ids, dtype=object)[popular], kind="stable")]
         for j, client in enumerate(shards):
             items = np.array_split(popular, len(shards))[j] if contiguous else popular[j::len(shards)]
             _emit(world, client, _paced(rng, begin, len(items), qps), [[world.item_ids[i]] for i in items], k)

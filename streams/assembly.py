@@ -83,7 +83,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "coordination": _coordination, "midas": _midas, "catalog_drift": _catalog_drift,
     "extraction": _extraction, "copies": _copies, "sweep_coverage": _sweep_coverage,
 }
-# Detectors that read the catalog's text embeddings (item_vectors): they run in catalog_drift's process.
+# Detectors that read the catalog's text embeddings (item_vectors) when they run in catalog_drift's process
+# (else they hash item ids instead). Extraction must run there; sweep_coverage only reports its distances.
 READS_EMBEDDINGS = ("extraction", "sweep_coverage")
 
 
@@ -134,11 +135,9 @@ def build_pipeline(settings: Settings) -> Pipeline:
     groups = [group for group in groups if group]
     if (len(groups) == 1 and len(groups[0]) == len(chosen)) or (os.cpu_count() or 1) < 2:
         groups = []  # nothing would run beside them, or no core to run them on
-    if "catalog_drift" in chosen:
-        for reader in set(READS_EMBEDDINGS) & set(chosen):
-            shared = {"catalog_drift", reader}  # the reader reads the catalog's embeddings
-            if any(len(shared & set(group)) == 1 for group in groups):
-                raise ValueError(f"catalog_drift and {reader} share embeddings: run them in the same process")
+    shared = {"catalog_drift", "extraction"}  # extraction reads the catalog's embeddings
+    if shared <= set(chosen) and any(len(shared & set(group)) == 1 for group in groups):
+        raise ValueError("catalog_drift and extraction share embeddings: run them in the same process")
     offloaded_names = {name for group in groups for name in group}
     local = build_detectors(",".join(name for name in chosen if name not in offloaded_names))
     offloaded = []
