@@ -102,7 +102,7 @@ def handmade(seed: int) -> tuple[list, dict[str, str], dict[str, str]]:
         for j, u in enumerate(active.tolist()):
             ask(day * DAY + 3_600 + 2 * j, "nightly", latest(u, day * DAY, 3), 100, u)
     # A widget on 20% of ratings (the item just rated), a crawler of the 400 most rated items every
-    # three days, a "new this week" partner (items first rated in the last 7 days, weekly).
+    # three days, a "new this week" partner (the newest 40 items first rated in the last 7 days, weekly).
     for row in np.flatnonzero(rng.random(len(raw)) < 0.2):
         ask(ts[row] + 1, "widget", [str(item[row])], 12)
     popular = [str(i) for i in np.argsort(-np.bincount(item))[:400]]
@@ -112,8 +112,8 @@ def handmade(seed: int) -> tuple[list, dict[str, str], dict[str, str]]:
     for day in range(t0 // DAY + 2, t1 // DAY + 1, 3):
         for j, i in enumerate(rng.permutation(popular)):
             ask(day * DAY + 7_200 + j, "crawler", [i], 50)
-    for day in range(t0 // DAY + 7, t1 // DAY + 1, 7):
-        fresh = [str(i) for i, t in first_rated.items() if day * DAY - 7 * DAY <= t < day * DAY]
+    for day in range(t0 // DAY + 30, t1 // DAY + 1, 7):  # from its second month: the 40 newest each week
+        fresh = [str(i) for i, t in first_rated.items() if day * DAY - 7 * DAY <= t < day * DAY][-40:]
         for j, i in enumerate(fresh):
             ask(day * DAY + 10_000 + 20 * j, "partner", [i], 20)
     # The split sweep: every item in numeric id order, contiguous slices to ten clients, a query (one or

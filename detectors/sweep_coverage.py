@@ -106,6 +106,7 @@ RETURNS_WINDOW = 256      # tail queries over which the share of PRADA returns i
 STEPS_WINDOW = 128        # successive-seed distances kept for the reported Shapiro-Wilk W
 MIN_RETURN_QUERIES = 20   # tail queries before the returns share screens a client
 MAX_GROUP_EVIDENCE = 50   # member ids listed in a signal's evidence
+RETEST_GROWTH = 1.5       # a candidate's growth in tail seeds that calls for a new test
 _HASH_BITS = 64
 
 
@@ -135,7 +136,7 @@ class SweepCoverageDetector(Detector):
 
     def __init__(self, item_vectors: Any = None, horizon_seconds: float = 30 * DAY,
                  max_sampled_seeds: int = 1024, strata: int = 8, min_tail_seeds: int = 12,
-                 min_tail_share: float = 0.15, max_returns: float = 0.1, prada_memory: int = 64,
+                 min_tail_share: float = 0.1, max_returns: float = 0.1, prada_memory: int = 64,
                  search_seconds: float = 6 * 3600.0, min_group: int = 3, merge_alpha: float = 0.5,
                  max_overlap_ratio: float = 0.5, demand_half_life: float = 30 * DAY, query_demand: bool = True,
                  max_clients: int = 100_000, max_items: int = 500_000, max_noise_scale: float = 0.2,
@@ -160,6 +161,8 @@ class SweepCoverageDetector(Detector):
         self.vector_dim = vector_dim
         self._demand = ItemDemand(demand_half_life, max_items)
         self._catalog: dict[str, int] = {}   # item -> 64-bit hash, in order of first appearance
+        self._listed: dict[str, float] = {}   # item -> when first listed (catalog edit), else first seen
+        self._edited: set[str] = set()        # items whose listing was seen
         self._clients: dict[str, _Client] = {}
         self._watch: set[str] = set()         # clients with enough tail seeds to be screened at a search
         self._unranked: list[tuple[str, float]] = []  # (item, ts) of demand not yet in the table
@@ -188,10 +191,13 @@ class SweepCoverageDetector(Detector):
             kind = event.type
             if kind != "rec_query":
                 item = event.item_id
+                if item not in catalog:
+                    self._see(item, event.ts)
                 if kind != "catalog_edit":
                     demand.append((item, event.ts))
-                if item not in catalog:
-                    self._see(item)
+                elif item not in self._edited:  # an item's age runs from its listing, where there is one
+                    self._edited.add(item)
+                    self._listed[item] = event.ts
                 continue
             self._clock = max(self._clock, event.ts)
             self._add(event, next(distances))
@@ -219,12 +225,15 @@ class SweepCoverageDetector(Detector):
         self.item_vectors = source
 
     # -- per event ------------------------------------------------------------------------------------
-    def _see(self, item_id: str) -> int:
-        value = self._catalog[item_id] = _hash(item_id)
+    def _see(self, item_id: str, ts: float) -> None:
+        self._catalog[item_id] = _hash(item_id)
+        self._listed[item_id] = ts
         if len(self._catalog) > self.max_items:  # forget the earliest-seen half
-            kept = list(self._catalog.items())[len(self._catalog) // 2:]
-            self._catalog = dict(kept)
-        return value
+            kept = list(self._catalog)[len(self._catalog) // 2:]
+            self._catalog = {item: self._catalog[item] for item in kept}
+            self._listed = {item: self._listed[item] for item in kept}
+            self._edited &= self._catalog.keys()
+
 
     def _count_demand(self) -> None:
         if self._unranked:
@@ -276,7 +285,8 @@ class SweepCoverageDetector(Detector):
             client.log.append((query.ts, seed))
         if self.query_demand:
             self._unranked.extend([(seed, query.ts) for seed in query.seed_items])
-        self._expire(client, query.ts)
+        if len(client.log) > 4 * self.max_sampled_seeds:  # else expired when a search reads the client
+            self._expire(client, query.ts)
         if len(seeds) > self.max_sampled_seeds:
             self._subsample(client)
         if client.tail_distinct >= self.min_tail_seeds and query.client_id not in self._watch:
@@ -404,20 +414,18 @@ class SweepCoverageDetector(Detector):
         candidates = [c for c in sorted(self._watch) if self._screened(self._clients[c])]
         if len(candidates) < self.min_group:
             return []
-        # Test again when the candidates changed or one of them has a quarter more tail seeds than at the
-        # last test, or, if the last test found some evidence (a score above 0), a day later if any grew:
-        # evidence that grows by less barely moves a p-value, and a test costs milliseconds.
+        # Test again when a client joined the candidates or one of them has half as many tail seeds again
+        # as at the last test, or, if the last test found some evidence (a score above 0), a day later if any
+        # grew: evidence that grows by less barely moves a p-value, clients that leave take evidence away,
+        # and a test costs milliseconds.
         seeds = {c: self._clients[c].tail_distinct for c in candidates}
-        if seeds.keys() == self._tested.keys():
-            tested = self._tested
-            grown = any(n >= 1.25 * tested[c] for c, n in seeds.items())
-            later = self._suspected and now - self._tested_at >= DAY and any(
-                n > tested[c] for c, n in seeds.items())
-            if not (grown or later):
+        tested = self._tested
+        if not any(n >= RETEST_GROWTH * tested.get(c, 0) for c, n in seeds.items()):
+            later = self._suspected and now - self._tested_at >= DAY
+            if not (later and any(n > tested.get(c, 0) for c, n in seeds.items())):
                 return []
         self._tested, self._tested_at = seeds, now
-        ids, hashes, strata = self._ranked(now)  # refreshes the tail for the queries to come as well
-        return self._test(candidates, dict(zip(ids, strata.tolist())), hashes, strata, now)
+        return self._test(candidates, now)
 
     def _screened(self, client: _Client) -> bool:
         if client.tail_occurrences < self.min_tail_share * client.occurrences:
@@ -425,22 +433,26 @@ class SweepCoverageDetector(Detector):
         measured = len(client.returns) >= MIN_RETURN_QUERIES
         return not measured or client.returns_sum <= self.max_returns * len(client.returns)
 
-    def _test(self, candidates: list[str], stratum_of: dict[str, int], hashes: np.ndarray,
-              strata: np.ndarray, now: float) -> list[Signal]:
+    def _test(self, candidates: list[str], now: float) -> list[Signal]:
+        ids, hashes, strata = self._ranked(now)  # refreshes the tail for the queries to come as well
+        listed = np.fromiter(map(self._listed.__getitem__, ids), dtype=np.float64, count=len(ids))
+        stratum_of = dict(zip(ids, strata.tolist()))
         half_strata = self.strata // 2
         level = max(self._clients[c].level for c in candidates)
         shift = np.uint64(_HASH_BITS - level) if level else None
-        # The catalogue's tail items in the common sample, per half and stratum: the N_s of the null.
+        # The catalogue's tail items in the common sample (their half, stratum, listing time): the N_s.
         sampled = (hashes >> shift) == 0 if level else np.ones(len(hashes), bool)
         tail = sampled & (strata < half_strata)
-        half_bit = (hashes & np.uint64(1)).astype(np.int64)
-        sizes = np.zeros((2, half_strata))
-        np.add.at(sizes, (half_bit[tail], strata[tail]), 1.0)
-        # Each candidate's sampled tail seeds as parallel arrays: its row, the seed's code, stratum, half.
+        catalog_half = (hashes[tail] & np.uint64(1)).astype(np.int64)
+        catalog_strata, catalog_listed = strata[tail], listed[tail]
+        # Each candidate's sampled tail seeds as parallel arrays: its row, the seed's code, stratum, half,
+        # listing time; and when each candidate's remembered seeds begin.
         codes: dict[str, int] = {}
-        row_of, code_of, stratum_list, half_list = [], [], [], []
+        row_of, code_of, stratum_list, half_list, listed_list, starts = [], [], [], [], [], []
         for row, client_id in enumerate(candidates):
-            for seed, (_, _, value) in self._clients[client_id].seeds.items():
+            client = self._clients[client_id]
+            starts.append(client.log[0][0] if client.log else now)
+            for seed, (_, _, value) in client.seeds.items():
                 s = stratum_of.get(seed)
                 if s is None or s >= half_strata or (level and value >> (_HASH_BITS - level)):
                     continue
@@ -448,32 +460,44 @@ class SweepCoverageDetector(Detector):
                 code_of.append(codes.setdefault(seed, len(codes)))
                 stratum_list.append(s)
                 half_list.append(value & 1)
+                listed_list.append(self._listed[seed])
         row_of, code_of = np.array(row_of, dtype=np.int64), np.array(code_of, dtype=np.int64)
         seed_strata, seed_half = np.array(stratum_list, dtype=np.int64), np.array(half_list, dtype=np.int64)
+        seed_listed, starts = np.array(listed_list, dtype=np.float64), np.array(starts, dtype=np.float64)
         code_strata = np.zeros(len(codes), dtype=np.int64)
         code_strata[code_of] = seed_strata
         k = len(candidates)
+
+        def seeds_of(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            incidence = np.zeros((k, len(codes)), dtype=bool)
+            incidence[row_of[keep], code_of[keep]] = True
+            counts = np.bincount(row_of[keep] * half_strata + seed_strata[keep], minlength=k * half_strata)
+            return incidence, counts.reshape(k, half_strata).astype(np.float64)
+
+        def catalogue(keep: np.ndarray) -> np.ndarray:
+            return np.bincount(catalog_strata[keep], minlength=half_strata).astype(np.float64)
+
         p_values = np.ones(k)
         details: dict[int, dict[str, Any]] = {}
-        # Two depths: the tail, and its less-demanded half alone, where popular seeds a sweep is padded
-        # with (drawn by demand) almost never fall, so that their chance overlaps do not mask the slices.
-        for depth in (half_strata, half_strata // 2):
-            depth_sizes = sizes.copy()
-            depth_sizes[:, depth:] = 0.0
-            halves = []
-            for half in (0, 1):
-                keep = (seed_strata < depth) & (seed_half == half)
-                incidence = np.zeros((k, len(codes)), dtype=bool)
-                incidence[row_of[keep], code_of[keep]] = True
-                counts = np.bincount(row_of[keep] * half_strata + seed_strata[keep],
-                                     minlength=k * half_strata).reshape(k, half_strata).astype(np.float64)
-                halves.append((incidence, counts))
-            for select in (0, 1):
-                chosen, tested = halves[select], halves[1 - select]
-                for group in self._groups(*chosen, code_strata, depth_sizes[select]):
-                    if len(group) < self.min_group:
-                        continue
-                    observed, expected = _member_tests(group, *tested, code_strata, depth_sizes[1 - select])
+        # Groups are chosen on one half of the sample (the whole tail); each member is tested on the other
+        # half at two depths: the tail, and its less-demanded half alone, where the popular seeds a sweep
+        # is padded with (drawn by demand) almost never fall, so that their chance overlaps do not mask
+        # the slices.
+        for select in (0, 1):
+            chosen = seeds_of(seed_half == select)
+            for group in self._groups(*chosen, code_strata, catalogue(catalog_half == select)):
+                if len(group) < self.min_group:
+                    continue
+                # Only items listed before the group's first remembered query count: a group cannot have
+                # asked for items that did not exist, and a client of new listings (a partner site) would
+                # otherwise look complementary to clients that came before them.
+                cutoff, test = float(starts[group].min()), 1 - select
+                members = np.isin(row_of, group) & (seed_half == test) & (seed_listed <= cutoff)
+                listed_then = (catalog_half == test) & (catalog_listed <= cutoff)
+                for depth in (half_strata, half_strata // 2):
+                    tested = seeds_of(members & (seed_strata < depth))
+                    sizes = catalogue(listed_then & (catalog_strata < depth))
+                    observed, expected = _member_tests(group, *tested, code_strata, sizes)
                     p = pdtr(observed, np.maximum(expected, 1e-12))  # Poisson lower tail P(X <= observed)
                     for row, p_row, o, e in zip(group, p.tolist(), observed.tolist(), expected.tolist()):
                         if p_row < p_values[row]:
@@ -499,7 +523,7 @@ class SweepCoverageDetector(Detector):
             union = np.unique(code_of[np.isin(row_of, detail["group"])])
             evidence = {
                 "group": sorted(group_ids)[:MAX_GROUP_EVIDENCE], "group_size": len(group_ids),
-                "union_tail_share": round(len(union) / max(float(sizes.sum()), 1.0), 4),
+                "union_tail_share": round(len(union) / max(float(len(catalog_strata)), 1.0), 4),
                 "overlap": {"observed": int(detail["observed"]), "expected": round(detail["expected"], 2),
                             "ratio": round(ratio, 3), "tail_depth": detail["depth"]},
                 "p_value": float(f"{p_values[row]:.3g}"), "tests": int(tests),

@@ -150,11 +150,11 @@ def _widget(world: World, rng: np.random.Generator, history: _History, budget: i
 
 
 def _partner(world: World, rng: np.random.Generator, history: _History, budget: int) -> None:
-    """A partner or affiliate site: every few days, the trending items (most rated lately) and every item
-    listed since its last visit, each once, in random order. New items have no demand yet: this client's
-    seeds ignore popularity."""
+    """A partner or affiliate site: every few days, the trending items (most rated lately) and the newest
+    items listed since its last visit (up to 20-60), each once, in random order. New items have no demand
+    yet: this client's seeds ignore popularity."""
     client = world.new_clients(1)[0]
-    cadence, trending = int(rng.choice([1, 2, 3, 7])), int(rng.integers(10, 41))
+    cadence, trending, newest = int(rng.choice([1, 2, 3, 7])), int(rng.integers(10, 41)), int(rng.integers(20, 61))
     k, qps, hour = int(rng.choice(HEAVY_K[:3])), _log_uniform(rng, *HEAVY_QPS), int(rng.integers(0, 24))
     days = np.arange(world.t0 // DAY + 1 + int(rng.integers(0, cadence)), world.t1 // DAY + 1, cadence)
     visits = []
@@ -162,6 +162,7 @@ def _partner(world: World, rng: np.random.Generator, history: _History, budget: 
         begin = int(day * DAY + hour * 3_600 + rng.integers(0, 1_800))
         hot = np.argsort(-history.counts(begin, begin - 3 * DAY), kind="stable")[:trending]
         new = np.flatnonzero((world.listed_ts > begin - cadence * DAY) & (world.listed_ts <= begin))
+        new = new[np.argsort(-world.listed_ts[new], kind="stable")][:newest]  # a "new" feed: the newest
         items = rng.permutation(np.unique(np.r_[hot, new]))
         visits.append((begin, items))
     total = sum(len(items) for _, items in visits)
