@@ -1,62 +1,66 @@
 """Split extraction sweeps: clients that divide one sweep of the catalogue between them.
 
-Each client of a split sweep can look like a heavy benign client (its pace, its k); together they query
-every item once. So the detector judges clients as a set: among clients whose seeds reach the catalogue's
-less-demanded half (the tail) as a popularity-blind sweep does, it looks for groups whose tail seeds avoid
-each other far beyond chance (disjoint slices of one sweep), and tests each member's overlap with the rest
-of its group against what independent clients with the same popularity profile would share.
+Each client of a split sweep can look like a heavy benign client (its pace, its k), but together they ask
+for every item once, so their seeds in the catalogue's less-demanded half (the tail) avoid each other far
+beyond chance; the detector finds groups of clients with that complementary coverage and tests each member's
+overlap with the rest of its group against what independent clients with the same popularity profile share.
 
 How, in bounded state:
-- Seeds per client: a hash sample (threshold sampling: every seed whose 64-bit hash is below the client's
-  threshold, the threshold halving whenever more than `max_sampled_seeds` distinct seeds are kept), with
-  each seed's count and whether it was in the tail when first asked for; a log of sampled occurrences
-  expires them after `horizon_seconds` (at most 4 * `max_sampled_seeds` occurrences per client). A sample
-  by hash keeps overlaps between clients measurable: two clients agree on which items are sampled.
-- Screen (cheap counters, updated per query): a candidate has at least `min_tail_seeds` distinct sampled
-  tail seeds, at least `min_tail_share` of its seed occurrences in the tail (a popularity-driven client
-  asks mostly for the head; padding a sweep with popular seeds lowers this share, hence a low bar), and
-  few PRADA-style returns (below).
-- Search (every `search_seconds` of event time while watched clients add tail seeds; at the event that
-  makes it due, so micro-batches do not change the outcome): items are ranked by recent demand (decayed
-  ratings and clicks, ties broken by hash) into `strata` equal-count strata, the lower half being the tail.
-  Each candidate's sampled tail seeds are split into two halves by a hash bit. On one half, groups are
-  formed by greedy agglomeration of clients (or groups) whose overlap is far below its expectation; on the
-  other half, each member of a group of at least `min_group` is tested: its overlap O with the union of the
-  other members against E = sum over strata s of n_s * u_s / N_s (n_s its tail seeds in stratum s, u_s the
-  others', N_s the catalogue's), a Poisson lower tail. Independent clients that follow demand share more
-  than E (both favour the same items within a stratum), so the test is conservative for them; choosing
-  the group on one half and testing on the other keeps the choice from manufacturing the deficit. Then
-  the halves swap; a member's p-value is twice the smaller.
-- Score: 1 - p * 2 * candidates * looks (Bonferroni over both halves, every candidate tested and the
-  searches in a horizon, `looks` = horizon / search interval), floored at 0: the probability that the
-  client is part of a split sweep given this evidence alone, when its overlap is also at most
-  `max_overlap_ratio` of its expectation (an effect size, so that a huge client's slight deficit is not
-  a sweep). Signals name the group (`evidence["group"]`) and carry a client action (noise on results,
-  bounded by `max_noise_scale`; a k cap; a lower rate, never below `min_qps`) for the client-actions topic.
-- PRADA-style statistics per client (Juuti et al.): the minimum distance from each tail query's seed to the
-  client's previous `prada_memory` tail seeds, as ids (0 when the client returns to an item, else
-  sqrt(2)): its share of returns is the screen's third condition (a sweep never returns; a client serving
-  users does). The distance between successive queries' first seeds in item-embedding space (catalogue
-  text embeddings where `item_vectors` is wired, else vectors hashed from the ids, as in
-  `ExtractionDetector`) is reported with its Shapiro-Wilk W, not scored: in recommendation a sweep's
-  successive seeds are unrelated items, as are those of a client serving many users.
+- Seeds per client: a hash sample (every seed whose 64-bit hash is below the client's threshold, which
+  halves whenever more than `max_sampled_seeds` distinct seeds are kept), each seed's count and whether it
+  was in the tail when first asked for, and a log of sampled occurrences that expire after
+  `horizon_seconds`. Sampling by hash keeps overlaps measurable: clients agree on which items are sampled.
+- Demand: ratings, clicks and query seeds, decayed with `demand_half_life`; the catalogue is ranked by it
+  (ties by hash) into `strata` equal strata, the lower half being the tail. An item's age runs from its
+  listing (its first catalogue edit), else from its first event.
+- Screen, from counters kept per query: at least `min_tail_seeds` distinct sampled tail seeds, at least
+  `min_tail_share` of the seed occurrences in the tail (padding with popular seeds lowers a sweep's share,
+  hence a low bar) and at most `max_returns` PRADA-style returns (below).
+- Test, every `search_seconds` of event time while screened clients add tail seeds, at the event that
+  makes it due (micro-batches do not change the outcome), and only when a client joined the candidates or
+  one grew by half since the last test (or a day later, if that test found some evidence). Each
+  candidate's sampled tail seeds are split in two halves by a hash bit. On one half, groups are formed by
+  greedy agglomeration of clients (then groups) whose overlap is unlikely under independence (Poisson
+  lower tail at most `merge_alpha`). On the other half, each member of a group of at least `min_group` is
+  tested: its overlap O with the union of the other members against E = sum over strata s of
+  n_s * u_s / N_s (its tail seeds, the others' and the catalogue's in stratum s), counting only items
+  listed before the group's first remembered query (a partner site that fetches new listings would
+  otherwise look complementary to clients that came before them), over the whole tail and over its
+  lower half alone (where a sweep's popular padding hardly falls): a Poisson lower tail P(X <= O).
+  Independent clients that follow demand share more than E (both favour the same items within a stratum),
+  so the test is conservative for them; choosing groups on one half and testing on the other keeps the
+  choice from making the deficit. Then the halves swap.
+- Score: 1 - p * 4 * candidates * looks, floored at 0 (Bonferroni over both halves, both depths, every
+  candidate, and `looks` = horizon / search interval tests in a horizon): the probability that the client
+  belongs to a split sweep given this evidence alone. A member whose overlap exceeds `max_overlap_ratio`
+  of its expectation scores 0 (an effect size: a huge client's slight deficit is not a sweep). Signals
+  name the group (`evidence["group"]`) and carry an action for the client-actions topic: noise on the
+  results (a member is paced like a benign client, so a throttle alone only slows the sweep) bounded by
+  `max_noise_scale`, half its k, a tenth of its rate but at least `min_qps`.
+- PRADA-style statistics per client (Juuti et al.): the minimum distance from each tail seed to the
+  client's previous `prada_memory` tail seeds, items as orthogonal points (0 when the client returns to an
+  item, else sqrt(2)); the share of returns over its latest 256 tail seeds screens (a sweep never returns,
+  a client serving users does). The distance between successive queries' first seeds in item-embedding
+  space (catalogue text embeddings where `item_vectors` is wired, else vectors hashed from the ids, as in
+  `ExtractionDetector`) is reported with its Shapiro-Wilk W, not scored: a sweep's successive seeds are
+  unrelated items, as are those of a client serving many users.
 
-State is bounded: `max_clients` clients (the least recently active tenth forgotten beyond), each with at
-most `max_sampled_seeds` sampled seeds (about 120 bytes each) and 4x as many logged occurrences,
-`prada_memory` + 256 + 128 small values; `max_items` catalogue items (8-byte hash each) and their demand.
-A split sweep of a catalogue of N items among m clients is found once each member's sampled tail seeds
-overlap the rest's in expectation (E above) by some 15-25: with no sampling (N/m below `max_sampled_seeds`)
-that is when about half the sweep is done on MovieLens-sized catalogues; on far larger ones, later.
+State is bounded: `max_clients` clients (the least recent tenth forgotten beyond), each with at most
+`max_sampled_seeds` sampled seeds (about 150 bytes each), 4x as many logged occurrences and a few hundred
+small values for PRADA; `max_items` catalogue items (hash, listing time, demand: about 300 bytes each).
+Cost: a few dictionary operations per seed of a query and a demand count per rating and click; a test is
+numpy work over the candidates' sampled tail seeds (milliseconds for tens of candidates) and ranks the
+catalogue (one lookup per item), which also happens once eight times as many demand events as items came.
 
 Parameters: `item_vectors` (as in `ExtractionDetector`; not pickled by `snapshot`), `horizon_seconds`,
 `max_sampled_seeds`, `strata` (even), `min_tail_seeds`, `min_tail_share`, `max_returns`, `prada_memory`,
-`search_seconds`, `min_group`, `merge_alpha` (a pair joins a group on the selection half when its overlap
-is this unlikely or less), `max_overlap_ratio`, `demand_half_life`, `max_clients`, `max_items`,
-`max_noise_scale`, `min_qps`, `vector_dim`.
+`search_seconds`, `min_group`, `merge_alpha`, `max_overlap_ratio`, `demand_half_life`, `query_demand`
+(count query seeds as demand), `max_clients`, `max_items`, `max_noise_scale`, `min_qps`, `vector_dim`.
 
 References: Kesarwani et al. 2018, "Model extraction warning in MLaaS paradigm", ACSAC (coverage of the
 union of colluding users' queries); Juuti et al. 2019, "PRADA: protecting against DNN model stealing
-attacks", EuroS&P; Tillé 2006, "Sampling algorithms" (threshold / Poisson sampling by hash).
+attacks", EuroS&P; Cohen & Kaplan 2007, "Summarizing data using bottom-k sketches", PODC (coordinated
+samples by hash, so that samples of different sets can be compared).
 
 >>> import numpy as np
 >>> from detectors.events import RatingEvent, RecQueryEvent
@@ -233,7 +237,6 @@ class SweepCoverageDetector(Detector):
             self._catalog = {item: self._catalog[item] for item in kept}
             self._listed = {item: self._listed[item] for item in kept}
             self._edited &= self._catalog.keys()
-
 
     def _count_demand(self) -> None:
         if self._unranked:
