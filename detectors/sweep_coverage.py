@@ -97,7 +97,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from scipy.special import pdtr
-from scipy.stats import shapiro
+from scipy.stats import binom, shapiro
 
 from detectors.base import Detector, Signal
 from detectors.demand import ItemDemand
@@ -440,16 +440,15 @@ class SweepCoverageDetector(Detector):
         ids, hashes, strata = self._ranked(now)  # refreshes the tail for the queries to come as well
         listed = np.fromiter(map(self._listed.__getitem__, ids), dtype=np.float64, count=len(ids))
         stratum_of = dict(zip(ids, strata.tolist()))
-        half_strata = self.strata // 2
+        n_strata, half_strata = self.strata, self.strata // 2
         level = max(self._clients[c].level for c in candidates)
         shift = np.uint64(_HASH_BITS - level) if level else None
-        # The catalogue's tail items in the common sample (their half, stratum, listing time): the N_s.
+        # The catalogue's items in the common sample (their half, stratum, listing time): the N_s.
         sampled = (hashes >> shift) == 0 if level else np.ones(len(hashes), bool)
-        tail = sampled & (strata < half_strata)
-        catalog_half = (hashes[tail] & np.uint64(1)).astype(np.int64)
-        catalog_strata, catalog_listed = strata[tail], listed[tail]
-        # Each candidate's sampled tail seeds as parallel arrays: its row, the seed's code, stratum, half,
-        # listing time; and when each candidate's remembered seeds begin.
+        catalog_half = (hashes[sampled] & np.uint64(1)).astype(np.int64)
+        catalog_strata, catalog_listed = strata[sampled], listed[sampled]
+        # Each candidate's sampled seeds as parallel arrays: its row, the seed's code, stratum, half, listing
+        # time; and when each candidate's remembered seeds begin.
         codes: dict[str, int] = {}
         row_of, code_of, stratum_list, half_list, listed_list, starts = [], [], [], [], [], []
         for row, client_id in enumerate(candidates):
@@ -457,7 +456,7 @@ class SweepCoverageDetector(Detector):
             starts.append(client.log[0][0] if client.log else now)
             for seed, (_, _, value) in client.seeds.items():
                 s = stratum_of.get(seed)
-                if s is None or s >= half_strata or (level and value >> (_HASH_BITS - level)):
+                if s is None or (level and value >> (_HASH_BITS - level)):
                     continue
                 row_of.append(row)
                 code_of.append(codes.setdefault(seed, len(codes)))
@@ -474,21 +473,22 @@ class SweepCoverageDetector(Detector):
         def seeds_of(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             incidence = np.zeros((k, len(codes)), dtype=bool)
             incidence[row_of[keep], code_of[keep]] = True
-            counts = np.bincount(row_of[keep] * half_strata + seed_strata[keep], minlength=k * half_strata)
-            return incidence, counts.reshape(k, half_strata).astype(np.float64)
+            counts = np.bincount(row_of[keep] * n_strata + seed_strata[keep], minlength=k * n_strata)
+            return incidence, counts.reshape(k, n_strata).astype(np.float64)
 
         def catalogue(keep: np.ndarray) -> np.ndarray:
-            return np.bincount(catalog_strata[keep], minlength=half_strata).astype(np.float64)
+            return np.bincount(catalog_strata[keep], minlength=n_strata).astype(np.float64)
 
         p_values = np.ones(k)
         details: dict[int, dict[str, Any]] = {}
-        # Groups are chosen on one half of the sample (the whole tail); each member is tested on the other
-        # half at two depths: the tail, and its less-demanded half alone, where the popular seeds a sweep
-        # is padded with (drawn by demand) almost never fall, so that their chance overlaps do not mask
-        # the slices.
+        # Groups are chosen on one half of the sample (its tail); each member is tested on the other half
+        # at three depths: the whole catalogue, the tail, and the tail's less-demanded half alone, where
+        # the popular seeds a sweep may be padded with (drawn by demand) hardly fall, so that their chance
+        # overlaps do not mask the slices (a client's popular seeds alone never make it a candidate).
         for select in (0, 1):
-            chosen = seeds_of(seed_half == select)
-            for group in self._groups(*chosen, code_strata, catalogue(catalog_half == select)):
+            chosen = seeds_of((seed_half == select) & (seed_strata < half_strata))
+            sizes = catalogue((catalog_half == select) & (catalog_strata < half_strata))
+            for group in self._groups(*chosen, code_strata, sizes):
                 if len(group) < self.min_group:
                     continue
                 # Only items listed before the group's first remembered query count: a group cannot have
@@ -497,24 +497,23 @@ class SweepCoverageDetector(Detector):
                 cutoff, test = float(starts[group].min()), 1 - select
                 members = np.isin(row_of, group) & (seed_half == test) & (seed_listed <= cutoff)
                 listed_then = (catalog_half == test) & (catalog_listed <= cutoff)
-                for depth in (half_strata, half_strata // 2):
+                for depth in (n_strata, half_strata, half_strata // 2):
                     tested = seeds_of(members & (seed_strata < depth))
                     sizes = catalogue(listed_then & (catalog_strata < depth))
-                    observed, expected = _member_tests(group, *tested, code_strata, sizes)
-                    p = pdtr(observed, np.maximum(expected, 1e-12))  # Poisson lower tail P(X <= observed)
+                    observed, expected, p = _member_tests(group, *tested, code_strata, sizes,
+                                                          self.max_overlap_ratio)
                     for row, p_row, o, e in zip(group, p.tolist(), observed.tolist(), expected.tolist()):
-                        if p_row < p_values[row]:
+                        # An effect size besides: a huge client's slight deficit is not a sweep.
+                        if p_row < p_values[row] and o <= self.max_overlap_ratio * e:
                             p_values[row] = p_row
                             details[row] = {"group": group, "observed": o, "expected": e,
                                             "depth": depth / self.strata}
-        # Bonferroni: two depths, two halves, every candidate, every search within a horizon.
-        tests = 4.0 * len(candidates) * max(1.0, self.horizon_seconds / self.search_seconds)
+        # Bonferroni: three depths, two halves, every candidate, every search within a horizon.
+        tests = 6.0 * len(candidates) * max(1.0, self.horizon_seconds / self.search_seconds)
         signals = []
         self._suspected = False
         for row, detail in details.items():
             ratio = detail["observed"] / max(detail["expected"], 1e-12)
-            if ratio > self.max_overlap_ratio:
-                continue
             score = 1.0 - min(1.0, float(p_values[row]) * tests)
             self._suspected |= score > 0.0
             client_id = candidates[row]
@@ -523,12 +522,13 @@ class SweepCoverageDetector(Detector):
                 continue
             client.emitted = score
             group_ids = [candidates[r] for r in detail["group"]]
-            union = np.unique(code_of[np.isin(row_of, detail["group"])])
+            union = np.unique(code_of[np.isin(row_of, detail["group"]) & (seed_strata < half_strata)])
             evidence = {
                 "group": sorted(group_ids)[:MAX_GROUP_EVIDENCE], "group_size": len(group_ids),
-                "union_tail_share": round(len(union) / max(float(len(catalog_strata)), 1.0), 4),
+                "union_tail_share": round(len(union) / max(float((catalog_strata < half_strata).sum()), 1.0), 4),
+                # depth: the share of the catalogue tested, from the least demanded item (1: all of it)
                 "overlap": {"observed": int(detail["observed"]), "expected": round(detail["expected"], 2),
-                            "ratio": round(ratio, 3), "tail_depth": detail["depth"]},
+                            "ratio": round(ratio, 3), "depth": detail["depth"]},
                 "p_value": float(f"{p_values[row]:.3g}"), "tests": int(tests),
                 "tail_seeds": client.tail_distinct, "sample_level": client.level,
                 "tail_share": round(client.tail_occurrences / max(client.occurrences, 1), 3),
@@ -598,9 +598,10 @@ def _hash(item_id: str) -> int:
 
 
 def _member_tests(group: list[int], incidence: np.ndarray, counts: np.ndarray, code_strata: np.ndarray,
-                  sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per member (in the group's order): its overlap with the union of the group's other members, and
-    that overlap's expectation if its seeds were a uniform draw within each stratum."""
+                  sizes: np.ndarray, max_ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per member (in the group's order): its overlap with the union of the group's other members, that
+    overlap's expectation if its seeds were a uniform draw within each stratum, and its lower-tail p-value
+    P(O <= observed) under that draw (1 where the overlap is above `max_ratio` of its expectation)."""
     rows = np.asarray(group)
     sets = incidence[rows]
     hits = sets.sum(axis=0)
@@ -610,5 +611,29 @@ def _member_tests(group: list[int], incidence: np.ndarray, counts: np.ndarray, c
     union = (hits >= 1) @ strata
     alone = (sets & (hits == 1)).astype(np.int64) @ strata             # members x strata
     inverse = np.divide(1.0, sizes, out=np.zeros_like(sizes), where=sizes > 0)
-    expected = (counts[rows] * (union[None, :] - alone) * inverse).sum(axis=1)
-    return observed, expected
+    share = np.clip((union[None, :] - alone) * inverse, 0.0, 1.0)     # P(an item of stratum s is theirs)
+    drawn = counts[rows]
+    expected = (drawn * share).sum(axis=1)
+    p_values = np.ones(len(rows))
+    deficit = np.flatnonzero(observed <= max_ratio * expected)
+    if len(deficit):
+        p_values[deficit] = _binomial_sum_cdf(observed[deficit], drawn[deficit], share[deficit])
+    return observed, expected, p_values
+
+
+def _binomial_sum_cdf(observed: np.ndarray, n: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """P(sum_s Binomial(n_s, q_s) <= observed) per row, convolving the strata's probabilities up to the
+    observed count. The exact null of a member's overlap when its n_s items in stratum s each fall among
+    the others' with chance q_s (drawing without replacement concentrates it further, so this is
+    conservative); a Poisson with the same mean is far more conservative when the others cover most of
+    the catalogue (q near 1): P(0) = prod (1 - q_s)^n_s, not exp(-sum n_s q_s)."""
+    top = int(observed.max())
+    pmf = binom.pmf(np.arange(top + 1)[None, None, :], n[:, :, None], q[:, :, None])  # rows x strata x k
+    result = np.empty(len(observed))
+    for row, o in enumerate(observed.tolist()):
+        total = np.zeros(o + 1)
+        total[0] = 1.0
+        for stratum in np.flatnonzero(n[row]):
+            total = np.convolve(total, pmf[row, stratum, :o + 1])[:o + 1]
+        result[row] = min(1.0, float(total.sum()))
+    return result
