@@ -163,6 +163,7 @@ class SweepCoverageDetector(Detector):
         self.max_noise_scale = max_noise_scale
         self.min_qps = min_qps
         self.vector_dim = vector_dim
+        self._depths = (strata // 2, strata // 4)  # strata tested: the tail, its lower half
         self._demand = ItemDemand(demand_half_life, max_items)
         self._catalog: dict[str, int] = {}   # item -> 64-bit hash, in order of first appearance
         self._listed: dict[str, float] = {}   # item -> when first listed (catalog edit), else first seen
@@ -497,7 +498,7 @@ class SweepCoverageDetector(Detector):
                 cutoff, test = float(starts[group].min()), 1 - select
                 members = np.isin(row_of, group) & (seed_half == test) & (seed_listed <= cutoff)
                 listed_then = (catalog_half == test) & (catalog_listed <= cutoff)
-                for depth in (n_strata, half_strata, half_strata // 2):
+                for depth in self._depths:
                     tested = seeds_of(members & (seed_strata < depth))
                     sizes = catalogue(listed_then & (catalog_strata < depth))
                     observed, expected, p = _member_tests(group, *tested, code_strata, sizes,
@@ -508,8 +509,8 @@ class SweepCoverageDetector(Detector):
                             p_values[row] = p_row
                             details[row] = {"group": group, "observed": o, "expected": e,
                                             "depth": depth / self.strata}
-        # Bonferroni: three depths, two halves, every candidate, every search within a horizon.
-        tests = 6.0 * len(candidates) * max(1.0, self.horizon_seconds / self.search_seconds)
+        # Bonferroni: the depths, two halves, every candidate, every search within a horizon.
+        tests = 2.0 * len(self._depths) * len(candidates) * max(1.0, self.horizon_seconds / self.search_seconds)
         signals = []
         self._suspected = False
         for row, detail in details.items():
