@@ -55,7 +55,8 @@ catalogue (one lookup per item), which also happens once eight times as many dem
 Parameters: `item_vectors` (as in `ExtractionDetector`; not pickled by `snapshot`), `horizon_seconds`,
 `max_sampled_seeds`, `strata` (even), `min_tail_seeds`, `min_tail_share`, `max_returns`, `prada_memory`,
 `search_seconds`, `min_group`, `merge_alpha`, `max_overlap_ratio`, `demand_half_life`, `query_demand`
-(count query seeds as demand), `max_clients`, `max_items`, `max_noise_scale`, `min_qps`, `vector_dim`.
+(count query seeds as demand), `max_candidates` (tested at once: those with the largest share of tail
+seeds, then the most), `max_clients`, `max_items`, `max_noise_scale`, `min_qps`, `vector_dim`.
 
 References: Kesarwani et al. 2018, "Model extraction warning in MLaaS paradigm", ACSAC (coverage of the
 union of colluding users' queries); Juuti et al. 2019, "PRADA: protecting against DNN model stealing
@@ -143,7 +144,8 @@ class SweepCoverageDetector(Detector):
                  min_tail_share: float = 0.1, max_returns: float = 0.1, prada_memory: int = 64,
                  search_seconds: float = 6 * 3600.0, min_group: int = 3, merge_alpha: float = 0.5,
                  max_overlap_ratio: float = 0.5, demand_half_life: float = 30 * DAY, query_demand: bool = True,
-                 max_clients: int = 100_000, max_items: int = 500_000, max_noise_scale: float = 0.2,
+                 max_candidates: int = 256, max_clients: int = 100_000, max_items: int = 500_000,
+                 max_noise_scale: float = 0.2,
                  min_qps: float = 0.05, vector_dim: int = 64):
         self.item_vectors = item_vectors
         self.horizon_seconds = horizon_seconds
@@ -158,6 +160,7 @@ class SweepCoverageDetector(Detector):
         self.merge_alpha = merge_alpha
         self.max_overlap_ratio = max_overlap_ratio
         self.query_demand = query_demand
+        self.max_candidates = max_candidates
         self.max_clients = max_clients
         self.max_items = max_items
         self.max_noise_scale = max_noise_scale
@@ -416,6 +419,13 @@ class SweepCoverageDetector(Detector):
             if client.tail_distinct < self.min_tail_seeds:
                 self._watch.discard(client_id)
         candidates = [c for c in sorted(self._watch) if self._screened(self._clients[c])]
+        if len(candidates) > self.max_candidates:
+            # A test costs candidates^2 x seeds: keep the most popularity-blind (a sweep's share of tail
+            # seeds is about half, a popularity-driven client's a tenth or two), then the largest.
+            clients = self._clients
+            candidates = sorted(sorted(candidates, key=lambda c: (
+                -clients[c].tail_occurrences / max(clients[c].occurrences, 1), -clients[c].tail_distinct))[
+                    :self.max_candidates])
         if len(candidates) < self.min_group:
             return []
         # Test again when a client joined the candidates or one of them has half as many tail seeds again

@@ -216,3 +216,16 @@ def test_state_is_bounded_per_client():
     assert len(client.seeds) <= 64 and len(client.log) <= 4 * 64 and client.level >= 6
     # The sample is the one a lower threshold would have kept all along: every kept hash is below it.
     assert all(value >> (64 - client.level) == 0 for _, _, value in client.seeds.values())
+
+
+def test_candidates_are_capped_keeping_the_popularity_blind(world):
+    events, splitters, _, _, _ = world
+    # A screen that lets most light apps through: 15 candidates at most are tested, the sweep's among them.
+    detector = SweepCoverageDetector(min_tail_seeds=3, min_tail_share=0.0, max_returns=1.0, max_candidates=15)
+    tested = []
+    test = detector._test
+    detector._test = lambda candidates, now: tested.append(len(candidates)) or test(candidates, now)
+    best = _run(detector, events)
+    assert tested and max(tested) == 15
+    assert len(_flagged(best) & set(splitters)) >= 8
+    assert not _flagged(best) - set(splitters) - {"sweeper"}
