@@ -26,10 +26,14 @@ How, in bounded state:
   n_s * u_s / N_s (its tail seeds, the others' and the catalogue's in stratum s), counting only items
   listed before the group's first remembered query (a partner site that fetches new listings would
   otherwise look complementary to clients that came before them), over the whole tail and over its
-  lower half alone (where a sweep's popular padding hardly falls): a Poisson lower tail P(X <= O).
-  Independent clients that follow demand share more than E (both favour the same items within a stratum),
-  so the test is conservative for them; choosing groups on one half and testing on the other keeps the
-  choice from making the deficit. Then the halves swap.
+  lower half alone (where a sweep's popular padding hardly falls). The p-value is P(O' <= O) for O' a sum
+  over strata of Binomial(n_s, u_s / N_s): exact if the member's items were a uniform draw within each
+  stratum made with replacement, conservative for one without (a Poisson of mean E, tried first, is far
+  more so when the others cover most of the catalogue, as a split sweep's do). Independent clients that
+  follow demand share more than E (both favour the same items within a stratum), so the test is
+  conservative for them too; choosing groups on one half and testing on the other keeps the choice from
+  making the deficit. Then the halves swap. Testing the whole catalogue, head included, was tried and
+  dropped: the shards of a cache warmer of the best sellers are complementary there.
 - Score: 1 - p * 4 * candidates * looks, floored at 0 (Bonferroni over both halves, both depths, every
   candidate, and `looks` = horizon / search interval tests in a horizon): the probability that the client
   belongs to a split sweep given this evidence alone. A member whose overlap exceeds `max_overlap_ratio`
