@@ -205,6 +205,7 @@ class SweepCoverageDetector(Detector):
                 item = event.item_id
                 if item not in catalog:
                     self._see(item, event.ts)
+                    catalog = self._catalog  # a new dict when the catalogue was trimmed
                 if kind != "catalog_edit":
                     demand.append((item, event.ts))
                 elif item not in self._edited:  # an item's age runs from its listing, where there is one

@@ -229,3 +229,13 @@ def test_candidates_are_capped_keeping_the_popularity_blind(world):
     assert tested and max(tested) == 15
     assert len(_flagged(best) & set(splitters)) >= 8
     assert not _flagged(best) - set(splitters) - {"sweeper"}
+
+
+def test_catalogue_is_bounded_and_forgotten_items_come_back():
+    detector = SweepCoverageDetector(max_items=100)
+    ratings = [RatingEvent(event_id=f"r{i}", ts=float(i), user_id="u", item_id=f"i{i}", rating=3)
+               for i in range(151)]
+    ratings.append(RatingEvent(event_id="again", ts=151.0, user_id="u", item_id="i0", rating=3))
+    detector.observe(ratings, 151.0)  # one batch: the trim happens in the middle of it
+    assert len(detector._catalog) <= 100 and set(detector._catalog) == set(detector._listed)
+    assert "i0" in detector._catalog and detector._listed["i0"] == 151.0  # forgotten, then seen again
