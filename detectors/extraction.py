@@ -181,6 +181,7 @@ class ExtractionDetector(Detector):
                 demand.append((event.item_id, event.ts))
             if event.item_id not in first_seen:
                 self._see(event.item_id)
+                first_seen = self._first_seen  # a new dict when the oldest half was forgotten
         self._demand.add_many(demand)
         due = now - self._refreshed_at >= self.refresh_seconds
         if due:
