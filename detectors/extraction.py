@@ -3,7 +3,8 @@
 Per client, over a sliding window, the detector tests two systematic patterns against chance and against
 the living population of clients: a sweep in some order of the items (a sign test on successive seeds),
 and a sweep without repeats (far fewer repeated seeds than a popularity-driven client of the same volume
-would make) that reaches the catalogue more evenly, or more greedily, than clients do.
+would make); either counts only as far as the client reaches the catalogue's tail. Sweeps split among
+many clients are `SweepCoverageDetector`'s.
 
 Features, per client over its window (`window_seconds`, at most `max_window_queries` queries):
 - order: each second's queries are one step, represented by their smallest seed, in three orders of the
@@ -13,17 +14,23 @@ Features, per client over its window (`window_seconds`, at most `max_window_quer
 - repeats: collisions (pairs of equal seeds) against those expected if seeds were drawn by recent demand,
   n (n - 1) / 2 * sum(p^2) (the birthday problem): the smaller of a robust z of the log ratio against the
   population and a Poisson lower tail of the count. A permutation sweep has none.
-- coverage: distinct seeds and their share of the known catalogue, and the mean surprise -log p of the
-  seeds under recent demand (a sweep reaches the long tail as often as the head).
+- reach: the share of the catalogue's tail (items at or below the median recent demand) among the
+  client's distinct seeds: a sweep of the catalogue reaches most of it, while heavy benign clients that
+  repeat nothing within a round (a crawler of one genre, a cache warmer of the best sellers, a partner
+  paging through ids in order) reach a slice of it at most.
+- coverage, reported: distinct seeds and their share of the known catalogue, and the mean surprise -log p
+  of the seeds under recent demand (a sweep reaches the long tail as often as the head).
 - PRADA-style distances between successive queries' first seeds in item-embedding space (the catalogue
   text embeddings from `CatalogDriftDetector.item_vectors`; an item without text gets a unit vector hashed
   from its id, nearly orthogonal to all others, so for such items the distance only says "same seed or
-  not"). Their mean, as a robust z, counts as even coverage; the Shapiro-Wilk W of PRADA is reported, not
-  scored: successive seeds of a sweep are unrelated catalogue items, whose distances look as normal as
-  those of a client serving many users.
-- rate and k: queries in the window and mean k, as robust z against the population; many distinct seeds
-  with a large k count as greedy coverage, and both shape the action for the serving side.
-Score: max(order, min(no repeats, max(even, greedy))), each a z-score through a ramp. A flagged client's
+  not"). Their mean as a robust z and the Shapiro-Wilk W of PRADA are reported, not scored: successive
+  seeds of a sweep are unrelated catalogue items, whose distances look as normal as those of a client
+  serving many users.
+- rate and k: queries in the window and mean k, as robust z against the population; they shape the action
+  for the serving side. (Breadth as z-scores against the population, of the surprise, of the distinct
+  seeds with a large k, was scored before and flagged heavy benign clients: it is reported only.)
+Score: min(max(order, no repeats), reach), each through a ramp (reach from `min_tail_reach` to
+`full_tail_reach`). A flagged client's
 signal carries `evidence["action"]` for the `client-actions` topic: throttle a fast or greedy client, add
 noise to a slow one's results, with bounds (`min_qps`, `max_noise_scale`, a cap on k).
 
@@ -32,7 +39,7 @@ detector; None hashes every id; not pickled by `snapshot`); the window; `min_que
 scored; `population_seconds`, `min_population_queries` and `min_population` define the living population;
 `max_seeds_per_query` counted; `refresh_seconds` between population refreshes; `demand_half_life` of the
 popularity a benign client follows; `vector_dim` of the hashed vectors when there is no catalogue text;
-`max_clients`, `max_items` bound the state.
+`max_clients`, `max_items` bound the state; `min_tail_reach`, `full_tail_reach`.
 
 References: Juuti et al. 2019, "PRADA: protecting against DNN model stealing attacks", EuroS&P; Tramèr et
 al. 2016, "Stealing machine learning models via prediction APIs", USENIX Security; Yue et al. 2021,
@@ -51,8 +58,8 @@ al. 2016, "Stealing machine learning models via prediction APIs", USENIX Securit
 >>> queries = [RecQueryEvent(event_id=f"q{c}-{t}", ts=t * 60.0 + c, client_id=f"c{c}", k=10,
 ...                          seed_items=[items[i] for i in rng.choice(400, 2, p=popularity)])
 ...            for t in range(60) for c in range(30)]
->>> queries += [RecQueryEvent(event_id=f"s{t}", ts=t * 60.0 + 45, client_id="sweeper", k=200,
-...                           seed_items=[items[i]]) for t, i in enumerate(rng.permutation(400)[:60])]
+>>> queries += [RecQueryEvent(event_id=f"s{t}", ts=t * 9.0 + 45, client_id="sweeper", k=200,
+...                           seed_items=[items[i]]) for t, i in enumerate(rng.permutation(400))]
 >>> queries.sort(key=lambda q: q.ts)
 >>> signals = detector.observe(queries, now=queries[-1].ts)
 >>> sorted({s.id for s in signals if s.score >= 0.5})
@@ -129,7 +136,8 @@ class ExtractionDetector(Detector):
                  population_seconds: float = 30 * DAY, min_population_queries: int = 3,
                  refresh_seconds: float = 300.0, min_population: int = 10, demand_half_life: float = 7 * DAY,
                  vector_dim: int = 64, max_clients: int = 100_000, max_items: int = 500_000,
-                 max_noise_scale: float = 0.2, min_qps: float = 0.05):
+                 max_noise_scale: float = 0.2, min_qps: float = 0.05, min_tail_reach: float = 0.4,
+                 full_tail_reach: float = 0.6):
         self.item_vectors = item_vectors
         self.window_seconds = window_seconds
         self.max_window_queries = max_window_queries
@@ -144,6 +152,8 @@ class ExtractionDetector(Detector):
         self.max_items = max_items
         self.max_noise_scale = max_noise_scale
         self.min_qps = min_qps
+        self.min_tail_reach = min_tail_reach
+        self.full_tail_reach = full_tail_reach
         self._demand = ItemDemand(demand_half_life, max_items)
         self._first_seen: dict[str, int] = {}  # item -> order of first appearance in any event
         self._next_seen = 0
@@ -154,6 +164,8 @@ class ExtractionDetector(Detector):
         self._log_total = 0.0       # log of total smoothed demand, as of the last refresh
         self._sum_p2 = 0.0          # sum of squared demand shares, as of the last refresh
         self._half_event = 0.5      # half an event's weight: the smoothing of the demand shares
+        self._tail_demand = 0.0     # the median item's demand, and how many items have at most that
+        self._tail_size = 0
 
     # -- the interface ------------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
@@ -169,6 +181,7 @@ class ExtractionDetector(Detector):
                 demand.append((event.item_id, event.ts))
             if event.item_id not in first_seen:
                 self._see(event.item_id)
+                first_seen = self._first_seen  # a new dict when the oldest half was forgotten
         self._demand.add_many(demand)
         due = now - self._refreshed_at >= self.refresh_seconds
         if due:
@@ -335,13 +348,13 @@ class ExtractionDetector(Detector):
     def _vectors_of(self, item_ids: list[str]) -> np.ndarray:
         """Catalogue text embeddings where known, else vectors hashed from the ids (unit rows)."""
         if self.item_vectors is None:
-            return _hashed_vectors(item_ids, self.vector_dim)
+            return hashed_vectors(item_ids, self.vector_dim)
         vectors, known = self.item_vectors.item_vectors(item_ids)
         if vectors.shape[1] == 0:  # the catalogue has no text yet
-            return _hashed_vectors(item_ids, self.vector_dim)
+            return hashed_vectors(item_ids, self.vector_dim)
         unknown = np.flatnonzero(~known)
         if len(unknown):
-            vectors[unknown] = _hashed_vectors([item_ids[n] for n in unknown], vectors.shape[1])
+            vectors[unknown] = hashed_vectors([item_ids[n] for n in unknown], vectors.shape[1])
         return vectors
 
     # -- the population -----------------------------------------------------------------------------------
@@ -355,6 +368,10 @@ class ExtractionDetector(Detector):
         self._half_event = 0.5 * unit
         unseen = max(n_items - len(counts), 0) * (0.5 * unit) ** 2
         self._sum_p2 = float((smoothed ** 2).sum() + unseen) / total ** 2 if total > 0 else 0.0
+        # The tail: items at or below the median demand (items never rated or clicked have none).
+        raw = np.r_[smoothed - 0.5 * unit, np.zeros(max(n_items - len(counts), 0))]
+        self._tail_demand = float(np.partition(raw, len(raw) // 2)[len(raw) // 2]) if len(raw) else 0.0
+        self._tail_size = int((raw <= self._tail_demand).sum())
 
     def _refresh_population(self, now: float) -> None:
         self._refreshed_at = now
@@ -425,12 +442,17 @@ class ExtractionDetector(Detector):
         # The sign test is calibrated on its own (standard normal under benign order); checked after every
         # batch for months, it needs a high bar: 5 sigma is 3e-7 per look.
         ordered = ramp(z_order, 4.0, 6.0)
-        # Breadth beyond popularity: the tail reached evenly, or far more distinct items than any client
-        # asks about with a far larger k (both, since heavy benign clients have one or the other).
-        z_greedy = min(z["log_distinct"], z["log_k"])
-        breadth = max(ramp(z_even, 2.0, 4.0), ramp(z_greedy, 2.0, 4.0))
-        permutation = min(ramp(z_no_repeat, 2.0, 4.0), breadth)
+        permutation = ramp(z_no_repeat, 2.0, 4.0)
         score = max(ordered, permutation)
+        if score < EMIT_FLOOR or score < client.emitted + 0.05:
+            return None
+        # Reach: the share of the catalogue's tail among the client's seeds in the window. Without it, a
+        # crawler of one genre, a cache warmer of the best sellers (both without repeats within a round)
+        # or a partner paging through ids in order would be flagged like a sweep of the whole catalogue;
+        # z-scores of breadth against the population (the surprise of the seeds, their number and k) were
+        # used here and flagged such heavy benign clients.
+        reach = self._tail_reach(client)
+        score = min(score, ramp(reach, self.min_tail_reach, self.full_tail_reach))
         if score < EMIT_FLOOR or score < client.emitted + 0.05:
             return None
         client.emitted = score
@@ -452,9 +474,19 @@ class ExtractionDetector(Detector):
                      "z": round(z["log_rate"], 2)},
             "k": {"mean": round(client.k_sum / len(client.queries), 1), "z": round(z["log_k"], 2)},
             "distinct_z": round(z["log_distinct"], 2),
+            "tail_reach": round(reach, 3),
+            "breadth": {"even_z": round(z_even, 2), "greedy_z": round(min(z["log_distinct"], z["log_k"]), 2)},
         }
         evidence["action"] = self._action(score, z, len(client.queries) / span)
         return Signal("client", client_id, self.name, round(score, 4), evidence)
+
+    def _tail_reach(self, client: _Client) -> float:
+        if self._tail_size <= 0:
+            return 0.0
+        demand, threshold = self._demand.counts, self._tail_demand
+        known = self._first_seen
+        reached = sum(1 for seed in client.counts if seed in known and demand.get(seed, 0.0) <= threshold)
+        return reached / self._tail_size
 
     def _action(self, score: float, z: dict[str, float], qps: float) -> dict[str, Any]:
         """What the serving side should do: throttle a fast or greedy client, blur a slow one's answers.
@@ -475,7 +507,7 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def _hashed_vectors(item_ids: list[str], dim: int) -> np.ndarray:
+def hashed_vectors(item_ids: list[str], dim: int) -> np.ndarray:
     # Bytes of a digest as a random direction: stable across processes, different for every id.
     raw = b"".join(hashlib.shake_128(item_id.encode()).digest(dim) for item_id in item_ids)
     return _unit(np.frombuffer(raw, dtype=np.int8).reshape(len(item_ids), dim).astype(np.float32))

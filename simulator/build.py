@@ -35,7 +35,7 @@ from simulator.collusion import collusion_attack
 from simulator.contamination import MAX_SHARE, contaminate
 from simulator.covisit import covisit_attack
 from simulator.crowds import benign_crowds
-from simulator.queries import benign_queries, sweep_attack
+from simulator.queries import benign_queries, split_sweep_attack, sweep_attack
 from simulator.ranges import Ranges
 from simulator.review_bomb import review_bomb_attack
 from simulator.shilling import average_attack, bandwagon_attack, random_attack, segment_attack
@@ -49,6 +49,7 @@ FAMILIES: dict[str, Callable[[World, AttackSpec], Attack]] = {
     "click_farm": click_farm_attack, "catalog_poison": catalog_poison_attack, "sweep": sweep_attack,
     "covisit": covisit_attack, "sleeper": sleeper_attack, "slow_nuke": slow_nuke_attack,
     "collusion": collusion_attack,
+    "split_sweep": split_sweep_attack,
 }
 # The nine families the project began with: `--attacks classic` (with `--benign base`, the streams that
 # the README's older figures were measured on).
@@ -306,4 +307,6 @@ def _truth(world: World, events: list[dict[str, Any]], labels: np.ndarray, gener
         },
         "attacks": attacks,
         "benign_groups": benign_groups,
+        # Benign heavy API clients and their kind, for figures per kind (none of them is malicious).
+        "heavy_clients": {world.client_ids[c]: kind for c, kind in world.heavy_clients.items()},
     }

@@ -138,6 +138,7 @@ class World:
         # their events stay labelled benign; truth.json lists them so an evaluation can count them.
         self.benign_groups: list[dict[str, Any]] = []
         self.review_site = False  # --sparse: ratings only, no clicks, queries or catalog
+        self.heavy_clients: dict[int, str] = {}  # benign heavy API clients: index -> kind (batch, widget...)
 
     # Randomness: one independent, reproducible stream per named component.
     def rng(self, *key: str | int) -> np.random.Generator:

@@ -35,7 +35,11 @@ DETECTORS: dict[str, str] = {
     "catalog_drift": "detectors.catalog_drift:CatalogDriftDetector",
     "extraction": "detectors.extraction:ExtractionDetector",
     "copies": "detectors.copies:CopyDetector",
+    "sweep_coverage": "detectors.sweep_coverage:SweepCoverageDetector",
 }
+# Detectors that read the catalog's text embeddings (item_vectors) when they run in catalog_drift's process
+# (else they hash item ids instead). Extraction must run there; sweep_coverage only reports its distances.
+READS_EMBEDDINGS = ("extraction", "sweep_coverage")
 # Constructor arguments that are collaborators, not settings: handed over here.
 WIRED = {"encoder", "item_vectors"}
 # The significance levels of each detector's tests (dotted: a field of a nested parameter).
@@ -114,9 +118,11 @@ def build_detectors(names: str, configs: Mapping[str, Mapping[str, Any]] | None 
             # that wait for each other stall whenever one is descheduled (benchmarks/encoders.py).
             kwargs["encoder"] = load_text_encoder(threads=1)
         detectors[name] = detector_class(name)(**kwargs)
-    if "catalog_drift" in detectors and "extraction" in detectors:
-        # Extraction's distance test reads the catalog's text embeddings; catalog runs first to fill them.
-        detectors["extraction"].item_vectors = detectors["catalog_drift"]
+    readers = [name for name in READS_EMBEDDINGS if name in detectors]
+    if "catalog_drift" in detectors and readers:
+        # Their distance statistics read the catalog's text embeddings; catalog runs first to fill them.
+        for name in readers:
+            detectors[name].item_vectors = detectors["catalog_drift"]
         chosen.sort(key=lambda name: name != "catalog_drift")
     one_blas_thread()  # after the detectors' imports: it limits the BLAS libraries loaded so far
     return [detectors[name] for name in chosen]
@@ -175,6 +181,6 @@ def build_pipeline(settings: Settings) -> Pipeline:
         offloaded = [DetectorProcess(group, {name: configs[name] for name in group}, settings.false_flag_budget)
                      for group in groups]
     order = list(chosen)  # the order build_detectors gives them, whichever process they run in
-    if {"catalog_drift", "extraction"} <= set(order):
+    if "catalog_drift" in order and set(READS_EMBEDDINGS) & set(order):
         order.sort(key=lambda name: name != "catalog_drift")
     return Pipeline(local, decision, SeenIds(settings.dedupe_capacity), offloaded=offloaded, order=order)

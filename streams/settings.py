@@ -25,10 +25,11 @@ class Settings(BaseSettings):
     # Pipeline
     batch_size: int = 2048
     # Comma-separated names, see streams.assembly.DETECTORS. Off by default: midas (a reference anchor).
-    detectors: str = "profile,rating_shift,dense_block,lockstep,coordination,copies,catalog_drift,extraction"
+    detectors: str = ("profile,rating_shift,dense_block,lockstep,coordination,copies,catalog_drift,extraction,"
+                      "sweep_coverage")
     # Those of the chosen detectors that run in processes of their own beside the rest (streams.parallel),
     # `;` between processes; empty: all in one process. Ignored on a one-core machine.
-    offload_detectors: str = "dense_block,lockstep,coordination,midas,copies;catalog_drift,extraction"
+    offload_detectors: str = "dense_block,lockstep,coordination,midas,copies;catalog_drift,extraction,sweep_coverage"
     dedupe_capacity: int = 5_000_000
     # Evidence (detectors.fusion): the base rate at which detectors state their scores, and how far each
     # detector's evidence counts (JSON; missing: 1). The profile detector's target groups overlap the
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     copies: dict[str, Any] = {}
     catalog_drift: dict[str, Any] = {}
     extraction: dict[str, Any] = {}
+    sweep_coverage: dict[str, Any] = {}
     # Data
     movielens: Path = PROJECT_ROOT.parent / "shared" / "data" / "movielens-100k"
 

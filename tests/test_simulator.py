@@ -193,9 +193,48 @@ def test_max_events_caps_the_stream():
     assert all(a["entities"][a["entity_kind"]] for a in sim.truth["attacks"])
 
 
+def test_split_sweep_divides_one_sweep_among_paced_clients():
+    for seed in (0, 1, 2, 3):
+        sim = build(small_base(), plan_attacks("split_sweep", spread="hours"), seed=seed)
+        (attack,) = sim.truth["attacks"]
+        clients, details = set(attack["entities"]["client"]), attack["details"]
+        assert 5 <= len(clients) <= 20 and details["n_clients"] == len(clients)
+        start = attack["window"][0]
+        listed = {e["item_id"] for e in sim.events if e["type"] == "catalog_edit" and e["ts"] <= start}
+        asked_by = defaultdict(set)
+        times = defaultdict(list)
+        for e in sim.events:
+            if e["type"] == "rec_query" and e["client_id"] in clients:
+                for item in e["seed_items"]:
+                    asked_by[item].add(e["client_id"])
+                times[e["client_id"]].append(e["ts"])
+                assert e["k"] == attack["params"]["k"] <= 200
+        assert listed <= set(asked_by)  # the whole listed catalogue is swept
+        once = sum(len(asked_by[item]) == 1 for item in listed) / len(listed)
+        # Slices are disjoint: only popular padding seeds are asked by two clients of the sweep.
+        assert once == 1.0 if details["padding"] == 0 else once >= 0.6
+        sizes = [len(t) for t in times.values()]
+        assert max(sizes) <= 2 * min(sizes) + 5  # one sweep divided evenly
+
+
+def test_heavy_benign_clients_are_varied_and_recorded():
+    kinds = defaultdict(list)
+    for seed in (0, 1, 2):
+        sim = build(small_base(), [], seed=seed)
+        queries = defaultdict(int)
+        for e in sim.events:
+            if e["type"] == "rec_query":
+                queries[e["client_id"]] += 1
+        for client, kind in sim.truth["heavy_clients"].items():
+            kinds[kind].append(queries[client])
+        # Heavy: the heaviest benign client asks far more than a typical one.
+        assert max(queries[c] for c in sim.truth["heavy_clients"]) > 20 * np.median(list(queries.values()))
+    assert set(kinds) == {"batch", "widget", "partner", "seo", "warmer"}
+
+
 def test_plan_attacks_rejects_unknown_names():
     # "all" is every family; "classic" the nine the project began with (the README's older streams).
-    assert [s.family for s in plan_attacks("all")] == list(FAMILIES) and len(FAMILIES) == 13
+    assert [s.family for s in plan_attacks("all")] == list(FAMILIES) and len(FAMILIES) == 14
     assert [s.family for s in plan_attacks("classic")] == list(CLASSIC) and len(CLASSIC) == 9
     with pytest.raises(ValueError, match="unknown attack family"):
         plan_attacks("random,sybil")
