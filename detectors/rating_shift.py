@@ -112,7 +112,7 @@ class _Chart:
     start: float                                                  # event time of the change point
     levels: list = field(default_factory=lambda: [0] * _LEVELS)  # every rating since, per level
     raters: dict = field(default_factory=dict)                    # user -> (level, profile bins, ts)
-    held: list = field(default_factory=list)                      # (level, ts) of its end's ratings, waiting
+    held: list = field(default_factory=list)                      # (level, ts, user) of its end's ratings, waiting
     tied: frozenset = frozenset()                                 # a co-visitation wave's tied items
     last: float = -math.inf                                       # event time of its latest rating
     alarmed: int = -1                                             # the direction it alarmed in, -1 none yet
@@ -303,8 +303,7 @@ class RatingShiftDetector(Detector):
                 if chart.alarmed >= 0:
                     chart.closed = True  # attributed once more at the next round, then forgotten
                 else:  # a false alarm after all: what it held back joins the item's habit
-                    for level, held_ts in chart.held:
-                        item.hist[level] += 0.5 ** (max(item.updated - held_ts, 0.0) / self.baseline_half_life)
+                    self._release(item, chart.held)
             return None
         item.cusum[which] = value
         if chart is None:
@@ -335,8 +334,8 @@ class RatingShiftDetector(Detector):
                 if (waiting is None or waiting.start > ts) and wave is not None and wave.start <= ts:
                     waiting = wave
             if waiting is not None and waiting.start <= ts:
-                if waiting.alarmed < 0 and len(waiting.held) < self.max_pending:
-                    waiting.held.append((level, ts))
+                if len(waiting.held) < self.max_pending:
+                    waiting.held.append((level, ts, user))
                 continue
             item = state[row]
             item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
@@ -417,8 +416,15 @@ class RatingShiftDetector(Detector):
         for _, key, chart, raters, attackers in found:
             signals += self._members(key, chart, raters, attackers)
         for key in [key for key, chart in ready.items() if chart.closed]:
-            del self._campaigns[key]
+            # Its attackers' ratings stay out of the item's habit; the rest of what it held back joins it.
+            chart = self._campaigns.pop(key)
+            self._release(self._state[key[0]], [(level, ts, user) for level, ts, user in chart.held
+                                                if key[0] not in self._attributed.get(user, ())])
         return signals
+
+    def _release(self, item: _Item, held: list[tuple[int, float, str]]) -> None:
+        for level, ts, _ in held:
+            item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
 
     def _ready(self, clock: float, final: bool) -> dict[tuple[int, int], _Chart]:
         """The campaigns to attribute now: those that ended or were alarmed at least `settle` ago (all of
@@ -560,13 +566,19 @@ class RatingShiftDetector(Detector):
         share = 0.0
         if rest >= self.min_members and pdtrc(rest - 1, max(expected, 1e-9)) < self.alpha:
             share = min(1.0, max(0.0, rest - expected) / rest)
-        if share > 0 and known and key[1] == WAVE and not chart.tied:
-            # A wave admitted by its pile must still pile without the accounts others named: a loved young
-            # film whose wave an attack joined keeps its own fans.
-            hist = self._state[row].hist
-            at_end = sum(h for h, inside in zip(hist, _ENDS[direction]) if inside)
-            a, b = self._posterior("end", direction, at_end, sum(hist))
-            if betabinom_tail(rest, max(sum(chart.levels) - len(known), rest), a, b) >= self.wave_alpha / 4:
+        if share > 0 and known and not chart.tied:
+            # Without the accounts others named, the rest must still be a campaign by the test that found
+            # it: an echo (a best seller the attack also rated, a loved young film whose wave it joined)
+            # keeps its own audience.
+            rest_total = max(sum(chart.levels) - len(known), rest)
+            if key[1] == WAVE:
+                hist = self._state[row].hist
+                at_end = sum(h for h, inside in zip(hist, _ENDS[direction]) if inside)
+                a, b = self._posterior("end", direction, at_end, sum(hist))
+                still = betabinom_tail(rest, rest_total, a, b) < self.wave_alpha / 4
+            else:
+                still = bdtrc(rest - 1, rest_total, chart.upper) < self.alpha
+            if not still:
                 share = 0.0
         posterior = self._cohort(chart, [user for user in raters if user not in known], share)
         evidence = {"item": item, "direction": _DIRECTIONS[direction], "since": chart.start,
