@@ -114,6 +114,7 @@ class Guard:
         self.counts: Counter[str] = Counter()
         self.restored = False
         self.assigned = False
+        self.stopping = False  # the final snapshot is taken: nothing may use the pipeline any more
         self._lock: asyncio.Lock | None = None
         self._snapshot_lock: asyncio.Lock | None = None
         now = time.monotonic()
@@ -212,6 +213,8 @@ class Guard:
 
     async def _handle(self, events: list[Any]) -> None:
         async with self.lock:
+            if self.stopping:  # taken after the final snapshot: unacknowledged, so redelivered after a restart
+                return
             started = time.perf_counter()
             skip_below, aligner, in_counts = self.skip_below, self.aligner, Counter()
             for event in events:
@@ -390,22 +393,26 @@ class Guard:
     @property
     def publisher(self) -> BatchPublisher:
         if self._publisher is None:
-            self._publisher = BatchPublisher(self.app.producer._ensure_producer())  # noqa: SLF001
+            outcome_of = {self.topics.clean: "clean", self.topics.quarantined: "quarantined",
+                          self.topics.retracted: "retracted", self.topics.rejected: "rejected"}
+            events_out = self.metrics.events_out
+
+            def acked(topic: str, count: int) -> None:
+                outcome = outcome_of.get(topic)
+                if outcome is not None:
+                    events_out.labels(outcome).inc(count)
+
+            self._publisher = BatchPublisher(self.app.producer._ensure_producer(), on_acked=acked)  # noqa: SLF001
             self._publisher.offsets.update(self.output_offsets)
         return self._publisher
 
     async def _flush_pending(self) -> None:
         """Wait until the broker acknowledged every message so far; note the output offsets reached."""
         self.output_offsets.update(await self.publisher.wait())
-        for outcome in ("clean", "quarantined", "retracted", "rejected"):
-            n = self.counts[outcome] - self._reported[outcome]
-            if n:
-                self.metrics.events_out.labels(outcome).inc(n)
-                self._reported[outcome] = self.counts[outcome]
 
     # -- the timer's work ---------------------------------------------------------------------
     async def tick(self) -> None:
-        if not self.ready:
+        if not self.ready or self.stopping:
             return
         try:
             await self._tick()
@@ -490,7 +497,10 @@ class Guard:
     def _update_gauges(self) -> None:
         self.metrics.held.set(self.pipeline.decision.held_count)
         self.metrics.aligned.set(len(self.aligner))
-        self.metrics.align_forced.set(self.aligner.forced)
+        forced = self.aligner.forced - self._reported["_forced"]
+        if forced:
+            self.metrics.align_forced.inc(forced)
+            self._reported["_forced"] = self.aligner.forced
         self.metrics.watermark.set(self.pipeline.watermark)
         self.metrics.ready.set(1 if self.ready else 0)
         consumer = getattr(self.app, "consumer", None) if self.app is not None else None
@@ -527,13 +537,20 @@ class Guard:
                      self.pipeline.decision.held_count)
 
     async def on_shutdown(self) -> None:
-        """Last snapshot: everything processed so far is covered, nothing is redone after a clean stop."""
-        if self.restored and (self.dirty or self.unacked):
+        """Finish the batch in hand, take a last snapshot (everything processed so far is covered, nothing is
+        redone after a clean stop), then stop the detector processes, which ignore stop signals for this."""
+        if self.stopping:
+            return
+        if self.restored and (self.dirty or self.unacked or self._unfinished is not None):
             try:
                 await self.snapshot()
                 log.info("final snapshot written")
             except Exception as error:  # noqa: BLE001 - the previous snapshot stays valid
-                log.warning("final snapshot failed: %s", error)
+                log.warning("final snapshot failed (%s): a restart resumes from the one before", error)
+        async with self.lock:
+            self.stopping = True
+            await asyncio.get_running_loop().run_in_executor(self.pipeline_thread, self.pipeline.close)
+        self.pipeline_thread.shutdown(wait=False)
 
 
 def _faust_tp(tp: TP) -> Any:
@@ -566,9 +583,13 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
         if in_flight is not None:
             await in_flight
 
-    @app.timer(interval=0.25, name="guard-tick")
+    @app.task
     async def guard_tick() -> None:
-        await guard.tick()
+        # A loop of its own rather than app.timer: mode's timer logs "Timer ... is overlapping" whenever a
+        # beat outlasts its interval, and a beat that snapshots or finishes a batch does, by design.
+        while not app.should_stop and not guard.stopping:
+            await guard.tick()
+            await asyncio.sleep(0.25)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:

@@ -373,3 +373,26 @@ def test_a_batch_started_is_finished_by_the_next_by_the_timer_or_before_a_snapsh
         asyncio.run(run())
     finally:
         guard.pipeline.close()
+
+
+def test_patched_upstream_functions_are_the_ones_the_patches_were_written_for():
+    """streams/app.py copies, replaces or wraps Faust's and aiokafka's private functions; the versions are
+    pinned, and an upgrade that changes any of those functions must be read and carried over on purpose."""
+    from importlib.metadata import version
+
+    from streams.app import UPSTREAM_SOURCES, patch_faust, set_fetch_max_wait, upstream_changes
+
+    assert (version("faust-streaming"), version("aiokafka")) == ("0.15.3", "0.14.0")
+    assert upstream_changes() == []
+    patch_faust()
+    set_fetch_max_wait(100)
+    assert upstream_changes() == []  # the originals, not our replacements, are what is hashed
+    assert len(UPSTREAM_SOURCES) == 5
+
+
+def test_a_changed_upstream_function_is_noticed(monkeypatch):
+    import streams.app as app_module
+
+    path = next(iter(app_module.UPSTREAM_SOURCES))
+    monkeypatch.setitem(app_module.UPSTREAM_SOURCES, path, "0" * 64)
+    assert app_module.upstream_changes() == [path]
