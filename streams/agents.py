@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
@@ -38,7 +39,7 @@ from streams.publisher import BatchPublisher
 from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
 from streams.reader import end_offsets, header, read, source_id
 from streams.settings import Settings
-from streams.state import Snapshot, StateDir
+from streams.state import Snapshot, SnapshotRejected, StateDir, snapshot_key
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ class Guard:
         self.topics = topics
         self.metrics = metrics or Metrics()
         self.pipeline = pipeline or build_pipeline(settings)
-        self.state_dir = StateDir(settings.state_dir, settings.app_id)
+        self.state_dir = StateDir(settings.state_dir, settings.app_id, snapshot_key(settings))
+        self.epoch: str | None = None  # the topic epoch (streams.store): new when the topics are new
         self.app: Any = None
         self.input_offsets: dict[TP, int] = {}
         self.skip_below: dict[TP, int] = {}
@@ -129,41 +131,66 @@ class Guard:
         self._unfinished: tuple[Any, list[Any]] | None = None  # a batch started, not yet finished
 
     # -- recovery (before the app starts) ----------------------------------------------------
-    def recover(self) -> str:
-        """Restore the snapshot if it matches the broker's topics; return the consumer group id to use."""
+    def recover(self, store_epoch: str | None = None) -> str:
+        """Restore the snapshot; return the consumer group id to use. `store_epoch` is the quarantine
+        store's current topic epoch, kept where the topics are the ones it knew.
+
+        What the detectors and the decision stage learned about users, items, sellers and clients does not
+        depend on the broker: on a new broker (its topics behind the snapshot's offsets: the embedded one,
+        which keeps them in memory, after a restart) that state is kept, and only the offsets start afresh,
+        in a new consumer group and a new topic epoch."""
         snapshot = None
         try:
             snapshot = self.state_dir.load()
-        except Exception as error:  # noqa: BLE001 - an unreadable snapshot is as good as none
+        except SnapshotRejected as error:
+            log.error("snapshot %s rejected, never unpickled: %s; set aside as .rejected, starting afresh",
+                      self.state_dir.snapshot_path, error)
+            self.state_dir.set_aside()
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign pickle is as good as none
             log.warning("snapshot unreadable (%s): starting afresh", error)
         config = kafka_python_config(self.settings)
+        new_topics = False
         if snapshot is not None:
             ends = end_offsets(config, {topic for topic, _ in snapshot.input_offsets} | set(self.topics.inputs))
             behind = [tp for tp, offset in snapshot.input_offsets.items() if ends.get(tp, -1) < offset]
             if behind:
-                log.warning("the broker's topics are behind the snapshot (%s: %s < %s): a new broker? "
-                            "starting afresh", behind[0], ends.get(behind[0]), snapshot.input_offsets[behind[0]])
-                snapshot = None
-                self.state_dir.discard()
-        if snapshot is None:
-            if self.state_dir.snapshot_path.is_file():
-                self.state_dir.discard()
-            group = f"{self.settings.app_id}-{self.state_dir.incarnation()}"
-            # A fresh incarnation replays its inputs from the beginning: anything already on the output
-            # topics (a run whose state was lost) is suppressed, nothing is decided twice.
+                log.warning("the broker's topics are behind the snapshot (%s: %s < %s): a new broker. Keeping "
+                            "what the detectors learned, reading the new topics from their beginning",
+                            behind[0], ends.get(behind[0]), snapshot.input_offsets[behind[0]])
+                self._restore(snapshot, offsets=False)
+                self.state_dir.new_incarnation()
+                new_topics = True
+            else:
+                self._restore(snapshot)
+        elif self.state_dir.snapshot_path.is_file():
+            self.state_dir.discard()
+        group = f"{self.settings.app_id}-{self.state_dir.incarnation()}"
+        if snapshot is None or new_topics:
+            # Reading the inputs from their beginning: anything already on the output topics (a run whose
+            # state was lost) is suppressed, nothing is decided twice.
             self.published, self.output_offsets = scan_published(self.settings, self.topics, {})
         else:
-            self._restore(snapshot)
-            group = f"{self.settings.app_id}-{self.state_dir.incarnation()}"
             found, self.output_offsets = scan_published(self.settings, self.topics, snapshot.output_offsets)
             self.published.merge(found)
+        if new_topics or (snapshot is None and not self.output_offsets_reached()):
+            self.epoch = uuid.uuid4().hex[:12]  # nothing published on these topics yet: a new epoch
+        elif snapshot is not None:
+            self.epoch = snapshot.extra.get("epoch") or store_epoch or uuid.uuid4().hex[:12]
+        else:
+            self.epoch = store_epoch or uuid.uuid4().hex[:12]  # state lost, topics kept: rows still name them
         self.restored = True
         if self.published:
             log.info("restart: %d outcomes published after the last snapshot will not be published again",
                      len(self.published))
         return group
 
-    def _restore(self, snapshot: Snapshot) -> None:
+    def output_offsets_reached(self) -> bool:
+        """Has anything been published on the output topics?"""
+        return any(offset > 0 for offset in self.output_offsets.values())
+
+    def _restore(self, snapshot: Snapshot, offsets: bool = True) -> None:
+        """The pipeline's state; with `offsets`, also where it stood on the topics and what it had
+        published after (without: topics that are not the snapshot's, read from their beginning)."""
         for name in self.pipeline.restore_detectors(snapshot.detectors):
             log.warning("snapshot has state for detector %s, which is not configured", name)
         self.pipeline.decision = snapshot.decision
@@ -172,13 +199,17 @@ class Guard:
         seen._ids = _ordered(ids)  # noqa: SLF001 - SeenIds pickled as a list: ten times faster
         self.pipeline.seen = seen
         self.pipeline.watermark = snapshot.watermark
+        self.counts.update(snapshot.extra.get("counts", {}))
+        if not offsets:
+            log.info("restored the detectors and decision stage: watermark %.0f, %d events held",
+                     snapshot.watermark, self.pipeline.decision.held_count)
+            return
         self.input_offsets = dict(snapshot.input_offsets)
         self.skip_below = dict(snapshot.input_offsets)
         self.output_offsets = dict(snapshot.output_offsets)
         published = snapshot.extra.get("published")
         if published is not None:
             self.published = published
-        self.counts.update(snapshot.extra.get("counts", {}))
         log.info("restored snapshot: watermark %.0f, %d events held, offsets %s", snapshot.watermark,
                  self.pipeline.decision.held_count, sum(snapshot.input_offsets.values()))
 
@@ -479,7 +510,7 @@ class Guard:
                     detectors=pipeline.snapshot_detectors(),
                     decision=pipeline.decision, seen=(pipeline.seen.capacity, list(pipeline.seen._ids)),
                     watermark=pipeline.watermark,
-                    extra={"published": self.published, "counts": dict(self.counts)})
+                    extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch})
                 data = state_module.dumps(snapshot)
                 acks, self.unacked = self.unacked, []
                 self.since_snapshot = 0

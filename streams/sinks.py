@@ -172,8 +172,8 @@ class AlertSink:
 def register(app: Any, settings: Settings, topics: Topics, metrics: Metrics, store: Any) -> None:
     """The quarantine-store agent and the alerts agent."""
     loop_executor = None
-    webhook = Webhook(settings.webhook_url, settings.webhook_retries, settings.webhook_timeout_seconds) \
-        if settings.webhook_url else None
+    webhook = Webhook(settings.webhook_url.get_secret_value(), settings.webhook_retries,
+                      settings.webhook_timeout_seconds) if settings.webhook_url else None
     alerts = AlertSink(store, metrics, webhook)
 
     @app.agent(app.topic(topics.quarantined, topics.retracted, value_serializer="raw", key_serializer="raw"),

@@ -222,7 +222,7 @@ def test_broker_settings():
 def test_snapshot_round_trip_and_incarnation(tmp_path):
     from streams.assembly import build_pipeline
 
-    state = StateDir(tmp_path, "t")
+    state = StateDir(tmp_path, "t", key=b"k" * 32)
     first = state.incarnation()
     assert state.incarnation() == first
     pipeline = build_pipeline(Settings())
@@ -238,6 +238,60 @@ def test_snapshot_round_trip_and_incarnation(tmp_path):
     state.discard()
     assert state.load() is None and state.incarnation() != first
     pickle.dumps(loaded)
+
+
+def test_a_snapshot_not_signed_with_the_key_is_never_unpickled(tmp_path):
+    """Whoever can write the state directory but lacks SHILLGUARD_STATE_KEY cannot make the worker unpickle
+    (so run) anything: a forged, tampered or unsigned file is rejected before pickle sees it."""
+    from streams.state import MAGIC, SnapshotRejected
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    state = StateDir(tmp_path, "t", key=b"k" * 32)
+    state.snapshot_path.write_bytes(pickle.dumps(Boom()))  # an unsigned pickle
+    with pytest.raises(SnapshotRejected, match="not a signed snapshot"):
+        state.load()
+    StateDir(tmp_path, "t", key=b"x" * 32).save_bytes(pickle.dumps(Boom()))  # signed with another key
+    with pytest.raises(SnapshotRejected, match="signature does not match"):
+        state.load()
+    state.save_bytes(pickle.dumps({"fine": 1}))
+    data = bytearray(state.snapshot_path.read_bytes())
+    data[len(MAGIC) + 40] ^= 1  # one bit of the payload
+    state.snapshot_path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotRejected):
+        state.load()
+
+
+def test_snapshot_key_comes_from_a_secret_and_none_is_made_up_for_a_cluster(tmp_path):
+    from streams.state import snapshot_key
+
+    with pytest.raises(ValueError, match="SHILLGUARD_STATE_KEY is not set"):
+        snapshot_key(Settings(broker="kafka://k:9092", state_key=None))
+    with pytest.raises(ValueError, match="too short"):
+        snapshot_key(Settings(state_key="short"))
+    assert snapshot_key(Settings(broker="kafka://k:9092", state_key="s" * 32)) == b"s" * 32
+    key_file = tmp_path / "conf" / "state.key"
+    laptop = Settings(state_key_file=key_file)  # embedded broker: a random key, kept outside the state dir
+    key = snapshot_key(laptop)
+    assert len(key) == 64 and snapshot_key(laptop) == key and key_file.stat().st_mode & 0o077 == 0
+    assert key != snapshot_key(Settings(state_key_file=tmp_path / "other.key"))
+
+
+def test_secrets_are_never_printed():
+    from streams.store import open_store
+
+    settings = Settings(db="postgresql://guard:hunter2@db.example:5432/q", broker_sasl_password="hunter2",
+                        webhook_url="https://hooks.example/T0K3N", state_key="k" * 32)
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert "T0K3N" not in repr(settings) and "k" * 32 not in repr(settings)
+    with pytest.raises(ValueError) as error:
+        open_store("mysql://guard:hunter2@db/q")
+    assert "hunter2" not in str(error.value)
+    with pytest.raises(RuntimeError) as error:
+        open_store("postgresql://guard:hunter2@127.0.0.1:1/q?connect_timeout=2")  # nothing listens on port 1
+    assert "hunter2" not in str(error.value) and "guard:***@127.0.0.1:1" in str(error.value)
 
 
 def test_aligner_holds_back_for_an_assigned_partition_not_heard_from():
