@@ -23,13 +23,13 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
 from detectors.decision import Outcome
 from detectors.events import Rejection, actor, to_json
-from detectors.pipeline import Pipeline, SeenIds, Step
+from detectors.pipeline import Pipeline, Step
 from streams import state as state_module
 from streams.align import EventTimeAligner, event_time
 from streams.assembly import build_pipeline
@@ -191,14 +191,8 @@ class Guard:
     def _restore(self, snapshot: Snapshot, offsets: bool = True) -> None:
         """The pipeline's state; with `offsets`, also where it stood on the topics and what it had
         published after (without: topics that are not the snapshot's, read from their beginning)."""
-        for name in self.pipeline.restore_detectors(snapshot.detectors):
+        for name in state_module.restore_into(self.pipeline, snapshot):
             log.warning("snapshot has state for detector %s, which is not configured", name)
-        self.pipeline.decision = snapshot.decision
-        capacity, ids = snapshot.seen
-        seen = SeenIds(capacity)
-        seen._ids = _ordered(ids)  # noqa: SLF001 - SeenIds pickled as a list: ten times faster
-        self.pipeline.seen = seen
-        self.pipeline.watermark = snapshot.watermark
         self.counts.update(snapshot.extra.get("counts", {}))
         if not offsets:
             log.info("restored the detectors and decision stage: watermark %.0f, %d events held",
@@ -374,7 +368,7 @@ class Guard:
                     counts["rejected"] += 1
                 else:
                     produced_at[decoded.event_id] = message.timestamp
-        watermark = self.pipeline.watermark
+        watermark = step.watermark  # of the decision these outcomes come from
         now = time.time()
         observe = self.metrics.outcome_latency.observe
         for outcome in step.outcomes:
@@ -504,12 +498,8 @@ class Guard:
             async with self.lock:
                 await self._finish_started()  # the snapshot covers every batch started
                 await self._flush_pending()  # raises if the broker refused any: the caller crashes the worker
-                pipeline = self.pipeline
-                snapshot = Snapshot(
-                    input_offsets=dict(self.input_offsets), output_offsets=dict(self.output_offsets),
-                    detectors=pipeline.snapshot_detectors(),
-                    decision=pipeline.decision, seen=(pipeline.seen.capacity, list(pipeline.seen._ids)),
-                    watermark=pipeline.watermark,
+                snapshot = state_module.capture(
+                    self.pipeline, self.input_offsets, self.output_offsets,
                     extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch})
                 data = state_module.dumps(snapshot)
                 acks, self.unacked = self.unacked, []
@@ -588,12 +578,6 @@ def _faust_tp(tp: TP) -> Any:
     from faust.types import TP as FaustTP
 
     return FaustTP(tp[0], tp[1])
-
-
-def _ordered(ids: Iterable[str]) -> Any:
-    from collections import OrderedDict
-
-    return OrderedDict.fromkeys(ids)
 
 
 def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None:

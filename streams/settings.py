@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     recent_retraction_seconds: float = 30 * 86400.0
     # Pipeline
     batch_size: int = 2048
+    # Decisions (apply signals, release what is due) every this many input lines counted from the stream's
+    # start, and on idle and flush ticks, wherever batches end: replay, a worker and a restarted worker
+    # decide alike (detectors.pipeline). On a slow stream an event leaves at most this many lines (or one
+    # quiet spell) after its hold; lower it there.
+    decide_every: int = 2048
     # Comma-separated names, see streams.assembly.DETECTORS. Off by default: midas (a reference anchor).
     detectors: str = "profile,rating_shift,dense_block,lockstep,coordination,copies,catalog_drift,extraction"
     # Those of the chosen detectors that run in processes of their own beside the rest (streams.parallel),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 TP = tuple[str, int]
 MAGIC = b"shillguard-snapshot/hmac-sha256\n"  # then the 32-byte signature, then the pickle
 
@@ -181,3 +181,34 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def capture(pipeline: Any, input_offsets: dict[TP, int] | None = None,
+            output_offsets: dict[TP, int] | None = None, extra: dict[str, Any] | None = None) -> Snapshot:
+    """The pipeline's whole state (its detectors wherever they run, the decision stage, the dedupe ids,
+    the watermark) with the offsets it covers. Every started batch must be finished first."""
+    return Snapshot(input_offsets=dict(input_offsets or {}), output_offsets=dict(output_offsets or {}),
+                    detectors=pipeline.snapshot_detectors(), decision=pipeline.decision,
+                    seen=(pipeline.seen.capacity, list(pipeline.seen._ids)),  # noqa: SLF001 - a list pickles fast
+                    watermark=pipeline.watermark,
+                    extra={**(extra or {}), "position": pipeline.position,
+                           "waiting": {name: list(found) for name, found in pipeline.waiting.items()}})
+
+
+def restore_into(pipeline: Any, snapshot: Snapshot) -> list[str]:
+    """Put `snapshot`'s state into a freshly built pipeline; return the names of detectors the snapshot has
+    state for that the pipeline does not run."""
+    from collections import OrderedDict
+
+    from detectors.pipeline import SeenIds
+
+    unknown = pipeline.restore_detectors(snapshot.detectors)
+    pipeline.decision = snapshot.decision
+    capacity, ids = snapshot.seen
+    seen = SeenIds(capacity)
+    seen._ids = OrderedDict.fromkeys(ids)  # noqa: SLF001 - the inverse of capture
+    pipeline.seen = seen
+    pipeline.watermark = snapshot.watermark
+    pipeline.position = snapshot.extra.get("position", 0)
+    pipeline.waiting = {name: list(found) for name, found in snapshot.extra.get("waiting", {}).items()}
+    return unknown

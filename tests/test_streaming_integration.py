@@ -423,15 +423,27 @@ def test_ctrl_c_to_up_demo_stops_cleanly_and_a_restart_keeps_what_detectors_lear
                               text=True, check=True, timeout=60)
         return [json.loads(line) for line in done.stdout.splitlines()]
 
-    first, first_log = up(1)
-    _stop_and_check(first, first_log, listen, signal.SIGINT, group=True)
-    before = quarantine()
-    assert before and {row["epoch"] for row in before} == {before[0]["epoch"]}
+    started: list[subprocess.Popen] = []
+    try:
+        first, first_log = up(1)
+        started.append(first)
+        _stop_and_check(first, first_log, listen, signal.SIGINT, group=True)
+        before = quarantine()
+        assert before and {row["epoch"] for row in before} == {before[0]["epoch"]}
 
-    second, second_log = up(2)
-    log = second_log.read_text()
-    assert "a new broker. Keeping what the detectors learned" in log and "restored the detectors" in log
-    _stop_and_check(second, second_log, listen, signal.SIGTERM, group=False)
+        second, second_log = up(2)
+        started.append(second)
+        log = second_log.read_text()
+        assert "a new broker. Keeping what the detectors learned" in log and "restored the detectors" in log
+        _stop_and_check(second, second_log, listen, signal.SIGTERM, group=False)
+    finally:  # a failed check must not leave a worker, its detector processes or its broker behind
+        for process in started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
     current, everything = quarantine(), quarantine("--epoch", "all")
     assert current and {row["epoch"] for row in current} != {before[0]["epoch"]}  # only the new topics' rows
     assert len(everything) == len(current) + len(before)

@@ -396,7 +396,7 @@ def test_a_batch_started_is_finished_by_the_next_by_the_timer_or_before_a_snapsh
             return {}
 
     settings = Settings(state_dir=tmp_path, detectors="profile", offload_detectors="", hold_seconds=0,
-                        snapshot_interval_seconds=3600)
+                        snapshot_interval_seconds=3600, decide_every=10)  # a decision point at each batch's end
     topics = Topics.from_settings(settings)
     guard = Guard(settings, topics)
     guard._publisher = sent = Publisher()  # noqa: SLF001
@@ -419,9 +419,10 @@ def test_a_batch_started_is_finished_by_the_next_by_the_timer_or_before_a_snapsh
         await guard._tick()  # noqa: SLF001 - none came: the timer finishes it
         assert sent.count(topics.clean) == 20 and guard.pipeline.pending == 0
         await guard._process(batch(20, 5))  # noqa: SLF001
-        await guard.snapshot()
-        assert sent.count(topics.clean) == 25 and guard.pipeline.pending == 0
-        assert guard.state_dir.load().input_offsets == {(topics.ratings, 0): 25}
+        await guard.snapshot()  # finishes the batch; its events wait for the next decision point (line 30)
+        assert sent.count(topics.clean) == 20 and guard.pipeline.pending == 0
+        snapshot = guard.state_dir.load()
+        assert snapshot.input_offsets == {(topics.ratings, 0): 25} and snapshot.decision.held_count == 5
 
     try:
         asyncio.run(run())
