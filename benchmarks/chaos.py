@@ -55,15 +55,28 @@ def verdicts_of(directory: Path) -> dict[int, str]:
     return {r["line"]: r["verdict"] for r in map(orjson.loads, (directory / "verdicts.jsonl").read_bytes().splitlines())}
 
 
-def detector_processes() -> set[int]:
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (a worker's detector processes)."""
     found = set()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if b"streams.parallel" in cmdline.read_bytes():
-                found.add(int(cmdline.parent.name))
-        except OSError:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    left = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            left.add(pid)
+    return left
 
 
 def main() -> None:
@@ -97,12 +110,20 @@ def main() -> None:
     print(f"stream: {len(lines):,} lines, {len(truth['attacks'])} planted attacks; produced at {args.rate:.0f}/s "
           f"over {duration:.0f} s; {args.kills} kills, {args.broker_pauses} broker pauses; in {workdir}",
           flush=True)
-    before = detector_processes()
 
     with EmbeddedBroker(f"127.0.0.1:{free_port()}", workdir / "broker") as broker:
-        worker = Worker(broker.listen, workdir, snapshot_interval_seconds="3")
+        # Idle ticks only after 30 s of quiet (a frozen broker's 12 s is none), then at 600 event seconds a
+        # second: the stream's last held events leave soon after it ends.
+        worker = Worker(broker.listen, workdir, snapshot_interval_seconds="3", idle_after_seconds="30",
+                        idle_speedup="600")
         worker.create_topics()
-        worker.start()
+        children: set[int] = set()
+
+        def start() -> None:
+            worker.start()
+            children.update(children_of(worker.process.pid))
+
+        start()
         producer = subprocess.Popen([sys.executable, "-m", "streams.cli", "produce", str(events), "--no-progress",
                                      "--rate", str(args.rate)], env=worker.env, cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -119,7 +140,7 @@ def main() -> None:
                 time.sleep(max(0.0, started + moment - time.monotonic()))
                 if worker.process.poll() is not None:  # it died by itself: an orchestrator restarts it
                     crashed += 1
-                    worker.start()
+                    start()
                 if action == "pause":
                     os.kill(broker.process.pid, signal.SIGSTOP)
                     time.sleep(args.pause_seconds)
@@ -134,7 +155,7 @@ def main() -> None:
                 if signum == signal.SIGTERM and code != 0:
                     term_codes += 1
                 again = time.monotonic()
-                worker.start()
+                start()
                 restarts_seconds.append(time.monotonic() - again)
                 print(f"{time.monotonic() - started:6.0f} s: {signum.name} (exit {code}), ready again in "
                       f"{restarts_seconds[-1]:.1f} s", flush=True)
@@ -142,7 +163,7 @@ def main() -> None:
                 raise RuntimeError("produce failed")
             if worker.process.poll() is not None:
                 crashed += 1
-                worker.start()
+                start()
             deadline = time.monotonic() + 900
             while True:  # until the worker has decided every line (then once more after a quiet spell)
                 summary = export(worker, workdir / "export")
@@ -155,8 +176,8 @@ def main() -> None:
         finally:
             producer.kill()
             worker.stop()
-        time.sleep(2)
-        orphans = detector_processes() - before
+        time.sleep(5)  # a killed worker's detector processes exit once they see its socket close
+        orphans = alive(children)
 
     delivery = summary["delivery"]
     ours, theirs = flags_of(workdir / "export"), flags_of(workdir / "replay")
@@ -166,7 +187,7 @@ def main() -> None:
     print(f"{summary['counts']['lines']:,} lines in {seconds:.0f} s; kills: SIGKILL {kills['SIGKILL']}, SIGTERM "
           f"{kills['SIGTERM']} (non-zero exits on SIGTERM: {term_codes}); the worker died by itself {crashed} times; "
           f"ready again after a kill in {min(restarts_seconds, default=0):.1f}-{max(restarts_seconds, default=0):.1f} s; "
-          f"detector processes left over: {len(orphans)}")
+          f"detector processes started {len(children)}, left over {len(orphans)}")
     print(f"delivery: missing {delivery['missing']}, duplicated {delivery['duplicates']}, duplicate retractions "
           f"{delivery['duplicate_retractions']}, undecided {summary['undecided']}, rejected without source "
           f"{delivery['rejected_without_source']}")
