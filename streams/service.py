@@ -42,6 +42,8 @@ def build_worker(settings: Any, loglevel: str = "info") -> tuple[Any, Any, Any]:
     sinks.register(app, settings, topics, guard.metrics, store)
     web.register(app, guard)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    if not sys.stdout.isatty():  # its start-up spinner writes cursor escapes into a log file
+        worker.spinner = None
     return app, worker, guard
 
 

@@ -1,7 +1,7 @@
 """Fuzzing: decode and the whole pipeline with arbitrary bytes and JSON (hypothesis). No exception escapes,
 every line gets exactly one verdict, and a rejection always carries one of the documented codes.
 
-`benchmarks/fuzz.py` pushes a million such lines through `shillguard replay` and counts the codes.
+`benchmarks/fuzz.py` pushes a million lines of the same kinds through `shillguard replay` and counts the codes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from detectors.events import Rejection, decode_event
-from streams.fuzzing import CODES, dumps, fuzzed_line, json_values, mutated_event
+from fuzzing import CODES, dumps, fuzzed_line, json_values, mutated_event
 
 settings.register_profile("shillguard", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("shillguard")

@@ -1,6 +1,6 @@
-"""Hypothesis strategies for fuzzing the input path: arbitrary bytes, arbitrary JSON, and valid events with
-one field broken, mixed as a hostile producer would send them. Used by tests/test_fuzz.py and
-benchmarks/fuzz.py (hypothesis is a dev dependency: import this module only there).
+"""Hypothesis strategies for fuzzing the input path (tests/test_fuzz.py): arbitrary bytes, arbitrary JSON,
+and valid events with one field broken, mixed as a hostile producer would send them. benchmarks/fuzz.py
+draws its million lines with a seeded generator of its own (hypothesis draws too slowly for that).
 """
 
 from __future__ import annotations
