@@ -160,9 +160,13 @@ def _serve(conn: Connection, names: list[str]) -> None:
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception:  # noqa: BLE001 - the parent raises it with this traceback
-            conn.send(("error", traceback.format_exc()))
+            reply = ("error", traceback.format_exc())
         else:
-            conn.send(("ok", answer))
+            reply = ("ok", answer)
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, ConnectionResetError):  # the parent is gone (killed): nobody to answer
+            return
 
 
 def _read_ahead(conn: Connection) -> "queue.SimpleQueue[tuple | None]":
