@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--pause-seconds", type=float, default=12.0)
     parser.add_argument("--rate", type=float, default=150.0, help="events/s produced (the run lasts events/rate)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--align-max-wait", default="2",
+                        help="SHILLGUARD_ALIGN_MAX_WAIT_SECONDS: past it, stalled input (a frozen broker) makes the "
+                             "aligner release out of event-time order, which can move a flag")
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep everything")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -108,14 +111,15 @@ def main() -> None:
     pipeline.close()
     duration = len(lines) / args.rate
     print(f"stream: {len(lines):,} lines, {len(truth['attacks'])} planted attacks; produced at {args.rate:.0f}/s "
-          f"over {duration:.0f} s; {args.kills} kills, {args.broker_pauses} broker pauses; in {workdir}",
+          f"over {duration:.0f} s; {args.kills} kills, {args.broker_pauses} broker pauses; aligner waits "
+          f"{args.align_max_wait} s; in {workdir}",
           flush=True)
 
     with EmbeddedBroker(f"127.0.0.1:{free_port()}", workdir / "broker") as broker:
         # Idle ticks only after 30 s of quiet (a frozen broker's 12 s is none), then at 600 event seconds a
         # second: the stream's last held events leave soon after it ends.
         worker = Worker(broker.listen, workdir, snapshot_interval_seconds="3", idle_after_seconds="30",
-                        idle_speedup="600")
+                        idle_speedup="600", align_max_wait_seconds=args.align_max_wait)
         worker.create_topics()
         children: set[int] = set()
 
