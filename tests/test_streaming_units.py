@@ -451,3 +451,54 @@ def test_a_changed_upstream_function_is_noticed(monkeypatch):
     path = next(iter(app_module.UPSTREAM_SOURCES))
     monkeypatch.setitem(app_module.UPSTREAM_SOURCES, path, "0" * 64)
     assert app_module.upstream_changes() == [path]
+
+
+def test_events_out_is_counted_when_the_broker_acknowledges_not_at_the_next_snapshot():
+    """shillguard_events_out_total used to be brought up to date only when a snapshot flushed the producer:
+    a dashboard read 2,237 clean while the log said 55,417. Now each record batch counts once acknowledged."""
+    from streams.publisher import BatchPublisher
+
+    class Batch:
+        def __init__(self):
+            self.n = 0
+
+        def append(self, **kwargs):
+            self.n += 1
+            return object()
+
+        def close(self):
+            pass
+
+    class Producer:
+        def __init__(self):
+            self.futures = []
+            self.client = type("C", (), {"cluster": type("K", (), {"partitions_for_topic": staticmethod(
+                lambda topic: {0})})()})()
+
+        def create_batch(self):
+            return Batch()
+
+        async def send_batch(self, batch, topic, partition):
+            future = asyncio.get_running_loop().create_future()
+            self.futures.append((future, batch.n))
+            return future
+
+    acked: list[tuple[str, int]] = []
+
+    async def run() -> None:
+        producer = Producer()
+        publisher = BatchPublisher(producer, on_acked=lambda topic, n: acked.append((topic, n)))
+        for k in range(3):
+            publisher.add("clean", b"k", b"v")
+        publisher.add("quarantined", b"k", b"v")
+        await publisher.send()
+        assert acked == []  # sent, not yet acknowledged
+        (clean, n_clean), (quarantined, _) = producer.futures
+        clean.set_result(type("M", (), {"offset": 10})())
+        await asyncio.sleep(0)
+        assert acked == [("clean", 3)]  # counted on the acknowledgement, without any snapshot
+        quarantined.set_exception(RuntimeError("refused"))
+        await asyncio.sleep(0)
+        assert acked == [("clean", 3)]  # a refused batch is not counted
+
+    asyncio.run(run())
