@@ -144,7 +144,7 @@ def where_time_went(port: int) -> str:
     taken = metrics.get(("shillguard_batch_events_sum", ()), 0.0)
     detectors = {dict(labels)["detector"]: value for (name, labels), value in metrics.items()
                  if name == "shillguard_detector_batch_seconds_sum"}
-    forced = metrics.get(("shillguard_align_forced", ()), 0.0)
+    forced = metrics.get(("shillguard_align_forced_total", ()), 0.0)
     return (f"worker busy {busy:.1f} s in {batches:,.0f} batches of {taken / max(batches, 1):,.0f} messages, "
             f"aligner gave up {forced:.0f} times; "
             "detector seconds " + ", ".join(f"{name} {value:.1f}" for name, value in detectors.items()))

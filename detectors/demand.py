@@ -53,12 +53,17 @@ class ItemDemand:
     def _weight_at(self, ts: float) -> float:
         if self._origin is None:
             self._origin = ts
-        weight = 2.0 ** ((ts - self._origin) / self.half_life)
-        if weight > 1e12:  # rescale now and then so the weights never overflow
+        exponent = (ts - self._origin) / self.half_life
+        if exponent > 40:  # rescale now and then so the weights never overflow (2^40 is about 1e12)
+            # A jump of years is hundreds of half-lives: 2**exponent would overflow a float, so the counts
+            # are scaled by its inverse, which is 0 for what is that old.
+            factor = 2.0 ** -min(exponent, 1074.0)
             for key in self.counts:
-                self.counts[key] /= weight
-            self._origin, weight = ts, 1.0
-        return weight
+                self.counts[key] *= factor
+            self._origin, exponent = ts, 0.0
+        # An event from long before the origin weighs next to nothing, never exactly 0 (a zero weight would
+        # zero the smoothing that keeps readers' logarithms finite).
+        return 2.0 ** max(exponent, -1000.0)
 
     def get(self, item_id: str) -> float:
         return self.counts.get(item_id, 0.0)

@@ -12,6 +12,16 @@ A driver with the next batch at hand may `start` it before it `finish`es the one
 detectors then work on the next batch while this process decides the last (`process` is the two in one).
 Starting only decodes, dedupes and submits; everything the decision stage and the local detectors see
 happens in `finish`, in batch order, so the outcomes are the same either way.
+
+With `decide_every` set (build_pipeline sets it), decisions fall at fixed points of the input, not at the
+ends of whatever batches a driver happens to cut: every `decide_every` lines counted from the stream's
+start (and on idle and flush ticks). Detectors observe every batch at once (they are batch-invariant: their
+periodic work falls at the event that makes it due); their signals wait, and at a decision point the
+decision stage applies them, detector by detector in the configured order, and releases what is due. A
+batch that straddles a decision point is observed in two parts. So a stream cut into batches of 1, 150 or
+2048 lines, a worker's batches and a restarted worker's different ones all get the same outcomes: a
+worker restored from a snapshot (which holds the position and the waiting signals) and fed the same input
+decides what one that never stopped decides. Without it (0), every batch's end is a decision point.
 """
 
 from __future__ import annotations
@@ -33,14 +43,16 @@ class Step:
     decoded: list[Event | Rejection] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)  # clean, quarantined and retracted
     flags: list[Flag] = field(default_factory=list)
+    watermark: float = 0.0  # the event time of the last decision these outcomes come from
 
 
 @dataclass(slots=True)
 class Started:
-    """A batch decoded and handed to the offloaded detectors, waiting for `Pipeline.finish`."""
+    """A batch decoded and handed to the offloaded detectors, waiting for `Pipeline.finish`: its events in
+    parts, each part ending at a decision point or at the end of the batch (`decide` says which)."""
 
     step: Step
-    events: list[Event]
+    parts: list[tuple[list[Event], bool]]
 
 
 class SeenIds:
@@ -83,12 +95,18 @@ class Pipeline:
 
     def __init__(self, detectors: Sequence[Detector], decision: DecisionStage,
                  seen: SeenIds | None = None, offloaded: Sequence[Offloaded] = (),
-                 order: Sequence[str] | None = None):
+                 order: Sequence[str] | None = None, decide_every: int = 0):
         self.detectors = list(detectors)
         self.offloaded = list(offloaded)
         self.decision = decision
         self.seen = seen or SeenIds()
         self.watermark = 0.0
+        self.decide_every = decide_every
+        # State beside the detectors' and the decision stage's (a snapshot holds it): input lines finished so
+        # far, and the signals observed since the last decision point, by detector.
+        self.position = 0
+        self.waiting: dict[str, list[Signal]] = {}
+        self._started_position = 0  # lines started (ahead of `position` while batches wait to finish)
         names = [detector.name for detector in self.detectors] + [n for o in self.offloaded for n in o.names]
         self.order = list(order) if order is not None else names
         if sorted(self.order) != sorted(names):
@@ -103,9 +121,14 @@ class Pipeline:
     def start(self, lines: Iterable[bytes | str]) -> Started:
         """Decode and dedupe a batch, and hand its accepted lines to the offloaded detectors."""
         step = Step()
-        events: list[Event] = []
         decoded_all, seen = step.decoded, self.seen
+        if not self._started:
+            self._ahead = self.watermark
+            self._started_position = self.position
+        parts: list[tuple[list[Event], bool]] = []
+        events: list[Event] = []
         accepted: list[bytes | str] = []  # what offloaded detectors get
+        every, position = self.decide_every, self._started_position
         for raw in lines:
             decoded = decode_event(raw)
             if type(decoded) is not Rejection:
@@ -116,21 +139,35 @@ class Pipeline:
                     decoded = Rejection(raw if isinstance(raw, bytes) else raw.encode(),
                                         "duplicate_event_id: already seen", decoded.event_id)
             decoded_all.append(decoded)
-        if not self._started:
-            self._ahead = self.watermark
-        if events:  # the watermark this batch will bring the decision stage to
-            self._ahead = max(self._ahead, max(event.ts for event in events))
-        self._submit(accepted, self._ahead)
-        started = Started(step, events)
+            position += 1
+            if every and position % every == 0:  # a decision point: the part so far is observed and decided
+                self._start_part(parts, events, accepted, True)
+                events, accepted = [], []
+        if events or not parts:
+            self._start_part(parts, events, accepted, not every)
+        self._started_position = position
+        started = Started(step, parts)
         self._started.append(started)
         return started
 
+    def _start_part(self, parts: list, events: list[Event], accepted: list[bytes | str], decide: bool) -> None:
+        if events:  # the watermark this part will bring the decision stage to
+            self._ahead = max(self._ahead, max(event.ts for event in events))
+        self._submit(accepted, self._ahead)
+        parts.append((events, decide))
+
     def finish(self, started: Started) -> Step:
-        """Detect and decide a started batch: the oldest one not finished yet."""
+        """Detect (and, at decision points, decide) a started batch: the oldest one not finished yet."""
         if not self._started or self._started[0] is not started:
             raise RuntimeError("batches must be finished in the order they were started")
         self._started.popleft()
-        return self._detect_and_decide(started.events, started.step)
+        step = started.step
+        for events, decide in started.parts:
+            self._detect(events)
+            if decide:
+                self._decide(step)
+        self.position += len(step.decoded)
+        return step
 
     @property
     def pending(self) -> int:
@@ -145,38 +182,54 @@ class Pipeline:
         for group in self.offloaded:
             group.submit(lines, now)
 
-    def _detect_and_decide(self, events: list[Event], step: Step, tick: bool = False) -> Step:
+    def _detect(self, events: list[Event], tick: bool = False) -> None:
+        """Admit a part's events and let every detector observe them; their signals wait for a decision."""
         self.decision.admit(*events)
         if events:
             self.watermark = max(self.watermark, max(event.ts for event in events))
         if tick:  # an empty batch: detectors finish their periodic work on it (idle, flush)
             self._submit([], self.watermark)
-        signals: dict[str, list[Signal]] = {}
+        waiting = self.waiting
         for detector in self.detectors:
             started = time.perf_counter()
-            signals[detector.name] = detector.observe(events, self.watermark)
+            found = detector.observe(events, self.watermark)
             self.detector_seconds[detector.name] += time.perf_counter() - started
+            if found:
+                waiting.setdefault(detector.name, []).extend(found)
         for group in self.offloaded:
             for name, found, seconds in group.collect():
-                signals[name] = found
                 self.detector_seconds[name] += seconds
+                if found:
+                    waiting.setdefault(name, []).extend(found)
+
+    def _decide(self, step: Step) -> Step:
+        """A decision point: the waiting signals, detector by detector in the configured order, then release."""
+        waiting, self.waiting = self.waiting, {}
         for name in self.order:
-            flags, retracted = self.decision.apply(signals[name], self.watermark)
-            step.flags.extend(flags)
-            step.outcomes.extend(retracted)
+            signals = waiting.get(name)
+            if signals:
+                # In a canonical order: a detector may emit a decision point's signals in an order that
+                # iterating a set gave it, and a set rebuilt from a snapshot can iterate differently.
+                signals.sort(key=_canonical)
+                flags, retracted = self.decision.apply(signals, self.watermark)
+                step.flags.extend(flags)
+                step.outcomes.extend(retracted)
         step.outcomes.extend(self.decision.release(self.watermark))
+        step.watermark = self.watermark
         return step
 
     def idle(self, seconds: float) -> Step:
         """No input for `seconds` of wall time: let event time move on so held events still leave."""
         self._require_finished("idle")
         self.watermark += seconds
-        return self._detect_and_decide([], Step(), tick=True)
+        self._detect([], tick=True)
+        return self._decide(Step())
 
     def flush(self) -> Step:
         """End of input: release everything that is still held."""
         self._require_finished("flush")
-        step = self._detect_and_decide([], Step(), tick=True)
+        self._detect([], tick=True)
+        step = self._decide(Step())
         step.outcomes.extend(self.decision.flush())
         return step
 
@@ -201,3 +254,7 @@ class Pipeline:
         """Stop offloaded detectors (a pipeline without them needs no closing)."""
         for group in self.offloaded:
             group.close()
+
+
+def _canonical(signal: Signal) -> tuple:
+    return (signal.kind, signal.id, signal.score, signal.whole_history, signal.event_ids, repr(signal.evidence))

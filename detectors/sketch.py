@@ -76,7 +76,9 @@ class DecayingCountMin:
     def _scale(self, ts: np.ndarray | float) -> np.ndarray | float:
         if self.tau is None:
             return np.ones_like(ts) if isinstance(ts, np.ndarray) else 1.0
-        return np.exp((ts - self.origin) / self.tau)
+        # Clipped: an event time centuries from the stored origin (valid input, if odd) must give a huge or
+        # tiny scale, not inf or 0, which turn a query into inf/inf = NaN.
+        return np.exp(np.clip((ts - self.origin) / self.tau, -700.0, 700.0))
 
     def add(self, keys: np.ndarray, ts: np.ndarray, weights: np.ndarray | None = None,
             rows: np.ndarray | None = None) -> None:

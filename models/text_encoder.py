@@ -145,6 +145,10 @@ class MiniLMEncoder(_CachedEncoder):
             raise FileNotFoundError(f"no MiniLM files (config.json) in {path}")
         if self.threads:
             torch.set_num_threads(self.threads)
+        from transformers.utils import logging as transformers_logging
+
+        # Its "Loading weights" progress bar in a service's log reads like a fault to a new user.
+        transformers_logging.disable_progress_bar()
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         self._source = str(path)

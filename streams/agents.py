@@ -20,15 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
 from detectors.decision import Outcome
 from detectors.events import Rejection, actor, to_json
-from detectors.pipeline import Pipeline, SeenIds, Step
+from detectors.pipeline import Pipeline, Step
 from streams import state as state_module
 from streams.align import EventTimeAligner, event_time
 from streams.assembly import build_pipeline
@@ -38,7 +39,7 @@ from streams.publisher import BatchPublisher
 from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
 from streams.reader import end_offsets, header, read, source_id
 from streams.settings import Settings
-from streams.state import Snapshot, StateDir
+from streams.state import Snapshot, SnapshotRejected, StateDir, snapshot_key
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ class Guard:
         self.topics = topics
         self.metrics = metrics or Metrics()
         self.pipeline = pipeline or build_pipeline(settings)
-        self.state_dir = StateDir(settings.state_dir, settings.app_id)
+        self.state_dir = StateDir(settings.state_dir, settings.app_id, snapshot_key(settings))
+        self.epoch: str | None = None  # the topic epoch (streams.store): new when the topics are new
         self.app: Any = None
         self.input_offsets: dict[TP, int] = {}
         self.skip_below: dict[TP, int] = {}
@@ -114,6 +116,7 @@ class Guard:
         self.counts: Counter[str] = Counter()
         self.restored = False
         self.assigned = False
+        self.stopping = False  # the final snapshot is taken: nothing may use the pipeline any more
         self._lock: asyncio.Lock | None = None
         self._snapshot_lock: asyncio.Lock | None = None
         now = time.monotonic()
@@ -128,56 +131,79 @@ class Guard:
         self._unfinished: tuple[Any, list[Any]] | None = None  # a batch started, not yet finished
 
     # -- recovery (before the app starts) ----------------------------------------------------
-    def recover(self) -> str:
-        """Restore the snapshot if it matches the broker's topics; return the consumer group id to use."""
+    def recover(self, store_epoch: str | None = None) -> str:
+        """Restore the snapshot; return the consumer group id to use. `store_epoch` is the quarantine
+        store's current topic epoch, kept where the topics are the ones it knew.
+
+        What the detectors and the decision stage learned about users, items, sellers and clients does not
+        depend on the broker: on a new broker (its topics behind the snapshot's offsets: the embedded one,
+        which keeps them in memory, after a restart) that state is kept, and only the offsets start afresh,
+        in a new consumer group and a new topic epoch."""
         snapshot = None
         try:
             snapshot = self.state_dir.load()
-        except Exception as error:  # noqa: BLE001 - an unreadable snapshot is as good as none
+        except SnapshotRejected as error:
+            log.error("snapshot %s rejected, never unpickled: %s; set aside as .rejected, starting afresh",
+                      self.state_dir.snapshot_path, error)
+            self.state_dir.set_aside()
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign pickle is as good as none
             log.warning("snapshot unreadable (%s): starting afresh", error)
         config = kafka_python_config(self.settings)
+        new_topics = False
         if snapshot is not None:
             ends = end_offsets(config, {topic for topic, _ in snapshot.input_offsets} | set(self.topics.inputs))
             behind = [tp for tp, offset in snapshot.input_offsets.items() if ends.get(tp, -1) < offset]
             if behind:
-                log.warning("the broker's topics are behind the snapshot (%s: %s < %s): a new broker? "
-                            "starting afresh", behind[0], ends.get(behind[0]), snapshot.input_offsets[behind[0]])
-                snapshot = None
-                self.state_dir.discard()
-        if snapshot is None:
-            if self.state_dir.snapshot_path.is_file():
-                self.state_dir.discard()
-            group = f"{self.settings.app_id}-{self.state_dir.incarnation()}"
-            # A fresh incarnation replays its inputs from the beginning: anything already on the output
-            # topics (a run whose state was lost) is suppressed, nothing is decided twice.
+                log.warning("the broker's topics are behind the snapshot (%s: %s < %s): a new broker. Keeping "
+                            "what the detectors learned, reading the new topics from their beginning",
+                            behind[0], ends.get(behind[0]), snapshot.input_offsets[behind[0]])
+                self._restore(snapshot, offsets=False)
+                self.state_dir.new_incarnation()
+                new_topics = True
+            else:
+                self._restore(snapshot)
+        elif self.state_dir.snapshot_path.is_file():
+            self.state_dir.discard()
+        group = f"{self.settings.app_id}-{self.state_dir.incarnation()}"
+        if snapshot is None or new_topics:
+            # Reading the inputs from their beginning: anything already on the output topics (a run whose
+            # state was lost) is suppressed, nothing is decided twice.
             self.published, self.output_offsets = scan_published(self.settings, self.topics, {})
         else:
-            self._restore(snapshot)
-            group = f"{self.settings.app_id}-{self.state_dir.incarnation()}"
             found, self.output_offsets = scan_published(self.settings, self.topics, snapshot.output_offsets)
             self.published.merge(found)
+        if new_topics or (snapshot is None and not self.output_offsets_reached()):
+            self.epoch = uuid.uuid4().hex[:12]  # nothing published on these topics yet: a new epoch
+        elif snapshot is not None:
+            self.epoch = snapshot.extra.get("epoch") or store_epoch or uuid.uuid4().hex[:12]
+        else:
+            self.epoch = store_epoch or uuid.uuid4().hex[:12]  # state lost, topics kept: rows still name them
         self.restored = True
         if self.published:
             log.info("restart: %d outcomes published after the last snapshot will not be published again",
                      len(self.published))
         return group
 
-    def _restore(self, snapshot: Snapshot) -> None:
-        for name in self.pipeline.restore_detectors(snapshot.detectors):
+    def output_offsets_reached(self) -> bool:
+        """Has anything been published on the output topics?"""
+        return any(offset > 0 for offset in self.output_offsets.values())
+
+    def _restore(self, snapshot: Snapshot, offsets: bool = True) -> None:
+        """The pipeline's state; with `offsets`, also where it stood on the topics and what it had
+        published after (without: topics that are not the snapshot's, read from their beginning)."""
+        for name in state_module.restore_into(self.pipeline, snapshot):
             log.warning("snapshot has state for detector %s, which is not configured", name)
-        self.pipeline.decision = snapshot.decision
-        capacity, ids = snapshot.seen
-        seen = SeenIds(capacity)
-        seen._ids = _ordered(ids)  # noqa: SLF001 - SeenIds pickled as a list: ten times faster
-        self.pipeline.seen = seen
-        self.pipeline.watermark = snapshot.watermark
+        self.counts.update(snapshot.extra.get("counts", {}))
+        if not offsets:
+            log.info("restored the detectors and decision stage: watermark %.0f, %d events held",
+                     snapshot.watermark, self.pipeline.decision.held_count)
+            return
         self.input_offsets = dict(snapshot.input_offsets)
         self.skip_below = dict(snapshot.input_offsets)
         self.output_offsets = dict(snapshot.output_offsets)
         published = snapshot.extra.get("published")
         if published is not None:
             self.published = published
-        self.counts.update(snapshot.extra.get("counts", {}))
         log.info("restored snapshot: watermark %.0f, %d events held, offsets %s", snapshot.watermark,
                  self.pipeline.decision.held_count, sum(snapshot.input_offsets.values()))
 
@@ -212,6 +238,8 @@ class Guard:
 
     async def _handle(self, events: list[Any]) -> None:
         async with self.lock:
+            if self.stopping:  # taken after the final snapshot: unacknowledged, so redelivered after a restart
+                return
             started = time.perf_counter()
             skip_below, aligner, in_counts = self.skip_below, self.aligner, Counter()
             for event in events:
@@ -340,7 +368,7 @@ class Guard:
                     counts["rejected"] += 1
                 else:
                     produced_at[decoded.event_id] = message.timestamp
-        watermark = self.pipeline.watermark
+        watermark = step.watermark  # of the decision these outcomes come from
         now = time.time()
         observe = self.metrics.outcome_latency.observe
         for outcome in step.outcomes:
@@ -390,22 +418,26 @@ class Guard:
     @property
     def publisher(self) -> BatchPublisher:
         if self._publisher is None:
-            self._publisher = BatchPublisher(self.app.producer._ensure_producer())  # noqa: SLF001
+            outcome_of = {self.topics.clean: "clean", self.topics.quarantined: "quarantined",
+                          self.topics.retracted: "retracted", self.topics.rejected: "rejected"}
+            events_out = self.metrics.events_out
+
+            def acked(topic: str, count: int) -> None:
+                outcome = outcome_of.get(topic)
+                if outcome is not None:
+                    events_out.labels(outcome).inc(count)
+
+            self._publisher = BatchPublisher(self.app.producer._ensure_producer(), on_acked=acked)  # noqa: SLF001
             self._publisher.offsets.update(self.output_offsets)
         return self._publisher
 
     async def _flush_pending(self) -> None:
         """Wait until the broker acknowledged every message so far; note the output offsets reached."""
         self.output_offsets.update(await self.publisher.wait())
-        for outcome in ("clean", "quarantined", "retracted", "rejected"):
-            n = self.counts[outcome] - self._reported[outcome]
-            if n:
-                self.metrics.events_out.labels(outcome).inc(n)
-                self._reported[outcome] = self.counts[outcome]
 
     # -- the timer's work ---------------------------------------------------------------------
     async def tick(self) -> None:
-        if not self.ready:
+        if not self.ready or self.stopping:
             return
         try:
             await self._tick()
@@ -466,13 +498,9 @@ class Guard:
             async with self.lock:
                 await self._finish_started()  # the snapshot covers every batch started
                 await self._flush_pending()  # raises if the broker refused any: the caller crashes the worker
-                pipeline = self.pipeline
-                snapshot = Snapshot(
-                    input_offsets=dict(self.input_offsets), output_offsets=dict(self.output_offsets),
-                    detectors=pipeline.snapshot_detectors(),
-                    decision=pipeline.decision, seen=(pipeline.seen.capacity, list(pipeline.seen._ids)),
-                    watermark=pipeline.watermark,
-                    extra={"published": self.published, "counts": dict(self.counts)})
+                snapshot = state_module.capture(
+                    self.pipeline, self.input_offsets, self.output_offsets,
+                    extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch})
                 data = state_module.dumps(snapshot)
                 acks, self.unacked = self.unacked, []
                 self.since_snapshot = 0
@@ -490,7 +518,10 @@ class Guard:
     def _update_gauges(self) -> None:
         self.metrics.held.set(self.pipeline.decision.held_count)
         self.metrics.aligned.set(len(self.aligner))
-        self.metrics.align_forced.set(self.aligner.forced)
+        forced = self.aligner.forced - self._reported["_forced"]
+        if forced:
+            self.metrics.align_forced.inc(forced)
+            self._reported["_forced"] = self.aligner.forced
         self.metrics.watermark.set(self.pipeline.watermark)
         self.metrics.ready.set(1 if self.ready else 0)
         consumer = getattr(self.app, "consumer", None) if self.app is not None else None
@@ -527,25 +558,26 @@ class Guard:
                      self.pipeline.decision.held_count)
 
     async def on_shutdown(self) -> None:
-        """Last snapshot: everything processed so far is covered, nothing is redone after a clean stop."""
-        if self.restored and (self.dirty or self.unacked):
+        """Finish the batch in hand, take a last snapshot (everything processed so far is covered, nothing is
+        redone after a clean stop), then stop the detector processes, which ignore stop signals for this."""
+        if self.stopping:
+            return
+        if self.restored and (self.dirty or self.unacked or self._unfinished is not None):
             try:
                 await self.snapshot()
                 log.info("final snapshot written")
             except Exception as error:  # noqa: BLE001 - the previous snapshot stays valid
-                log.warning("final snapshot failed: %s", error)
+                log.warning("final snapshot failed (%s): a restart resumes from the one before", error)
+        async with self.lock:
+            self.stopping = True
+            await asyncio.get_running_loop().run_in_executor(self.pipeline_thread, self.pipeline.close)
+        self.pipeline_thread.shutdown(wait=False)
 
 
 def _faust_tp(tp: TP) -> Any:
     from faust.types import TP as FaustTP
 
     return FaustTP(tp[0], tp[1])
-
-
-def _ordered(ids: Iterable[str]) -> Any:
-    from collections import OrderedDict
-
-    return OrderedDict.fromkeys(ids)
 
 
 def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None:
@@ -566,9 +598,13 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
         if in_flight is not None:
             await in_flight
 
-    @app.timer(interval=0.25, name="guard-tick")
+    @app.task
     async def guard_tick() -> None:
-        await guard.tick()
+        # A loop of its own rather than app.timer: mode's timer logs "Timer ... is overlapping" whenever a
+        # beat outlasts its interval, and a beat that snapshots or finishes a batch does, by design.
+        while not app.should_stop and not guard.stopping:
+            await guard.tick()
+            await asyncio.sleep(0.25)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:

@@ -72,7 +72,7 @@ class EventTimeAligner:
         self._waiting_since = None  # the stream moves: the wait for a lagging partition starts again
 
     def release(self, lagging: Callable[[Hashable], bool], now: float, force: bool = False) -> list[Any]:
-        """Items that can go, in event-time order (ties: partition order of arrival)."""
+        """Items that can go, in event-time order (ties: in partition order)."""
         if not self._size:
             self._waiting_since = None
             return []
@@ -83,10 +83,11 @@ class EventTimeAligner:
             for tp in self._lagging_partitions(lagging):
                 bound = min(bound, self._frontier.get(tp, NO_TIME))
         runs = []
-        for queue in self._queues.values():
+        for tp, queue in self._queues.items():
             run = []
             while queue and queue[0][0] <= bound:
-                run.append(queue.popleft())
+                ts, offset, item = queue.popleft()
+                run.append((ts, tp, offset, item))
             if run:
                 runs.append(run)
         if not runs:
@@ -98,7 +99,9 @@ class EventTimeAligner:
                 return self.release(lagging, now, force=force)
             return []
         self._waiting_since = None if not self._size else now
-        out = [item for _, _, item in heapq.merge(*runs, key=lambda entry: entry[0])]
+        # Ties in event time go in partition order, not in the order partitions happened to be fetched: a
+        # restarted worker then hands the pipeline the very sequence the first run did.
+        out = [entry[3] for entry in heapq.merge(*runs, key=lambda entry: (entry[0], entry[1]))]
         self._size -= len(out)
         if not self._size:
             self._waiting_since = None

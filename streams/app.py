@@ -9,6 +9,10 @@ by Faust; there are no Faust tables: the guard's state lives in snapshots (strea
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib
+import inspect
+import logging
 from typing import Any, AsyncIterator, cast
 
 import faust
@@ -17,13 +21,72 @@ from streams.broker import faust_broker_url, faust_credentials, is_embedded
 from streams.settings import Settings
 
 
+log = logging.getLogger(__name__)
+
+# What each patch below was written against: the sha256 of `inspect.getsource` of the upstream function in
+# faust-streaming 0.15.3 and aiokafka 0.14.0, the versions pyproject.toml pins. A patch whose upstream
+# source differs is not applied (and tests/test_streaming_units.py fails), so an upgrade is a decision:
+# read the upstream diff, carry it into the copy, update the hash.
+UPSTREAM_SOURCES = {
+    # copied and changed: patch_faust's _drain_messages
+    "faust.transport.consumer:Consumer._drain_messages":
+        "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
+    # replaced: patch_faust's wait_until_ebb
+    "faust.transport.producer:ProducerBuffer.wait_until_ebb":
+        "758dd5744044071bbc79609fa8e5bfc339818f186bc19b723de2c4c877412e00",
+    # wrapped: set_fetch_max_wait sets the consumer's _fetch_max_wait_ms, which start() hands its fetcher
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer":
+        "c2701bfc3e6f6cad95c2be36d6a255a86e2c57d18d36cc1082b5fb5c482d99d7",
+    "aiokafka.consumer.consumer:AIOKafkaConsumer.start":
+        "2f1ba70443327538800d348e61042cdedd5a5e6306f40ebe1a06dddba7494c45",
+    # called: streams.publisher.BatchPublisher.prepare
+    "aiokafka.client:AIOKafkaClient._wait_on_metadata":
+        "52b0a5ee78ef3aa0c21c82b69baa20eb6983d9e5871e9e66784198cb2f1bf256",
+}
+
+
+def upstream_source(path: str) -> str:
+    """The source of `module:Class.function` as installed (under any patch of ours)."""
+    module, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return inspect.getsource(getattr(target, "__wrapped__", target))
+
+
+def upstream_changes(paths: Any = None) -> list[str]:
+    """The patched or called upstream functions whose source is not the one our code was written for."""
+    changed = []
+    for path in paths or UPSTREAM_SOURCES:
+        digest = hashlib.sha256(upstream_source(path).encode()).hexdigest()
+        if digest != UPSTREAM_SOURCES[path]:
+            changed.append(path)
+    return changed
+
+
+FAST_DRAIN_PATCHED = ("faust.transport.consumer:Consumer._drain_messages",
+                      "faust.transport.producer:ProducerBuffer.wait_until_ebb")
+FETCH_WAIT_PATCHED = ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer",
+                      "aiokafka.consumer.consumer:AIOKafkaConsumer.start")
+
+
 def create_app(settings: Settings, group_id: str) -> faust.App:
     if settings.fast_drain:
-        patch_faust()
+        changed = upstream_changes(FAST_DRAIN_PATCHED)
+        if changed:
+            log.warning("not patching Faust's consumer loop: upstream %s changed since the copy was made "
+                        "(faust-streaming is pinned in pyproject.toml; see streams/app.py)", ", ".join(changed))
+        else:
+            patch_faust()
     embedded = is_embedded(settings)
     fetch_wait = settings.fetch_max_wait_ms or (100 if embedded else None)
     if fetch_wait:
-        set_fetch_max_wait(fetch_wait)
+        changed = upstream_changes(FETCH_WAIT_PATCHED)
+        if changed:
+            log.warning("not setting the consumer's fetch wait: upstream %s changed (see streams/app.py)",
+                        ", ".join(changed))
+        else:
+            set_fetch_max_wait(fetch_wait)
     options: dict[str, Any] = {}
     credentials = faust_credentials(settings)
     if credentials is not None:
@@ -158,5 +221,6 @@ def patch_faust() -> None:
         if queue is not None and len(queue._queue) > self.max_messages:  # noqa: SLF001
             await original_ebb(self)
 
+    wait_until_ebb.__wrapped__ = original_ebb  # type: ignore[attr-defined]
     ProducerBuffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
     _PATCHED = True

@@ -183,4 +183,5 @@ def build_pipeline(settings: Settings) -> Pipeline:
     order = list(chosen)  # the order build_detectors gives them, whichever process they run in
     if "catalog_drift" in order and set(READS_EMBEDDINGS) & set(order):
         order.sort(key=lambda name: name != "catalog_drift")
-    return Pipeline(local, decision, SeenIds(settings.dedupe_capacity), offloaded=offloaded, order=order)
+    return Pipeline(local, decision, SeenIds(settings.dedupe_capacity), offloaded=offloaded, order=order,
+                    decide_every=settings.decide_every)

@@ -12,7 +12,8 @@ class Metrics:
         self.registry = registry = CollectorRegistry()
         self.events_in = Counter("shillguard_events_in", "Messages consumed from input topics",
                                  ["topic"], registry=registry)
-        self.events_out = Counter("shillguard_events_out", "Outcomes published, by outcome",
+        self.events_out = Counter("shillguard_events_out",
+                                  "Outcomes published, by outcome, counted as the broker acknowledges them",
                                   ["outcome"], registry=registry)
         self.suppressed = Counter("shillguard_outcomes_suppressed",
                                   "Outcomes not published because they were already published before a restart",
@@ -40,8 +41,8 @@ class Metrics:
         self.aligned = Gauge("shillguard_align_buffer_events",
                              "Messages waiting for a lagging partition before the pipeline (streams.align)",
                              registry=registry)
-        self.align_forced = Gauge("shillguard_align_forced", "Times the aligner gave up waiting for a partition",
-                                  registry=registry)
+        self.align_forced = Counter("shillguard_align_forced",
+                                    "Times the aligner gave up waiting for a partition", registry=registry)
         self.busy_seconds = Counter("shillguard_guard_busy_seconds", "Wall time spent handling input batches",
                                     registry=registry)
         self.held = Gauge("shillguard_hold_buffer_events", "Events held by the decision stage", registry=registry)

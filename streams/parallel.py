@@ -8,6 +8,11 @@ events the parent saw) and answers with its detectors' signals while the parent 
 and restores pass through to the child. A child that fails takes the pipeline down with its traceback: a
 detector silently missing would be worse than a restart.
 
+The child ignores SIGINT and SIGTERM: Ctrl-C in a terminal (or a stop signal to the process group) reaches
+every process of the group at once, and the worker must still finish the batch in hand and snapshot the
+child's detectors before it stops them (`close`). A child whose parent is gone sees its socket close and
+exits.
+
 The child is a fresh interpreter (`python -m streams.parallel`) joined by a socket pair, not a
 multiprocessing fork or spawn: the Faust worker has an event loop and threads that a fork would copy in an
 undefined state, and spawn re-imports the parent's main script, which breaks any script that builds a
@@ -43,7 +48,10 @@ class DetectorProcess:
                               default=list)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "streams.parallel", str(theirs.fileno()), ",".join(self.names), settings],
-            pass_fds=(theirs.fileno(),))
+            pass_fds=(theirs.fileno(),),
+            # A session of its own: a stop signal to the worker's process group (Ctrl-C) does not reach it,
+            # not even while it starts up, before it ignores such signals itself.
+            start_new_session=True)
         theirs.close()
         self._conn = Connection(mine.detach())
         self._in_flight = 0  # batches submitted and not collected: answered in order
@@ -158,9 +166,13 @@ def _serve(conn: Connection, names: list[str], settings: dict) -> None:
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception:  # noqa: BLE001 - the parent raises it with this traceback
-            conn.send(("error", traceback.format_exc()))
+            reply = ("error", traceback.format_exc())
         else:
-            conn.send(("ok", answer))
+            reply = ("ok", answer)
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, ConnectionResetError):  # the parent is gone (killed): nobody to answer
+            return
 
 
 def _read_ahead(conn: Connection) -> "queue.SimpleQueue[tuple | None]":
@@ -184,5 +196,14 @@ def _read_ahead(conn: Connection) -> "queue.SimpleQueue[tuple | None]":
     return requests
 
 
+def ignore_stop_signals() -> None:
+    """SIGINT and SIGTERM are the parent's to act on (see the module's note)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 if __name__ == "__main__":
+    ignore_stop_signals()
     _serve(Connection(int(sys.argv[1])), sys.argv[2].split(","), json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})

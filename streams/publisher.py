@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from aiokafka.partitioner import murmur2
 
@@ -18,8 +18,10 @@ TP = tuple[str, int]
 
 
 class BatchPublisher:
-    def __init__(self, producer: Any, max_cached_keys: int = 1_000_000):
+    def __init__(self, producer: Any, max_cached_keys: int = 1_000_000,
+                 on_acked: Callable[[str, int], None] | None = None):
         self.producer = producer  # aiokafka.AIOKafkaProducer, started
+        self.on_acked = on_acked  # (topic, messages) once the broker has stored a batch: metrics that don't lag
         self._builders: dict[TP, Any] = {}
         self._counts: dict[TP, int] = {}
         self._full: list[tuple[TP, Any, int]] = []
@@ -73,6 +75,8 @@ class BatchPublisher:
         for tp, builder, count in batches:
             builder.close()
             future = await self.producer.send_batch(builder, tp[0], partition=tp[1])
+            if self.on_acked is not None:
+                future.add_done_callback(self._acknowledged(tp[0], count))
             self._in_flight.append((tp, count, future))
 
     async def wait(self) -> dict[TP, int]:
@@ -88,6 +92,12 @@ class BatchPublisher:
             if end > offsets.get(tp, 0):
                 offsets[tp] = end
         return dict(offsets)
+
+    def _acknowledged(self, topic: str, count: int) -> Callable[[asyncio.Future], None]:
+        def done(future: asyncio.Future) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.on_acked(topic, count)
+        return done
 
     @property
     def in_flight(self) -> int:

@@ -19,7 +19,7 @@ def _store():
     from streams.settings import get_settings
     from streams.store import open_store
 
-    return open_store(get_settings().db)
+    return open_store(get_settings().db.get_secret_value())
 
 
 def _who(by: str | None) -> str:
@@ -37,26 +37,35 @@ def quarantine() -> None:
 @click.option("--actor", default=None, help="kind:id, e.g. user:u-12ab.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--offset", default=0)
+@click.option("--epoch", default="current", show_default=True,
+              help="Rows of the topics that exist now (current), of every epoch (all; older ones name events "
+                   "of topics that are gone, e.g. an embedded broker's before a restart), or of one epoch id.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
-def list_command(status: str, actor: str | None, limit: int, offset: int, as_json: bool) -> None:
+def list_command(status: str, actor: str | None, limit: int, offset: int, epoch: str, as_json: bool) -> None:
     """Quarantined events, oldest first."""
     from rich.console import Console
     from rich.table import Table
 
     store = _store()
-    rows = store.list(status=status, limit=limit, actor=actor, offset=offset)
+    rows = store.list(status=status, limit=limit, actor=actor, offset=offset, epoch=epoch)
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
         return
-    table = Table(title=f"{len(rows)} of {store.count(status)} {status} events")
-    for column in ("event_id", "verdict", "type", "actor", "ts", "status"):
+    stale = store.count(status) - store.count(status, epoch="current")
+    title = f"{len(rows)} of {store.count(status, epoch=epoch)} {status} events"
+    if epoch == "current" and stale:
+        title += f" ({stale} more from earlier topic epochs: --epoch all)"
+    table = Table(title=title)
+    columns = ("event_id", "verdict", "type", "actor", "ts", "status") + (("epoch",) if epoch != "current" else ())
+    for column in columns:
         table.add_column(column, no_wrap=True)
     table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=50)
     for row in rows:
         table.add_row(row["event_id"], row["verdict"], row["event_type"] or "",
                       f"{row['actor_kind']}:{row['actor_id']}", f"{row['ts']:.0f}" if row["ts"] else "",
                       row["status"] + (f" ({row['label']})" if row["label"] else ""),
+                      *((row["epoch"] or "",) if epoch != "current" else ()),
                       (row["reasons"] or [""])[0][:80])
     console = Console()
     console.width = max(console.width, 150)  # ids are long: never squeeze them into 80 columns
@@ -82,7 +91,8 @@ def show_command(event_id: str) -> None:
 @click.argument("event_ids", nargs=-1, required=True)
 @click.option("--by", default=None, help="Who decides (default: $USER).")
 @click.option("--reason", required=True, help="Why the event is legitimate.")
-def release_command(event_ids: tuple[str, ...], by: str | None, reason: str) -> None:
+@click.option("--stale-ok", is_flag=True, help="Release events of an earlier topic epoch too.")
+def release_command(event_ids: tuple[str, ...], by: str | None, reason: str, stale_ok: bool) -> None:
     """Send events back to the clean stream, and record who and why."""
     from detectors.events import actor, decode_event, to_json
     from streams.produce import make_producer
@@ -103,6 +113,10 @@ def release_command(event_ids: tuple[str, ...], by: str | None, reason: str) -> 
             if record["status"] == "released":
                 click.echo(f"{event_id}: already released", err=True)
                 continue
+            if record["stale"] and not stale_ok:
+                raise click.ClickException(
+                    f"{event_id} is from topic epoch {record['epoch']}, whose topics are gone (the clean stream "
+                    f"it would go back to is not the one it left); --stale-ok releases it to today's")
             event = decode_event(orjson.dumps(record["event"]))
             if not hasattr(event, "event_id"):
                 raise click.ClickException(f"{event_id}: stored event no longer validates: {event.reason}")

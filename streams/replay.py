@@ -73,13 +73,13 @@ def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_si
         for batch in iter_batches(stream, batch_size):
             begun = pipeline.start(batch)
             if last is not None:
-                _record(ledger, pipeline.finish(last), pipeline.watermark, files)
+                _record(ledger, pipeline.finish(last), files)
             last = begun
             if bar is not None:
                 bar.advance(sum(len(line) + 1 for line in batch))
         if last is not None:
-            _record(ledger, pipeline.finish(last), pipeline.watermark, files)
-        _record(ledger, pipeline.flush(), pipeline.watermark, files)
+            _record(ledger, pipeline.finish(last), files)
+        _record(ledger, pipeline.flush(), files)
     seconds = time.perf_counter() - started
     _write_results(out, ledger)
     summary = _summary(ledger, pipeline, seconds)
@@ -87,7 +87,8 @@ def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_si
     return summary
 
 
-def _record(ledger: _Ledger, step: Step, watermark: float, files: dict[str, BinaryIO]) -> None:
+def _record(ledger: _Ledger, step: Step, files: dict[str, BinaryIO]) -> None:
+    watermark = step.watermark
     counts, verdicts, event_ids, line_of = ledger.counts, ledger.verdicts, ledger.event_ids, ledger.line_of
     line, rejected = counts["lines"], 0
     for decoded in step.decoded:

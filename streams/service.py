@@ -29,15 +29,21 @@ def build_worker(settings: Any, loglevel: str = "info") -> tuple[Any, Any, Any]:
     from streams.topics import Topics
 
     topics = Topics.from_settings(settings)
+    store = open_store(settings.db.get_secret_value())
     guard = Guard(settings, topics)
-    group = guard.recover()
+    group = guard.recover(store.current_epoch())
+    if guard.epoch != store.current_epoch():
+        log.info("topic epoch %s: quarantine rows of earlier epochs (topics that are gone) are listed only "
+                 "with `quarantine list --epoch all`", guard.epoch)
+    store.set_epoch(guard.epoch)
     settle()  # fewer, later collections, and none of them over the restored state
     app = create_app(settings, group)
-    store = open_store(settings.db)
     agents.register(app, guard, settings, topics)
     sinks.register(app, settings, topics, guard.metrics, store)
     web.register(app, guard)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    if not sys.stdout.isatty():  # its start-up spinner writes cursor escapes into a log file
+        worker.spinner = None
     return app, worker, guard
 
 

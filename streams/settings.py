@@ -1,4 +1,6 @@
-"""Settings from the environment (prefix SHILLGUARD_), one object for every driver."""
+"""Settings from the environment (prefix SHILLGUARD_), one object for every process: the worker, `produce`,
+`export`, `quarantine` and the trainer. Secrets (the database URL, which may carry a password, the SASL
+password, the webhook URL, the snapshot key) are `SecretStr`: printed or logged, they read `**********`."""
 
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ class Settings(BaseSettings):
     recent_retraction_seconds: float = 30 * 86400.0
     # Pipeline
     batch_size: int = 2048
+    # Decisions (apply signals, release what is due) every this many input lines counted from the stream's
+    # start, and on idle and flush ticks, wherever batches end: replay, a worker and a restarted worker
+    # decide alike (detectors.pipeline). On a slow stream an event leaves at most this many lines (or one
+    # quiet spell) after its hold; lower it there.
+    decide_every: int = 2048
     # Comma-separated names, see streams.assembly.DETECTORS. Off by default: midas (a reference anchor).
     detectors: str = ("profile,rating_shift,dense_block,lockstep,coordination,copies,catalog_drift,extraction,"
                       "sweep_coverage")
@@ -72,6 +79,11 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     state_dir: Path = Path(".shillguard")
+    # HMAC-SHA256 key of the snapshots (streams/state.py): a snapshot that does not carry its signature is
+    # never unpickled. Required against a real cluster; on a laptop (embedded broker) a random key is kept
+    # in `state_key_file`, outside the state directory, created on first use.
+    state_key: SecretStr | None = None
+    state_key_file: Path | None = None  # default: $XDG_CONFIG_HOME/shillguard/state.key (~/.config/...)
     partitions: int = 4  # for the topics `up` creates
     # Topics
     topic_ratings: str = "events.ratings"
@@ -97,8 +109,8 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int | None = None  # None: 100 on the embedded broker (it holds fetches), Faust's 1500 else
     fast_drain: bool = True  # streams.app.patch_faust: skip a per-message task pair in Faust's consumer
     # Sinks
-    db: str = "sqlite:///.shillguard/quarantine.db"  # or postgresql://...
-    webhook_url: str | None = None
+    db: SecretStr = SecretStr("sqlite:///.shillguard/quarantine.db")  # or postgresql://user:password@host/db
+    webhook_url: SecretStr | None = None  # may carry a token
     webhook_retries: int = 5
     webhook_timeout_seconds: float = 5.0
     demo_rate: float = 3000.0  # events/s that `up --demo` produces

@@ -76,7 +76,8 @@ def ocsf_finding(flag: dict[str, Any], created: bool, now: float | None = None,
     for member in entities:
         member_kind, _, member_id = member.partition(":")
         resources.append({"uid": member_id, "type": member_kind, "name": member_id})
-    title = (f"Coordinated group {group}: {len(entities)} entities" if group
+    title = (f"Coordinated group {group}: {len(entities)} {'entity' if len(entities) == 1 else 'entities'}"
+             if group
              else f"{FINDING_TYPES.get(kind, 'Suspicious entity')}: {kind} {entity}")
     return {
         "class_uid": 2004, "class_name": "Detection Finding", "category_uid": 2, "category_name": "Findings",
@@ -171,8 +172,8 @@ class AlertSink:
 def register(app: Any, settings: Settings, topics: Topics, metrics: Metrics, store: Any) -> None:
     """The quarantine-store agent and the alerts agent."""
     loop_executor = None
-    webhook = Webhook(settings.webhook_url, settings.webhook_retries, settings.webhook_timeout_seconds) \
-        if settings.webhook_url else None
+    webhook = Webhook(settings.webhook_url.get_secret_value(), settings.webhook_retries,
+                      settings.webhook_timeout_seconds) if settings.webhook_url else None
     alerts = AlertSink(store, metrics, webhook)
 
     @app.agent(app.topic(topics.quarantined, topics.retracted, value_serializer="raw", key_serializer="raw"),

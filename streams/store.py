@@ -5,6 +5,11 @@ arrive from the worker's store agent (at least once: inserts are idempotent on e
 show, release (the event goes back to the clean stream) and confirm (label it) them. Every decision, the
 system's included, is a row in `audit`: who, what, why and when.
 
+Every row carries the topic epoch it came from: the worker starts a new epoch when it finds itself on new
+topics (a restarted embedded broker keeps its topics in memory only; a cluster whose topics were recreated),
+and records it as the store's current one. Rows of an earlier epoch name events of topics that no longer
+exist: `list` shows the current epoch's rows unless asked for all.
+
 >>> store = open_store("sqlite://")
 >>> store.add([{"event_id": "e1", "verdict": "quarantined", "reasons": ["user u1 flagged"],
 ...             "event": {"type": "rating", "event_id": "e1", "ts": 5.0, "user_id": "u1", "item_id": "i",
@@ -18,6 +23,9 @@ system's included, is a row in `audit`: who, what, why and when.
 'confirmed'
 >>> [entry["action"] for entry in store.audit("e1")]
 ['quarantined', 'confirmed']
+>>> store.set_epoch("new-broker")
+>>> store.list(status="all"), len(store.list(status="all", epoch="all"))
+([], 1)
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -47,6 +56,7 @@ class QuarantineStore:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()  # one connection shared by the agents' executor threads
+        self.epoch: str | None = None  # the topic epoch new rows belong to (set_epoch; current_epoch)
 
     # -- backend hooks ------------------------------------------------------------------------
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
@@ -81,8 +91,34 @@ class QuarantineStore:
             """CREATE TABLE IF NOT EXISTS findings (
                 uid TEXT PRIMARY KEY, first_time DOUBLE PRECISION NOT NULL,
                 last_time DOUBLE PRECISION NOT NULL, updates INTEGER NOT NULL, members TEXT NOT NULL)""",
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ):
             self._execute(statement)
+        columns = self._columns("quarantine")
+        if "epoch" not in columns:  # a store from before epochs: its rows belong to the epoch current now
+            self._execute("ALTER TABLE quarantine ADD COLUMN epoch TEXT")
+        self._execute("CREATE INDEX IF NOT EXISTS quarantine_epoch ON quarantine (epoch, status, created_at)")
+        epoch = self.current_epoch()
+        if epoch is None:
+            epoch = uuid.uuid4().hex[:12]
+            self._execute(self._sql("INSERT INTO meta (key, value) VALUES ('epoch', ?)"), (epoch,))
+        self._execute(self._sql("UPDATE quarantine SET epoch = ? WHERE epoch IS NULL"), (epoch,))
+        self.epoch = epoch
+
+    def _columns(self, table: str) -> set[str]:
+        self._execute(f"SELECT * FROM {table} LIMIT 0")  # noqa: S608 - a table name of ours
+        return set(self._last_columns)
+
+    def current_epoch(self) -> str | None:
+        """The topic epoch the worker last declared current."""
+        rows = self._execute("SELECT value FROM meta WHERE key = 'epoch'")
+        return rows[0][0] if rows else None
+
+    def set_epoch(self, epoch: str) -> None:
+        """The worker's word: rows from now on, and `list` by default, belong to `epoch`."""
+        with self._lock:
+            self._execute(self._sql("UPDATE meta SET value = ? WHERE key = 'epoch'"), (epoch,))
+            self.epoch = epoch
 
     # -- the worker's side --------------------------------------------------------------------
     def add(self, records: Iterable[dict[str, Any]]) -> int:
@@ -96,7 +132,7 @@ class QuarantineStore:
             reasons_of[event_id] = (record.get("verdict"), record.get("reasons") or [])
             rows.append((event_id, record.get("verdict", "quarantined"), event.get("type"), kind,
                          event.get(field) if field else None, event.get("ts"),
-                         json.dumps(record.get("reasons") or []), json.dumps(event), now, now))
+                         json.dumps(record.get("reasons") or []), json.dumps(event), now, now, self.epoch))
         if not rows:
             return 0
         with self._lock:
@@ -127,8 +163,12 @@ class QuarantineStore:
 
     # -- the analyst's side -------------------------------------------------------------------
     def list(self, status: str | None = "pending", limit: int = 50, actor: str | None = None,
-             offset: int = 0) -> list[dict[str, Any]]:
+             offset: int = 0, epoch: str = "current") -> list[dict[str, Any]]:
+        """Rows oldest first; `epoch` "current" (the rows of the topics that exist now), "all", or an id."""
         where, params = [], []
+        if epoch != "all":
+            where.append("epoch = ?")
+            params.append(self.current_epoch() if epoch == "current" else epoch)
         if status and status != "all":
             where.append("status = ?")
             params.append(status)
@@ -137,12 +177,12 @@ class QuarantineStore:
             where.append("actor_kind = ? AND actor_id = ?")
             params += [kind, entity]
         sql = ("SELECT event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, status, label, "
-               "created_at, updated_at FROM quarantine"
+               "created_at, updated_at, epoch FROM quarantine"
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created_at, event_id LIMIT ? OFFSET ?")
         rows = self._execute(self._sql(sql), (*params, limit, offset))
         keys = ("event_id", "verdict", "event_type", "actor_kind", "actor_id", "ts", "reasons", "status",
-                "label", "created_at", "updated_at")
+                "label", "created_at", "updated_at", "epoch")
         out = []
         for row in rows:
             item = dict(zip(keys, row))
@@ -150,20 +190,27 @@ class QuarantineStore:
             out.append(item)
         return out
 
-    def count(self, status: str | None = None) -> int:
+    def count(self, status: str | None = None, epoch: str = "all") -> int:
+        where, params = [], []
+        if epoch != "all":
+            where.append("epoch = ?")
+            params.append(self.current_epoch() if epoch == "current" else epoch)
         if status and status != "all":
-            return self._execute(self._sql("SELECT COUNT(*) FROM quarantine WHERE status = ?"), (status,))[0][0]
-        return self._execute("SELECT COUNT(*) FROM quarantine")[0][0]
+            where.append("status = ?")
+            params.append(status)
+        sql = "SELECT COUNT(*) FROM quarantine" + (" WHERE " + " AND ".join(where) if where else "")
+        return self._execute(self._sql(sql), params)[0][0]
 
     def get(self, event_id: str) -> dict[str, Any]:
         rows = self._execute(self._sql(
             "SELECT event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, event, status, label, "
-            "created_at, updated_at FROM quarantine WHERE event_id = ?"), (event_id,))
+            "created_at, updated_at, epoch FROM quarantine WHERE event_id = ?"), (event_id,))
         if not rows:
             raise NotFound(event_id)
         keys = ("event_id", "verdict", "event_type", "actor_kind", "actor_id", "ts", "reasons", "event",
-                "status", "label", "created_at", "updated_at")
+                "status", "label", "created_at", "updated_at", "epoch")
         item = dict(zip(keys, rows[0]))
+        item["stale"] = item["epoch"] != self.current_epoch()
         item["reasons"] = json.loads(item["reasons"])
         item["event"] = json.loads(item["event"])
         return item
@@ -211,7 +258,9 @@ class SQLiteStore(QuarantineStore):
 
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchall()
+            cursor = self._db.execute(sql, tuple(params))
+            self._last_columns = [d[0] for d in cursor.description or ()]
+            return cursor.fetchall()
 
     def _executemany(self, sql: str, rows: list[tuple]) -> None:
         with self._lock:
@@ -224,7 +273,7 @@ class SQLiteStore(QuarantineStore):
             for row in rows:
                 cursor = self._db.execute(
                     "INSERT INTO quarantine (event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, "
-                    "event, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "event, created_at, updated_at, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (event_id) DO NOTHING", row)
                 if cursor.rowcount:
                     inserted.append(row[0])
@@ -248,12 +297,17 @@ class PostgresStore(QuarantineStore):
             import psycopg
         except ImportError as error:  # pragma: no cover - depends on the install
             raise RuntimeError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from error
-        self._db = psycopg.connect(url, autocommit=True)
+        try:
+            self._db = psycopg.connect(url, autocommit=True)
+        except psycopg.OperationalError as error:  # its message can quote the connection string
+            raise RuntimeError(f"PostgreSQL at {redact(url)} is unreachable: "
+                               f"{str(error).replace(url, redact(url))}") from None
         self._create()
 
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock, self._db.cursor() as cursor:
             cursor.execute(sql, tuple(params))
+            self._last_columns = [d.name for d in cursor.description or ()]
             return cursor.fetchall() if cursor.description else []
 
     def _executemany(self, sql: str, rows: list[tuple]) -> None:
@@ -265,7 +319,7 @@ class PostgresStore(QuarantineStore):
         with self._db.transaction(), self._db.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO quarantine (event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, "
-                "event, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "event, created_at, updated_at, epoch) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (event_id) DO NOTHING RETURNING event_id", rows, returning=True)
             while True:
                 row = cursor.fetchone()
@@ -279,8 +333,25 @@ class PostgresStore(QuarantineStore):
         self._db.close()
 
 
+def redact(url: str) -> str:
+    """The URL without its password, fit for a message.
+
+    >>> redact("postgresql://guard:s3cret@db:5432/shillguard")
+    'postgresql://guard:***@db:5432/shillguard'
+    >>> redact("sqlite:///q.db")
+    'sqlite:///q.db'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    credentials, _, host = rest.partition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
 def open_store(url: str) -> QuarantineStore:
-    """sqlite:///relative.db, sqlite:////absolute.db, sqlite:// (memory) or postgresql://..."""
+    """sqlite:///relative.db, sqlite:////absolute.db, sqlite:// (memory) or postgresql://... (the URL is a
+    secret: no message of this module prints its password)."""
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
     if url.startswith("sqlite://"):
@@ -288,4 +359,4 @@ def open_store(url: str) -> QuarantineStore:
         if path.startswith("/"):
             path = path[1:]
         return SQLiteStore(path or ":memory:")
-    raise ValueError(f"unsupported SHILLGUARD_DB {url!r}: sqlite:///path or postgresql://...")
+    raise ValueError(f"unsupported SHILLGUARD_DB {redact(url)!r}: sqlite:///path or postgresql://...")

@@ -286,7 +286,7 @@ def test_the_settings_passed_parse(monkeypatch):
         assert settings.web_host == "0.0.0.0" and settings.broker_security_protocol == "SASL_SSL"
     environment = {k: _interpolate(v) for k, v in compose()["services"]["worker"]["environment"].items()}
     settings = _settings_with(monkeypatch, environment)
-    assert settings.broker == "kafka://kafka:9092" and settings.db.startswith("postgresql://")
+    assert settings.broker == "kafka://kafka:9092" and settings.db.get_secret_value().startswith("postgresql://")
     assert f"worker-state:{settings.state_dir}" in compose()["services"]["worker"]["volumes"]
 
 
@@ -301,8 +301,9 @@ def _settings_with(monkeypatch, environment: dict[str, str]):
 
 
 def _interpolate(value: Any) -> str:
-    """Compose's ${NAME:-default} with NAME unset."""
-    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+    """Compose's ${NAME:-default} with NAME unset, and ${NAME:?error} (a secret with no default) as if set."""
+    value = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+    return re.sub(r"\$\{([A-Z0-9_]+):\?[^}]*\}", lambda m: f"{m.group(1).lower()}-given-by-the-operator", value)
 
 
 def _containers(doc: dict) -> list[dict]:
@@ -625,3 +626,62 @@ def test_grafana_dashboard_and_provisioning():
     provider = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "dashboards" / "shillguard.yaml").read_text())
     mounts = compose()["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in mounts
+
+
+# --- no open doors ------------------------------------------------------------------------------------
+
+def _pod_specs(doc: dict) -> list[dict]:
+    spec = doc.get("spec", {})
+    if doc["kind"] == "Pod":
+        return [spec]
+    template = spec.get("template", {}).get("spec")
+    return [template] if template is not None and doc["kind"] in (
+        "Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet") else []
+
+
+def test_every_pod_turns_service_links_off():
+    """Kubernetes puts <SERVICE>_PORT=tcp://... variables into every container of a namespace with Services;
+    a Service named shillguard-worker yields SHILLGUARD_WORKER_*, the settings' own prefix."""
+    pods = [(overlay, doc["metadata"]["name"], spec) for overlay, doc in all_rendered() for spec in _pod_specs(doc)]
+    assert len(pods) >= 5
+    for overlay, name, spec in pods:
+        assert spec.get("enableServiceLinks") is False, (overlay, name)
+
+
+def test_no_password_or_key_is_written_into_the_manifests_or_compose():
+    for overlay, doc in all_rendered():
+        assert doc["kind"] != "Secret", (overlay, doc["metadata"]["name"])  # Secrets are the operator's
+        for container in _containers(doc):
+            for env in container.get("env", []):
+                if re.search(r"PASSWORD|KEY|SECRET|TOKEN|^SHILLGUARD_DB$", env["name"]):
+                    assert "valueFrom" in env and "value" not in env, (overlay, env)
+    for service in compose()["services"].values():
+        for name, value in (service.get("environment") or {}).items():
+            for reference in re.findall(r"\$\{([A-Z0-9_]+)([:?-][^}]*)?\}", str(value)):
+                if re.search(r"PASSWORD|KEY|SECRET|TOKEN", reference[0]):
+                    assert reference[1].startswith(":?"), (name, value)  # required, never defaulted
+    for overlay in OVERLAYS:
+        assert "secretGenerator" not in (K8S / "overlays" / overlay / "kustomization.yaml").read_text()
+
+
+def test_the_trainer_uses_the_authenticated_listener(monkeypatch):
+    for overlay in OVERLAYS:
+        kafka = find(overlay, "Kafka", "shillguard")
+        assert [(l["port"], l["tls"], l["authentication"]["type"]) for l in kafka["spec"]["kafka"]["listeners"]] \
+            == [(9093, True, "scram-sha-512")]
+        find(overlay, "KafkaUser", "shillguard-trainer")
+        trainer = find(overlay, "Deployment", "shillguard-trainer")
+        (container,) = _containers(trainer)
+        env = {e["name"]: e for e in container["env"]}
+        assert "SHILLGUARD_BROKER" not in env  # the worker's address from the ConfigMap
+        assert env["SHILLGUARD_BROKER_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "shillguard-trainer"
+        data = find(overlay, "ConfigMap", "shillguard-config")["data"]
+        settings = _settings_with(monkeypatch, {**data, "SHILLGUARD_BROKER_SASL_USERNAME":
+                                                env["SHILLGUARD_BROKER_SASL_USERNAME"]["value"]})
+        from trainer.sources import client_config
+
+        config = client_config(settings)
+        assert config["security_protocol"] == "SASL_SSL" and config["sasl_mechanism"] == "SCRAM-SHA-512"
+        assert config["sasl_plain_username"] == "shillguard-trainer"
+        assert config["bootstrap_servers"] == ["shillguard-kafka-bootstrap:9093"]
+        assert config["ssl_cafile"].startswith(_mount_of(trainer, "kafka-ca"))

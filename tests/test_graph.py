@@ -11,6 +11,7 @@ from detectors.dense_block import DenseBlockDetector
 from detectors.events import ClickEvent, RatingEvent
 from detectors.lockstep import LockstepDetector
 from detectors.pipeline import Pipeline
+from state_equality import check_restore_carries_on
 
 DAY = 86400.0
 
@@ -138,15 +139,25 @@ def test_edge_window_expires_and_renumbers():
 
 
 def test_snapshot_restore_carries_on():
+    """Background and the first half of a planted block's edges, snapshot, restore; then the rest: the clone
+    holds the original's state and finds the same block, which a detector that saw only the second half
+    does not (the test fails on a restore that does nothing)."""
     rng = np.random.default_rng(6)
-    events = _background(rng, 3000)
-    detector = DenseBlockDetector()
-    detector.observe(events[:2000], events[1999].ts)
-    clone = DenseBlockDetector()
-    clone.restore(detector.snapshot())
-    a = detector.observe(events[2000:], events[-1].ts) + detector.observe([], events[-1].ts)
-    b = clone.observe(events[2000:], events[-1].ts) + clone.observe([], events[-1].ts)
-    assert a == b
+    events = _background(rng, 12000)
+    for n in range(25):
+        for k in range(6):
+            events.append(RatingEvent(event_id=f"f{n}-{k}", ts=float(DAY + 100 * n + 10 * k), user_id=f"fake{n}",
+                                      item_id=f"target{k}", rating=5))
+    events.sort(key=lambda e: e.ts)
+    cut = next(k for k, e in enumerate(events) if e.ts >= DAY + 1200)  # about half the block on each side
+
+    def observe(detector, batch):
+        return detector.observe(batch, batch[-1].ts) + detector.observe([], batch[-1].ts)
+
+    for make in (DenseBlockDetector, LockstepDetector):
+        said = check_restore_carries_on(make, events[:cut], events[cut:], observe)
+        fakes = {f"fake{n}" for n in range(25)}
+        assert _users(said) <= fakes and len(_users(said)) >= 10, (make.__name__, _users(said))
 
 
 def test_searches_fall_where_they_are_due_whatever_the_batches():

@@ -10,6 +10,7 @@ from simulator.synthetic import synthetic_base
 from streams.assembly import build_pipeline
 from streams.parallel import DetectorProcess
 from streams.settings import Settings
+from streams.state import capture, restore_into
 
 GROUPS = "dense_block,lockstep,coordination"
 DETECTORS = f"profile,rating_shift,{GROUPS}"
@@ -105,13 +106,13 @@ def test_detector_state_travels_between_processes(lines):
     first = build_pipeline(Settings(detectors=DETECTORS, offload_detectors=GROUPS))
     try:
         early = [first.process(lines[k:min(k + 1000, half)]) for k in range(0, half, 1000)]
-        states = first.snapshot_detectors()
+        snapshot = capture(first)  # as the worker takes it: detectors, decision stage, position, waiting signals
     finally:
         first.close()
-    assert set(states) == set(DETECTORS.split(","))
+    assert set(snapshot.detectors) == set(DETECTORS.split(","))
     second = build_pipeline(Settings(detectors=DETECTORS, offload_detectors=""))
-    assert second.restore_detectors({**states, "retired": b""}) == ["retired"]
-    second.decision, second.seen, second.watermark = first.decision, first.seen, first.watermark
+    snapshot.detectors["retired"] = b""
+    assert restore_into(second, snapshot) == ["retired"]
     later, flags = _run(second, lines[half:])
     verdicts = {o.event.event_id: o.verdict for step in early for o in step.outcomes}
     verdicts.update(later)  # the last word on each event, as in _run

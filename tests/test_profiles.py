@@ -9,6 +9,7 @@ import pytest
 
 from detectors.events import ClickEvent, RatingEvent
 from detectors.profiles import FEATURES, ProfileDetector
+from state_equality import check_restore_carries_on
 
 
 def rating(user: str, item: str, stars: int, ts: float = 0.0) -> RatingEvent:
@@ -119,14 +120,29 @@ def test_average_push_attack_is_found_with_its_target():
 
 
 def test_snapshot_restores_an_identical_detector():
+    """Half the population, snapshot, restore; then the rest and a push attack: the clone holds the same
+    state and flags the same accounts and target as the original, which a detector without the first half
+    does not (the test fails on a restore that does nothing)."""
     rng = np.random.default_rng(9)
-    events = _population(rng, n_users=120)
-    first, second = events[:2000], events[2000:]
-    detector = ProfileDetector()
-    detector.observe(first, now=first[-1].ts)
-    clone = ProfileDetector()
-    clone.restore(detector.snapshot())
-    assert detector.observe(second, now=second[-1].ts) == clone.observe(second, now=second[-1].ts)
+    events = _population(rng)
+    means: dict[str, list[float]] = {}
+    for e in events:
+        means.setdefault(e.item_id, []).append(e.rating)
+    attack = []
+    for f in range(25):
+        for item in rng.choice(sorted(means), 30, replace=False):
+            stars = int(np.clip(np.rint(rng.normal(np.mean(means[item]), 1.0)), 1, 5))
+            attack.append(rating(f"fake{f}", item, stars, 240_000.0 + f))
+        attack.append(rating(f"fake{f}", "i299", 5, 240_000.0 + f))
+    half = len(events) // 2
+    before, after = events[:half], events[half:] + attack
+
+    def observe(detector, batch):
+        now = batch[-1].ts
+        return detector.observe(batch, now) + detector.observe([], now)
+
+    said = check_restore_carries_on(ProfileDetector, before, after, observe)
+    assert sum(s.id.startswith("fake") for s in said if s.kind == "user" and s.score >= 0.5) >= 20
 
 
 def test_tests_fall_where_they_are_due_whatever_the_batches():

@@ -337,3 +337,113 @@ def test_postgres_store(postgres_schema):
     assert store.upsert_finding("f1", "user:u", 1.0) == (True, ["user:u"])
     assert store.upsert_finding("f1", "user:v", 2.0) == (False, ["user:u", "user:v"])
     store.close()
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every live process (zombies excluded)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            found[int(entry.name)] = (int(fields[1]), cmdline)
+    return found
+
+
+def _stop_and_check(process: subprocess.Popen, log_path: Path, listen: str, signum: int, group: bool) -> str:
+    """Signal `up` (or its whole process group), then: exit 0 within 30 s, no traceback or CRITICAL line,
+    and none of its processes left (detector processes, the embedded broker)."""
+    running = _processes()
+    ours = {process.pid} | {pid for pid, (_, cmdline) in running.items() if listen in cmdline}
+    while True:  # and its descendants (the detector processes have sessions of their own)
+        more = {pid for pid, (parent, _) in running.items() if parent in ours} - ours
+        if not more:
+            break
+        ours |= more
+    assert any("streams.parallel" in _processes().get(pid, (0, ""))[1] for pid in ours)  # children to stop
+    assert any("tansu" in _processes().get(pid, (0, ""))[1] for pid in ours)  # and the broker
+    started = time.monotonic()
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
+    rc = process.wait(30)
+    seconds = time.monotonic() - started
+    log = log_path.read_text(errors="replace")
+    assert rc == 0, log[-3000:]
+    for bad in ("Traceback", "CRITICAL", "KeyboardInterrupt", "died (exit code"):
+        assert bad not in log, log[log.index(bad) - 2000:log.index(bad) + 1000]
+    assert "final snapshot written" in log
+    time.sleep(0.5)
+    left = {pid: _processes()[pid][1] for pid in ours if pid in _processes()}
+    assert not left, left
+    return f"{seconds:.1f}"
+
+
+def test_ctrl_c_to_up_demo_stops_cleanly_and_a_restart_keeps_what_detectors_learned(tmp_path):
+    """Ctrl-C in a terminal is SIGINT to the whole process group. Then a restart, which gets a new embedded
+    broker (the first one stopped with its worker, topics and all), keeps the detectors' state, starts a new
+    topic epoch, and stops cleanly on SIGTERM to the worker alone."""
+    listen = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "SHILLGUARD_EMBEDDED_LISTEN": listen, "SHILLGUARD_WEB_PORT": str(free_port()),
+           "SHILLGUARD_STATE_DIR": str(tmp_path / "state"), "SHILLGUARD_DB": f"sqlite:///{tmp_path}/q.db",
+           "SHILLGUARD_STATE_KEY_FILE": str(tmp_path / "state.key"), "SHILLGUARD_PARTITIONS": "2",
+           "SHILLGUARD_DEMO_RATE": "4000"}
+    env.pop("SHILLGUARD_BROKER", None)
+    port = env["SHILLGUARD_WEB_PORT"]
+
+    def up(run: int) -> tuple[subprocess.Popen, Path]:
+        log_path = tmp_path / f"up-{run}.log"
+        process = subprocess.Popen([sys.executable, "-m", "streams.cli", "up", "--demo", "--demo-events", "8000"],
+                                   env=env, cwd=tmp_path, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # its own group, as a shell gives a job
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            except OSError:
+                text = ""
+            if any(line.startswith('shillguard_events_out_total{outcome="quarantined"}') and float(line.split()[-1]) > 0
+                   for line in text.splitlines()):
+                return process, log_path
+            time.sleep(0.5)
+        process.kill()
+        raise AssertionError(log_path.read_text()[-3000:])
+
+    def quarantine(*args: str) -> list[dict]:
+        done = subprocess.run([sys.executable, "-m", "streams.cli", "quarantine", "list", "--status", "all",
+                               "--limit", "100000", "--json", *args], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, check=True, timeout=60)
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    started: list[subprocess.Popen] = []
+    try:
+        first, first_log = up(1)
+        started.append(first)
+        _stop_and_check(first, first_log, listen, signal.SIGINT, group=True)
+        before = quarantine()
+        assert before and {row["epoch"] for row in before} == {before[0]["epoch"]}
+
+        second, second_log = up(2)
+        started.append(second)
+        log = second_log.read_text()
+        assert "a new broker. Keeping what the detectors learned" in log and "restored the detectors" in log
+        _stop_and_check(second, second_log, listen, signal.SIGTERM, group=False)
+    finally:  # a failed check must not leave a worker, its detector processes or its broker behind
+        for process in started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+    current, everything = quarantine(), quarantine("--epoch", "all")
+    assert current and {row["epoch"] for row in current} != {before[0]["epoch"]}  # only the new topics' rows
+    assert len(everything) == len(current) + len(before)

@@ -222,7 +222,7 @@ def test_broker_settings():
 def test_snapshot_round_trip_and_incarnation(tmp_path):
     from streams.assembly import build_pipeline
 
-    state = StateDir(tmp_path, "t")
+    state = StateDir(tmp_path, "t", key=b"k" * 32)
     first = state.incarnation()
     assert state.incarnation() == first
     pipeline = build_pipeline(Settings())
@@ -238,6 +238,60 @@ def test_snapshot_round_trip_and_incarnation(tmp_path):
     state.discard()
     assert state.load() is None and state.incarnation() != first
     pickle.dumps(loaded)
+
+
+def test_a_snapshot_not_signed_with_the_key_is_never_unpickled(tmp_path):
+    """Whoever can write the state directory but lacks SHILLGUARD_STATE_KEY cannot make the worker unpickle
+    (so run) anything: a forged, tampered or unsigned file is rejected before pickle sees it."""
+    from streams.state import MAGIC, SnapshotRejected
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    state = StateDir(tmp_path, "t", key=b"k" * 32)
+    state.snapshot_path.write_bytes(pickle.dumps(Boom()))  # an unsigned pickle
+    with pytest.raises(SnapshotRejected, match="not a signed snapshot"):
+        state.load()
+    StateDir(tmp_path, "t", key=b"x" * 32).save_bytes(pickle.dumps(Boom()))  # signed with another key
+    with pytest.raises(SnapshotRejected, match="signature does not match"):
+        state.load()
+    state.save_bytes(pickle.dumps({"fine": 1}))
+    data = bytearray(state.snapshot_path.read_bytes())
+    data[len(MAGIC) + 40] ^= 1  # one bit of the payload
+    state.snapshot_path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotRejected):
+        state.load()
+
+
+def test_snapshot_key_comes_from_a_secret_and_none_is_made_up_for_a_cluster(tmp_path):
+    from streams.state import snapshot_key
+
+    with pytest.raises(ValueError, match="SHILLGUARD_STATE_KEY is not set"):
+        snapshot_key(Settings(broker="kafka://k:9092", state_key=None))
+    with pytest.raises(ValueError, match="too short"):
+        snapshot_key(Settings(state_key="short"))
+    assert snapshot_key(Settings(broker="kafka://k:9092", state_key="s" * 32)) == b"s" * 32
+    key_file = tmp_path / "conf" / "state.key"
+    laptop = Settings(state_key_file=key_file)  # embedded broker: a random key, kept outside the state dir
+    key = snapshot_key(laptop)
+    assert len(key) == 64 and snapshot_key(laptop) == key and key_file.stat().st_mode & 0o077 == 0
+    assert key != snapshot_key(Settings(state_key_file=tmp_path / "other.key"))
+
+
+def test_secrets_are_never_printed():
+    from streams.store import open_store
+
+    settings = Settings(db="postgresql://guard:hunter2@db.example:5432/q", broker_sasl_password="hunter2",
+                        webhook_url="https://hooks.example/T0K3N", state_key="k" * 32)
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert "T0K3N" not in repr(settings) and "k" * 32 not in repr(settings)
+    with pytest.raises(ValueError) as error:
+        open_store("mysql://guard:hunter2@db/q")
+    assert "hunter2" not in str(error.value)
+    with pytest.raises(RuntimeError) as error:
+        open_store("postgresql://guard:hunter2@127.0.0.1:1/q?connect_timeout=2")  # nothing listens on port 1
+    assert "hunter2" not in str(error.value) and "guard:***@127.0.0.1:1" in str(error.value)
 
 
 def test_aligner_holds_back_for_an_assigned_partition_not_heard_from():
@@ -342,7 +396,7 @@ def test_a_batch_started_is_finished_by_the_next_by_the_timer_or_before_a_snapsh
             return {}
 
     settings = Settings(state_dir=tmp_path, detectors="profile", offload_detectors="", hold_seconds=0,
-                        snapshot_interval_seconds=3600)
+                        snapshot_interval_seconds=3600, decide_every=10)  # a decision point at each batch's end
     topics = Topics.from_settings(settings)
     guard = Guard(settings, topics)
     guard._publisher = sent = Publisher()  # noqa: SLF001
@@ -365,11 +419,86 @@ def test_a_batch_started_is_finished_by_the_next_by_the_timer_or_before_a_snapsh
         await guard._tick()  # noqa: SLF001 - none came: the timer finishes it
         assert sent.count(topics.clean) == 20 and guard.pipeline.pending == 0
         await guard._process(batch(20, 5))  # noqa: SLF001
-        await guard.snapshot()
-        assert sent.count(topics.clean) == 25 and guard.pipeline.pending == 0
-        assert guard.state_dir.load().input_offsets == {(topics.ratings, 0): 25}
+        await guard.snapshot()  # finishes the batch; its events wait for the next decision point (line 30)
+        assert sent.count(topics.clean) == 20 and guard.pipeline.pending == 0
+        snapshot = guard.state_dir.load()
+        assert snapshot.input_offsets == {(topics.ratings, 0): 25} and snapshot.decision.held_count == 5
 
     try:
         asyncio.run(run())
     finally:
         guard.pipeline.close()
+
+
+def test_patched_upstream_functions_are_the_ones_the_patches_were_written_for():
+    """streams/app.py copies, replaces or wraps Faust's and aiokafka's private functions; the versions are
+    pinned, and an upgrade that changes any of those functions must be read and carried over on purpose."""
+    from importlib.metadata import version
+
+    from streams.app import UPSTREAM_SOURCES, patch_faust, set_fetch_max_wait, upstream_changes
+
+    assert (version("faust-streaming"), version("aiokafka")) == ("0.15.3", "0.14.0")
+    assert upstream_changes() == []
+    patch_faust()
+    set_fetch_max_wait(100)
+    assert upstream_changes() == []  # the originals, not our replacements, are what is hashed
+    assert len(UPSTREAM_SOURCES) == 5
+
+
+def test_a_changed_upstream_function_is_noticed(monkeypatch):
+    import streams.app as app_module
+
+    path = next(iter(app_module.UPSTREAM_SOURCES))
+    monkeypatch.setitem(app_module.UPSTREAM_SOURCES, path, "0" * 64)
+    assert app_module.upstream_changes() == [path]
+
+
+def test_events_out_is_counted_when_the_broker_acknowledges_not_at_the_next_snapshot():
+    """shillguard_events_out_total used to be brought up to date only when a snapshot flushed the producer:
+    a dashboard read 2,237 clean while the log said 55,417. Now each record batch counts once acknowledged."""
+    from streams.publisher import BatchPublisher
+
+    class Batch:
+        def __init__(self):
+            self.n = 0
+
+        def append(self, **kwargs):
+            self.n += 1
+            return object()
+
+        def close(self):
+            pass
+
+    class Producer:
+        def __init__(self):
+            self.futures = []
+            self.client = type("C", (), {"cluster": type("K", (), {"partitions_for_topic": staticmethod(
+                lambda topic: {0})})()})()
+
+        def create_batch(self):
+            return Batch()
+
+        async def send_batch(self, batch, topic, partition):
+            future = asyncio.get_running_loop().create_future()
+            self.futures.append((future, batch.n))
+            return future
+
+    acked: list[tuple[str, int]] = []
+
+    async def run() -> None:
+        producer = Producer()
+        publisher = BatchPublisher(producer, on_acked=lambda topic, n: acked.append((topic, n)))
+        for k in range(3):
+            publisher.add("clean", b"k", b"v")
+        publisher.add("quarantined", b"k", b"v")
+        await publisher.send()
+        assert acked == []  # sent, not yet acknowledged
+        (clean, n_clean), (quarantined, _) = producer.futures
+        clean.set_result(type("M", (), {"offset": 10})())
+        await asyncio.sleep(0)
+        assert acked == [("clean", 3)]  # counted on the acknowledgement, without any snapshot
+        quarantined.set_exception(RuntimeError("refused"))
+        await asyncio.sleep(0)
+        assert acked == [("clean", 3)]  # a refused batch is not counted
+
+    asyncio.run(run())

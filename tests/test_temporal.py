@@ -8,6 +8,7 @@ from detectors.coordination import CoordinationDetector
 from detectors.events import RatingEvent
 from detectors.midas import MidasDetector
 from detectors.sketch import DecayingCountMin, stable_hash
+from state_equality import check_restore_carries_on
 
 DAY = 86400.0
 
@@ -116,13 +117,16 @@ def test_decaying_count_min_halves_per_half_life_and_survives_rebase():
 
 
 def test_snapshot_restore_carries_on():
+    """Twenty days of history, snapshot, restore; then a review bomb: the clone holds the original's state
+    and flags the same thin accounts, which a detector without the history (no baseline, no accounts known)
+    does not (the test fails on a restore that does nothing)."""
     rng = np.random.default_rng(5)
-    batches = _history(rng, days=12)
-    detector = CoordinationDetector()
-    _run(detector, batches[:10])
-    clone = CoordinationDetector()
-    clone.restore(detector.snapshot())
-    assert _run(detector, batches[10:]) == _run(clone, batches[10:])
+    history = _history(rng)
+    bomb = [RatingEvent(event_id=f"b{k}", ts=20 * DAY + 60 * k, user_id=f"thin{k}", item_id="i1", rating=1.0)
+            for k in range(40)]
+    said = check_restore_carries_on(CoordinationDetector, history, [bomb],
+                                    lambda detector, batches: _run(detector, batches, tick=True))
+    assert _flagged(said) == {f"thin{k}" for k in range(40)}
 
 
 def _slow_push(rng: np.random.Generator, freeze: bool = True) -> tuple[set[str], set[str]]:

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("kafka")
 from kafka import TopicPartition  # noqa: E402
 
-from trainer.sources import FileSource, KafkaSource, broker_address, parse_retraction  # noqa: E402
+from trainer.sources import FileSource, KafkaSource, parse_retraction  # noqa: E402
 
 Record = namedtuple("Record", "offset value")
 
@@ -66,11 +66,65 @@ def test_kafka_source_batches_events_retractions_and_flags():
     assert batch.offsets == {"events.clean:0": 9, "events.retracted:0": 4, "flags:0": 2}
 
 
-def test_broker_address_and_retraction_parsing(monkeypatch):
-    monkeypatch.setenv("SHILLGUARD_BROKER", "kafka://10.0.0.1:9093")
-    assert broker_address() == ["10.0.0.1:9093"]
-    assert broker_address("kafka://h1:9092,kafka://h2:9092") == ["h1:9092", "h2:9092"]
-    monkeypatch.delenv("SHILLGUARD_BROKER")
-    assert broker_address() == ["127.0.0.1:9092"]
+def test_retraction_parsing():
     assert parse_retraction(b'{"event": {"event_id": "x"}}')["event_id"] == "x"
     assert parse_retraction(b"[]") is None
+
+
+@pytest.mark.parametrize("protocol, mechanism", [("SASL_SSL", "SCRAM-SHA-512"), ("SASL_PLAINTEXT", "PLAIN"),
+                                                 ("SASL_SSL", "SCRAM-SHA-256"), ("SSL", None)])
+def test_kafka_source_connects_with_the_workers_settings(monkeypatch, tmp_path, protocol, mechanism):
+    """No broker here requires SASL or TLS, so the client configuration is asserted: the trainer's consumer
+    gets the brokers, SASL mechanism and credentials, and TLS files from the same settings as the worker."""
+    import kafka
+
+    from streams.settings import Settings
+
+    captured = {}
+
+    class Capture(FakeConsumer):
+        def __init__(self, **config):
+            captured.update(config)
+            super().__init__({})
+
+    monkeypatch.setattr(kafka, "KafkaConsumer", Capture)
+    ca = tmp_path / "ca.crt"
+    settings = Settings(broker="kafka://k1:9093,kafka://k2:9093", broker_security_protocol=protocol,
+                        broker_sasl_mechanism=mechanism or "PLAIN", broker_sasl_username="trainer",
+                        broker_sasl_password="s3cret", broker_ssl_cafile=ca, topic_clean="x.clean")
+    source = KafkaSource(settings)
+    assert captured["bootstrap_servers"] == ["k1:9093", "k2:9093"]
+    assert captured["security_protocol"] == protocol and captured["group_id"] == "shillguard-trainer"
+    if mechanism:
+        assert (captured["sasl_mechanism"], captured["sasl_plain_username"], captured["sasl_plain_password"]) \
+            == (mechanism, "trainer", "s3cret")
+    else:
+        assert "sasl_mechanism" not in captured
+    assert (captured.get("ssl_cafile") == str(ca)) == ("SSL" in protocol)
+    assert source.topics["clean"] == "x.clean"
+
+
+def test_trainer_command_reads_the_shared_settings(monkeypatch, tmp_path):
+    """`shillguard trainer` builds its consumer and its alert producer from Settings (environment), with
+    --broker only overriding the address."""
+    import kafka
+    from click.testing import CliRunner
+
+    from trainer.cli import trainer
+
+    made = []
+
+    class Refuse:
+        def __init__(self, **config):
+            made.append(config)
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(kafka, "KafkaProducer", Refuse)
+    monkeypatch.setenv("SHILLGUARD_BROKER_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("SHILLGUARD_BROKER_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("SHILLGUARD_BROKER_SASL_USERNAME", "shillguard-trainer")
+    monkeypatch.setenv("SHILLGUARD_BROKER_SASL_PASSWORD", "pw")
+    result = CliRunner().invoke(trainer, ["--model-dir", str(tmp_path / "m"), "--broker", "kafka://k:9093"])
+    assert isinstance(result.exception, RuntimeError) and made
+    assert made[0]["bootstrap_servers"] == ["k:9093"] and made[0]["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert made[0]["sasl_plain_username"] == "shillguard-trainer" and made[0]["sasl_plain_password"] == "pw"

@@ -22,7 +22,7 @@ from trainer.gates import default_gates
 from trainer.incremental import Trainer, TrainConfig
 from trainer.loop import Schedule, run
 from trainer.promotion import Promoter
-from trainer.sources import FileSource, KafkaSource, broker_address, flagged_item_ids, topic_names
+from trainer.sources import FileSource, KafkaSource, client_config, flagged_item_ids, topic_names
 
 
 def _echo(message: str) -> None:
@@ -176,7 +176,9 @@ def recommend(model_dir, k, users_file, out_path, version, device):
 @click.command("trainer")
 @click.option("--model-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--model", type=click.Choice(["bpr", "sasrec"]), default=None)
-@click.option("--broker", default=None, help="Default $SHILLGUARD_BROKER or 127.0.0.1:9092.")
+@click.option("--broker", default=None,
+              help="kafka://host:port[,...]; default $SHILLGUARD_BROKER (or the embedded 127.0.0.1:9092). "
+                   "SASL and TLS come from the same SHILLGUARD_BROKER_* settings as the worker's.")
 @click.option("--every-events", default=50_000, show_default=True, help="Propose after this many events.")
 @click.option("--every-seconds", default=600.0, show_default=True, help="... or after this long.")
 @click.option("--poll-ms", default=1000, show_default=True)
@@ -192,14 +194,20 @@ def trainer_command(model_dir, model, broker, every_events, every_seconds, poll_
 
     from kafka import KafkaProducer
 
+    from streams.broker import bootstrap_servers
+    from streams.settings import get_settings
+
+    settings = get_settings()  # the one Settings of every process: brokers, SASL/TLS, topic names
+    if broker:
+        settings.broker = broker
     trainer, offsets = _open_trainer(model_dir, model, from_scratch, device)
-    topics = topic_names()
+    topics = topic_names(settings)
     flagged_ids = _read_flagged(flagged)
-    producer = KafkaProducer(bootstrap_servers=broker_address(broker))
+    producer = KafkaProducer(**client_config(settings))
     promoter = Promoter(CheckpointStore(model_dir),
                         _gates(utility_margin, max_exposure_jump, uniformity_margin),
                         KafkaAlertSink(producer, topics["alerts"]), lambda: flagged_ids)
-    source = KafkaSource(broker, topics, offsets, poll_ms=poll_ms, max_records=max_records)
+    source = KafkaSource(settings, topics, offsets, poll_ms=poll_ms, max_records=max_records)
     stopping = {"now": False, "idle_since": time.monotonic()}
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stopping.update(now=True))
@@ -210,7 +218,8 @@ def trainer_command(model_dir, model, broker, every_events, every_seconds, poll_
         idle = idle_exit is not None and time.monotonic() - stopping["idle_since"] > idle_exit
         return stopping["now"] or idle
 
-    _echo(f"following {topics['clean']} and {topics['retracted']} on {','.join(broker_address(broker))}")
+    _echo(f"following {topics['clean']} and {topics['retracted']} on {','.join(bootstrap_servers(settings))} "
+          f"({settings.broker_security_protocol})")
     run(trainer, source, promoter, streaming=True, flagged=flagged_ids, stop=stop, echo=_echo,
         schedule=Schedule(every_events, every_seconds), offsets=offsets)
     producer.close()

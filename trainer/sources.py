@@ -129,19 +129,22 @@ class FileSource(Source):
         return Batch(retractions=[r for r in map(parse_retraction, lines) if r is not None])
 
 
-def broker_address(value: str | None = None) -> list[str]:
-    """host:port of each broker in `value` or `SHILLGUARD_BROKER` (`kafka://h1:9092,h2:9092`, `h:9092`),
-    default the embedded broker at 127.0.0.1:9092 (the same reading as `streams.broker`)."""
-    value = value or os.environ.get("SHILLGUARD_BROKER") or "127.0.0.1:9092"
-    parts = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
-    return [p.split("://", 1)[-1].rstrip("/") for p in parts]
+def topic_names(settings: Any = None) -> dict[str, str]:
+    """The topics the trainer follows, from the one `Settings` every process shares."""
+    from streams.settings import get_settings
+
+    settings = settings or get_settings()
+    return {"clean": settings.topic_clean, "retracted": settings.topic_retracted, "flags": settings.topic_flags,
+            "alerts": settings.topic_alerts}
 
 
-def topic_names() -> dict[str, str]:
-    return {"clean": os.environ.get("SHILLGUARD_TOPIC_CLEAN", "events.clean"),
-            "retracted": os.environ.get("SHILLGUARD_TOPIC_RETRACTED", "events.retracted"),
-            "flags": os.environ.get("SHILLGUARD_TOPIC_FLAGS", "flags"),
-            "alerts": os.environ.get("SHILLGUARD_TOPIC_ALERTS", "alerts")}
+def client_config(settings: Any = None) -> dict[str, Any]:
+    """kafka-python connection settings (brokers, SASL PLAIN/SCRAM, TLS) from the shared `Settings`: the
+    trainer connects exactly as the worker, `produce` and `export` do (streams.broker)."""
+    from streams.broker import kafka_python_config
+    from streams.settings import get_settings
+
+    return kafka_python_config(settings or get_settings())
 
 
 class KafkaSource(Source):
@@ -152,17 +155,17 @@ class KafkaSource(Source):
     committed after each checkpoint, for monitoring lag.
     """
 
-    def __init__(self, broker: str | None = None, topics: dict[str, str] | None = None,
+    def __init__(self, settings: Any = None, topics: dict[str, str] | None = None,
                  offsets: dict[str, int] | None = None, poll_ms: int = 1000, max_records: int = 5000,
                  consumer: Any = None, group_id: str = "shillguard-trainer"):
-        self.topics = topics or topic_names()
+        self.topics = topics or topic_names(settings)
         self.offsets = dict(offsets or {})
         self.poll_ms, self.max_records = poll_ms, max_records
         if consumer is None:
             from kafka import KafkaConsumer
 
-            consumer = KafkaConsumer(bootstrap_servers=broker_address(broker), group_id=group_id,
-                                     enable_auto_commit=False, auto_offset_reset="earliest")
+            consumer = KafkaConsumer(**client_config(settings), group_id=group_id, enable_auto_commit=False,
+                                     auto_offset_reset="earliest")
         self.consumer = consumer
         self._role = {self.topics["clean"]: "clean", self.topics["retracted"]: "retracted",
                       self.topics.get("flags", ""): "flags"}
