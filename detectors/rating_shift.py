@@ -292,8 +292,10 @@ class RatingShiftDetector(Detector):
         value = item.cusum[which] + step
         chart = self._charts.get(key)
         # A chart up for months follows a real audience's drift, not a campaign, and a wave of arrivals that
-        # lasts beyond the baseline's lag is the item's new normal: either starts over.
-        if chart is not None and ts - chart.start > (self.baseline_lag if which == WAVE
+        # lasts beyond the baseline's lag is the item's new normal: either starts over. A wave found to be
+        # a campaign is followed as long as a campaign may last: its ratings stay out of the item's habit,
+        # and a campaign spread over weeks is one campaign, not a campaign's first week.
+        if chart is not None and ts - chart.start > (self.baseline_lag if which == WAVE and chart.alarmed < 0
                                                      else self.max_campaign_seconds):
             value = 0.0
         if value <= 0.0:
@@ -509,14 +511,17 @@ class RatingShiftDetector(Detector):
         valid = (index < self._seen) & (index >= self._seen - len(self._recent_ts))
         valid &= self._recent_ts[:filled] >= chart.start - 86400.0
         users, items = self._recent_user[:filled][valid], self._recent_item[:filled][valid]
-        mine = np.isin(users, np.array(codes, np.int64)) & (items != row)
+        cohort = np.isin(users, np.array(codes, np.int64))
+        mine = cohort & (items != row)
         if not mine.any():
             return []
         pairs = np.unique(users[mine] * (len(self._state) + 1) + items[mine])
         tied_items = pairs % (len(self._state) + 1)
         observed = np.bincount(tied_items, minlength=len(self._state))
-        # Popularity outside the cohort: the wave's own raters must not make their ties look popular.
-        outside = np.bincount(items[~mine], minlength=len(self._state)) + 0.5
+        # Popularity as the items' established histograms hold it (the cohort's own recent ratings are not
+        # in them yet, so they cannot make their ties, nor the target, look popular): the head of the
+        # catalogue a push reaches for is the one of the recommender's training data, not a week's noise.
+        outside = np.array([sum(item.hist) for item in self._state]) + 0.5
         expected = len(pairs) * outside / outside.sum()
         # The cohort's other ratings land in the head of the catalogue (the best sellers holding a quarter
         # of the ratings outside it) at least `tie_lift` times as often as raters choosing by popularity
@@ -525,8 +530,10 @@ class RatingShiftDetector(Detector):
         by_popularity = np.argsort(-outside, kind="stable")
         cumulative = np.cumsum(outside[by_popularity]) / outside.sum()
         head = by_popularity[: int(np.searchsorted(cumulative, 0.25)) + 1]
-        if row in set(head.tolist()):
-            return []  # a best seller gains nothing from ties to best sellers: an echo of a push elsewhere
+        if row in set(by_popularity[: int(np.searchsorted(cumulative, 0.5)) + 1].tolist()):
+            # A popular item gains nothing from ties to best sellers (the wave is an echo of a push
+            # elsewhere, whose accounts rate best sellers too): ties are pushed onto the long tail.
+            return []
         head_share = float(outside[head].sum() / outside.sum())
         in_head = int(observed[head].sum())
         if in_head < self.tie_lift * head_share * len(pairs):
@@ -538,12 +545,15 @@ class RatingShiftDetector(Detector):
         return tied.tolist() if len(tied) >= self.min_ties else []
 
     def _tying(self, row: int, chart: _Chart, raters: list[str]) -> set[str]:
-        """The raters who rated at least two of a co-visitation wave's tied items around it."""
+        """The raters who rated at least two of a co-visitation wave's tied items within a day of their
+        rating of the item: a tie is made by rating them together (a fan's best sellers are of any time)."""
         codes = {self._accounts[user][2]: user for user in raters if user in self._accounts}
         filled = min(self._recent_at, len(self._recent_ts))
         users, items = self._recent_user[:filled], self._recent_item[:filled]
         hit = np.isin(users, np.fromiter(codes, np.int64, len(codes))) & np.isin(items, np.fromiter(
             chart.tied, np.int64, len(chart.tied)))
+        at = np.array([chart.raters[codes[code]][2] for code in users[hit].tolist()])
+        hit[hit] = np.abs(self._recent_ts[:filled][hit] - at) <= 86400.0
         pairs = np.unique(users[hit] * (len(self._state) + 1) + items[hit])
         per_user = np.bincount(np.searchsorted(np.fromiter(sorted(codes), np.int64, len(codes)),
                                                pairs // (len(self._state) + 1)), minlength=len(codes))
@@ -553,10 +563,16 @@ class RatingShiftDetector(Detector):
                  ) -> list[Signal]:
         row, direction = key[0], chart.alarmed
         item = self._items.ids[row]
-        if chart.tied:  # a co-visitation wave: its cohort is the raters who rated the tied best sellers
-            tying = self._tying(row, chart, raters)
+        if chart.tied:
+            # A co-visitation wave: its cohort is the raters who rated the tied best sellers around it. Fans
+            # rate best sellers too: the organic end raters tie as often as the raters at the other levels
+            # do (Laplace-smoothed), and only the excess is the attack's.
+            others = [user for user, (level, _, _) in chart.raters.items() if not _ENDS[direction][level]]
+            tying = self._tying(row, chart, raters + others)
+            organic_rate = (sum(user in tying for user in others) + 1) / (len(others) + 2)
+            organic_end = len(raters) - attackers
             raters = [user for user in raters if user in tying]
-            attackers = min(attackers, float(len(raters)))
+            attackers = min(float(len(raters)), max(0.0, len(raters) - organic_rate * organic_end))
         known = {user for user in raters if self._attributed.get(user, {row}) - {row}}
         rest = len(raters) - len(known)
         # The others share what the organic wave does not explain, n - expected; and only while they are
