@@ -20,7 +20,8 @@ profile anomaly is evidence that needs another detector's agreement, not a verdi
 Parameters: `min_ratings` before a user is scored; `max_profile` ratings kept per user; `suspect_z`, the
 anomaly (robust z over the population) that makes a lone user worth a weak signal; `lone_max`, the score a
 lone suspect reaches at `outlier_z`; `target_alpha`, the significance of the target test; `min_effect`, the
-least probability that a rater of the target is odder than a comparable rater; `min_group`, the fewest
+least probability that a rater of the target is odder than a comparable rater; `min_attack_share`, the
+least share of the target's extreme raters that the attack component of the mixture must hold; `min_group`, the fewest
 raters that make a target; `group_every`, the new extreme ratings between two target tests (which also run
 on every idle tick); `min_population` scored users before anything is emitted.
 
@@ -97,7 +98,8 @@ class ProfileDetector(Detector):
 
     def __init__(self, min_ratings: int = 5, max_profile: int = 2000, suspect_z: float = 1.0,
                  outlier_z: float = 6.0, lone_max: float = 0.15, target_alpha: float = 1e-6,
-                 min_effect: float = 0.75, min_group: int = 5, group_every: int = 1000,
+                 min_effect: float = 0.75, min_attack_share: float = 0.7, min_group: int = 5,
+                 group_every: int = 1000,
                  min_population: int = 50, degsim_neighbours: int = 10, reference_size: int = 2000,
                  rating_scale: tuple[float, float] = (1.0, 5.0), max_score: float = 0.95, seed: int = 0):
         self.min_ratings = min_ratings
@@ -107,6 +109,7 @@ class ProfileDetector(Detector):
         self.lone_max = lone_max
         self.target_alpha = target_alpha
         self.min_effect = min_effect
+        self.min_attack_share = min_attack_share
         self.group_every = group_every
         self.min_group = min_group
         self.min_population = min_population
@@ -386,6 +389,10 @@ class ProfileDetector(Detector):
         for k, item_z, item_effect in zip(busy[chosen][strongest], z[chosen][strongest], effect[chosen][strongest]):
             group = np.unique(users[key == k])
             share, posterior = _attack_posterior(anomaly[group], mean0, sd0)
+            if share < self.min_attack_share:
+                # The odd part is a minority of the item's extreme raters: an odd audience (a wave of new
+                # users who all rated one film), not a campaign, which must be most of them to move opinion.
+                continue
             # Raters another target already explains are its attackers; the rest of this item's raters
             # share what is left of the attack component (a bandwagon's blockbusters are explained by the
             # fakes found on its target, and their real fans keep their innocence).

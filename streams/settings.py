@@ -39,12 +39,11 @@ class Settings(BaseSettings):
     offload_detectors: str = "dense_block,lockstep,coordination,midas,copies;catalog_drift,extraction,sweep_coverage"
     dedupe_capacity: int = 5_000_000
     # Evidence (detectors.fusion): the base rate at which detectors state their scores, and how far each
-    # detector's evidence counts (JSON; missing: 1). The profile detector's target groups overlap the
-    # opinion campaigns that rating_shift attributes, and misfire on young items whose audiences differ
-    # from the population's (a premiere's first raters): half weight, so they flag together with another
-    # detector (on the tune streams of benchmarks/generalisation.py: 13 of 19 false flags, 2 of 275 hits).
+    # detector's evidence counts (JSON; missing: 1). Every detector counts fully by default: where two
+    # detectors see the same thing, the detector itself explains it away (profile targets need most of an
+    # item's extreme raters to be the odd ones; rating_shift explains echoes by the accounts it named).
     prior: float = 0.05
-    detector_weights: dict[str, float] = {"profile": 0.5}
+    detector_weights: dict[str, float] = {}
     # The tolerated false flags per million genuine events: every detector's significance levels scale with
     # it (streams.assembly.SIGNIFICANCE), 25 (five false flags in 200,000 events) at the defaults.
     false_flag_budget: float = 25.0
