@@ -34,7 +34,7 @@ Score: min(max(order, no repeats), reach), each through a ramp (reach from `min_
 signal carries `evidence["action"]` for the `client-actions` topic: throttle a fast or greedy client, add
 noise to a slow one's results, with bounds (`min_qps`, `max_noise_scale`, a cap on k).
 
-Parameters: `item_vectors` (an object with `item_vectors(ids) -> (vectors, known)`, usually the catalog
+Parameters: `chunk_events`, the events taken together (see `observe`); `item_vectors` (an object with `item_vectors(ids) -> (vectors, known)`, usually the catalog
 detector; None hashes every id; not pickled by `snapshot`); the window; `min_queries` before a client is
 scored; `population_seconds`, `min_population_queries` and `min_population` define the living population;
 `max_seeds_per_query` counted; `refresh_seconds` between population refreshes; `demand_half_life` of the
@@ -137,7 +137,7 @@ class ExtractionDetector(Detector):
                  refresh_seconds: float = 300.0, min_population: int = 10, demand_half_life: float = 7 * DAY,
                  vector_dim: int = 64, max_clients: int = 100_000, max_items: int = 500_000,
                  max_noise_scale: float = 0.2, min_qps: float = 0.05, min_tail_reach: float = 0.4,
-                 full_tail_reach: float = 0.6):
+                 full_tail_reach: float = 0.6, chunk_events: int = 256):
         self.item_vectors = item_vectors
         self.window_seconds = window_seconds
         self.max_window_queries = max_window_queries
@@ -154,6 +154,9 @@ class ExtractionDetector(Detector):
         self.min_qps = min_qps
         self.min_tail_reach = min_tail_reach
         self.full_tail_reach = full_tail_reach
+        self.chunk_events = chunk_events
+        self._pending: list[Event] = []  # the events of the chunk under way
+        self._clock = -math.inf          # the latest event time of the chunks taken
         self._demand = ItemDemand(demand_half_life, max_items)
         self._first_seen: dict[str, int] = {}  # item -> order of first appearance in any event
         self._next_seen = 0
@@ -169,6 +172,24 @@ class ExtractionDetector(Detector):
 
     # -- the interface ------------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
+        """The events are taken in chunks of `chunk_events` counted from the stream's start, each at its own
+        latest event time, so that clients are scored and the population refreshed at the same events
+        whatever the batches; the rest of a chunk waits for the next batch or a tick (which takes it as it
+        is, as every driver ticks at the same points of a replay)."""
+        if not events:
+            chunk, self._pending = self._pending, []
+            return self._observe_chunk(chunk, max([now, *(event.ts for event in chunk)]))
+        signals: list[Signal] = []
+        pending, size = self._pending, self.chunk_events
+        for event in events:
+            pending.append(event)
+            if len(pending) >= size:
+                self._clock = max(self._clock, max(event.ts for event in pending))
+                signals += self._observe_chunk(pending, self._clock)
+                pending = self._pending = []
+        return signals
+
+    def _observe_chunk(self, events: Sequence[Event], now: float) -> list[Signal]:
         queries: list[RecQueryEvent] = []
         demand: list[tuple[str, float]] = []
         first_seen = self._first_seen
@@ -209,6 +230,7 @@ class ExtractionDetector(Detector):
 
     def restore(self, state: bytes) -> None:
         source = self.item_vectors
+        self.__dict__.update({"_pending": [], "_clock": -math.inf, "chunk_events": 256})  # older snapshots
         self.__dict__.update(pickle.loads(state))
         self.item_vectors = source
 
