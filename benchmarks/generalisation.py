@@ -44,8 +44,10 @@ sys.path.insert(0, str(ROOT))
 from simulator.build import Shape, build, plan_attacks  # noqa: E402
 from simulator.cli import load_base  # noqa: E402
 from simulator.evaluate import evaluate_replay  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
-DEFAULT_DETECTORS = "profile,rating_shift,dense_block,lockstep,coordination,copies,extraction"
+# The service's default set without the MiniLM text encoder (see the docstring)
+DEFAULT_DETECTORS = ",".join(name for name in Settings().detectors.split(",") if name != "catalog_drift")
 SPLITS = {"tune": 1000, "report": 2000}  # first seed of each split; seeds never overlap
 SCENARIOS: dict[str, dict[str, Any]] = {
     "attacked": {"attacks": "all", "capped": True},
