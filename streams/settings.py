@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     topic_flags: str = "flags"
     topic_alerts: str = "alerts"
     topic_client_actions: str = "client-actions"
+    topic_control: str = "control"  # decisions and signals for the worker from outside it (analysts, trainer)
     # Worker
     take_within_seconds: float = 0.05  # longest wait to fill a micro-batch
     align_max_wait_seconds: float = 2.0  # input stalled this long: stop waiting for a lagging partition

@@ -175,14 +175,17 @@ def test_state_is_bounded_and_idle_clients_expire():
     queries = [RecQueryEvent(event_id=f"q{n}", ts=float(n), client_id="c", seed_items=[f"i{n}"], k=10)
                for n in range(200)]
     detector.observe(queries, now=199.0)
+    detector.observe([], now=199.0)  # a tick takes the part of a chunk that waits
     client = detector._clients["c"]
     assert len(client.queries) == 50 and client.n_seeds == 50 and len(client.counts) == 50
     later = RatingEvent(event_id="r", ts=10 * DAY, user_id="u", item_id="i0", rating=3)
     detector.observe([later], now=10 * DAY)
+    detector.observe([], now=10 * DAY)
     assert "c" not in detector._clients
     crowded = ExtractionDetector(max_clients=10)
     crowded.observe([RecQueryEvent(event_id=f"q{n}", ts=float(n), client_id=f"c{n}", seed_items=["i"], k=10)
                      for n in range(30)], now=29.0)
+    crowded.observe([], now=29.0)
     assert len(crowded._clients) <= 10 and "c29" in crowded._clients
 
 
@@ -200,3 +203,20 @@ def test_pipeline_quarantines_a_flagged_sweeper():
     held = sum(verdicts[e] in ("quarantined", "retracted") for e in sweep_ids)
     assert held / len(sweep_ids) >= 0.9
     assert pipeline.decision.is_flagged("client", sweepers[0])
+
+
+def test_the_same_stream_in_other_batches_scores_alike():
+    """Clients are scored at fixed points of the stream (chunks of `chunk_events`), so a worker whose batches
+    fall elsewhere (a restart, another fetch size) emits what replay emits."""
+    events, _, _ = _world(seed=2, sweepers=("id",), n_items=300, days=6)
+
+    def signals(batch: int) -> list[tuple]:
+        detector, out = ExtractionDetector(), []
+        for start in range(0, len(events), batch):
+            chunk = events[start:start + batch]
+            out += detector.observe(chunk, chunk[-1].ts)
+        out += detector.observe([], events[-1].ts)
+        return [(s.id, round(s.score, 9)) for s in out]
+
+    whole = signals(512)
+    assert whole and signals(97) == whole and signals(1000) == whole

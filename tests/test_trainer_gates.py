@@ -96,6 +96,46 @@ def test_exposure_jump_is_blocked(promoted):
     assert any(a["unmapped"]["gate"] == "exposure" and a["class_uid"] == 2004 for a in alerts)
 
 
+def test_an_exposure_jump_goes_back_to_the_worker_until_an_analyst_clears_it(promoted):
+    """The feedback link: the blocked jump becomes one signal on the item (with the version, for the worker's
+    control topic), not repeated by the next blocked version; once an analyst releases the item the same
+    jump is accepted, and after that promotion a new jump blocks again."""
+    trainer, promoter, alerts, _ = promoted
+    target = trainer.log.items.get("i99")
+
+    def push(model, t):
+        model.items.weight[target] = 5 * model.users.weight[: t.log.users.size].mean(0)
+
+    signals: list[dict] = []
+    feedback = Promoter(promoter.store, sink=alerts.append, signals=signals.append)
+    pushed = _planted(trainer, push)
+    first = feedback.propose(pushed)
+    assert not first["promoted"] and first["signals"] == ["i99"]
+    (signal,) = signals
+    assert signal["action"] == "signal" and (signal["kind"], signal["id"], signal["detector"]) == (
+        "item", "i99", "exposure")
+    assert signal["evidence"]["version"] == first["version"] and 0.5 <= signal["score"] < 1
+    shares = signal["evidence"]["share_of_top10_lists"]
+    assert shares["new"] > shares["old"] + 0.1
+    again = feedback.propose(pushed)
+    assert not again["promoted"] and again["signals"] == [] and len(signals) == 1  # told once per baseline
+    feedback.clear(["i99"])  # an analyst released the item: a film in the news
+    cleared = feedback.propose(pushed)
+    exposure = {g["gate"]: g for g in cleared["gates"]}["exposure"]
+    assert cleared["promoted"], cleared["gates"]
+    assert "i99" in exposure["details"]["cleared_jumps"] and not feedback.cleared
+
+
+def test_released_flags_clear_and_other_flags_flag():
+    from trainer.sources import flagged_item_ids, released_item_ids
+
+    flag = {"kind": "item", "id": "i1", "score": 0.9}
+    released = {**flag, "status": "released", "by": "ana"}
+    assert flagged_item_ids(flag) == ["i1"] and released_item_ids(flag) == []
+    assert flagged_item_ids(released) == [] and released_item_ids(released) == ["i1"]
+    assert flagged_item_ids(b'{"kind": "user", "id": "u"}') == [] and released_item_ids(b"not json") == []
+
+
 def test_flagged_target_may_not_gain_any_exposure():
     base = VersionReport(hr=0.2, ndcg=0.1, uniformity=3.0, shares={"t": 0.01, "a": 0.3}, n_lists=500,
                          flagged=["t"])

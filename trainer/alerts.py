@@ -2,7 +2,8 @@
 
 Alerts follow the shape of an OCSF Detection Finding (class_uid 2004) so that they sit beside the detectors'
 alerts; the gate's own record rides in `unmapped`. Offline the default sink appends to
-`MODELDIR/alerts.jsonl`; the streaming trainer publishes to the `alerts` topic.
+`MODELDIR/alerts.jsonl`; the streaming trainer publishes to the `alerts` topic. The exposure signals for the
+worker (trainer.promotion) go through the same sinks: `MODELDIR/signals.jsonl`, or the control topic.
 """
 
 from __future__ import annotations
@@ -43,11 +44,19 @@ class FileAlertSink:
 
 
 class KafkaAlertSink:
-    """Publish alerts as JSON to a topic through a kafka-python `KafkaProducer`."""
+    """Publish alerts (or any record: the exposure signals for the control topic too) as JSON to a topic
+    through a kafka-python `KafkaProducer`, keyed by `key(record)` where given."""
 
-    def __init__(self, producer: Any, topic: str = "alerts"):
-        self.producer, self.topic = producer, topic
+    def __init__(self, producer: Any, topic: str = "alerts",
+                 key: Callable[[dict[str, Any]], bytes] | None = None):
+        self.producer, self.topic, self.key = producer, topic, key
 
     def __call__(self, alert: dict[str, Any]) -> None:
-        self.producer.send(self.topic, orjson.dumps(alert, default=str))
+        self.producer.send(self.topic, orjson.dumps(alert, default=str),
+                           key=self.key(alert) if self.key else None)
         self.producer.flush(timeout=10)
+
+
+def entity_key(record: dict[str, Any]) -> bytes:
+    """`kind:id`, the key of flags and control records."""
+    return f"{record['kind']}:{record['id']}".encode()

@@ -16,7 +16,7 @@ import click
 import numpy as np
 import orjson
 
-from trainer.alerts import FileAlertSink, KafkaAlertSink
+from trainer.alerts import FileAlertSink, KafkaAlertSink, entity_key
 from trainer.checkpoint import CheckpointStore
 from trainer.gates import default_gates
 from trainer.incremental import Trainer, TrainConfig
@@ -129,7 +129,8 @@ def train(events, model_dir, model, epochs, retractions, from_scratch, dim, lr, 
     store = CheckpointStore(model_dir)
     flagged_ids = _read_flagged(flagged)
     promoter = Promoter(store, _gates(utility_margin, max_exposure_jump, uniformity_margin),
-                        FileAlertSink(Path(model_dir) / "alerts.jsonl"), lambda: flagged_ids)
+                        FileAlertSink(Path(model_dir) / "alerts.jsonl"), lambda: flagged_ids,
+                        FileAlertSink(Path(model_dir) / "signals.jsonl"))
     source = FileSource(events, retractions, offsets)
     proposals = run(trainer, source, promoter, streaming=False, epochs=epochs, echo=_echo, offsets=offsets)
     for p in proposals:
@@ -206,7 +207,8 @@ def trainer_command(model_dir, model, broker, every_events, every_seconds, poll_
     producer = KafkaProducer(**client_config(settings))
     promoter = Promoter(CheckpointStore(model_dir),
                         _gates(utility_margin, max_exposure_jump, uniformity_margin),
-                        KafkaAlertSink(producer, topics["alerts"]), lambda: flagged_ids)
+                        KafkaAlertSink(producer, topics["alerts"]), lambda: flagged_ids,
+                        KafkaAlertSink(producer, topics["control"], key=entity_key))
     source = KafkaSource(settings, topics, offsets, poll_ms=poll_ms, max_records=max_records)
     stopping = {"now": False, "idle_since": time.monotonic()}
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))

@@ -10,7 +10,9 @@ slice) and answers a `GateResult`. A version is promoted only if every gate pass
 - `ExposureGate`: no item's share of top-10 lists may jump by more than `max_jump` (absolute) and by more
   than `max_ratio` times its old share; an item flagged as an attack target may not gain exposure at all
   beyond `flagged_tolerance`. Push attacks (Lam & Riedl, WWW 2004) and their optimised successors exist to
-  buy exactly that jump.
+  buy exactly that jump. A jump holds every later version back until its cause is found (the detectors flag
+  the accounts, their events are unlearned, the jump is gone) or an analyst clears the item (`cleared`: a
+  film in the news); the trainer also tells the detectors about it (`Promoter`'s signals).
 - `UniformityGate`: the uniformity of the item embeddings may not drop by more than `margin`. ClusterAttack
   (Yu et al., "Untargeted Attack against Federated Recommendation Systems via Poisonous Item Embeddings and
   the Defense", AAAI 2023) collapses item embeddings into a few clusters; their defence UNION watches
@@ -42,6 +44,7 @@ class VersionReport:
     n_lists: int
     n_eval: int = 0
     flagged: list[str] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)  # items an analyst cleared: their jump is accepted
     per_user: dict[str, Any] | None = None  # metric -> per-user values on the held-back slice, same order
 
 
@@ -107,13 +110,14 @@ class ExposureGate(Gate):
         self.max_jump, self.max_ratio, self.flagged_tolerance = max_jump, max_ratio, flagged_tolerance
 
     def check(self, candidate: VersionReport, baseline: VersionReport) -> GateResult:
-        jumps, flagged_gains = {}, {}
-        flagged = set(candidate.flagged) | set(baseline.flagged)
+        jumps, flagged_gains, accepted = {}, {}, {}
+        cleared = set(candidate.cleared)
+        flagged = (set(candidate.flagged) | set(baseline.flagged)) - cleared
         for item, share in candidate.shares.items():
             old = baseline.shares.get(item, 0.0)
             gain = share - old
             if gain > self.max_jump and share > self.max_ratio * old:
-                jumps[item] = {"old": round(old, 4), "new": round(share, 4)}
+                (accepted if item in cleared else jumps)[item] = {"old": round(old, 4), "new": round(share, 4)}
             if item in flagged and gain > self.flagged_tolerance:
                 flagged_gains[item] = {"old": round(old, 4), "new": round(share, 4)}
         top = max(((s - baseline.shares.get(i, 0.0)), i) for i, s in candidate.shares.items()) \
@@ -123,7 +127,7 @@ class ExposureGate(Gate):
                           {"max_jump": self.max_jump, "max_ratio": self.max_ratio,
                            "flagged_tolerance": self.flagged_tolerance},
                           {"jumps": dict(list(jumps.items())[:20]), "flagged_gains": flagged_gains,
-                           "n_lists": candidate.n_lists})
+                           "cleared_jumps": accepted, "n_lists": candidate.n_lists})
 
 
 class UniformityGate(Gate):

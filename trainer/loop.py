@@ -56,6 +56,9 @@ def run(trainer: Trainer, source: Source, promoter: Promoter, *, streaming: bool
         rows = trainer.ingest(batch.events)
         learned += len(rows)
         flagged.update(batch.flagged_items)
+        if batch.released_items:
+            flagged.difference_update(batch.released_items)
+            promoter.clear(batch.released_items)
         offsets.update(batch.offsets)
         if streaming:
             if len(rows):

@@ -4,10 +4,17 @@ Both versions are judged on the same ground: the current held-back slice for uti
 (with their current histories) for exposure, the items in use for uniformity. The promoted model is kept in
 memory (and reloaded from `MODELDIR/PROMOTED` after a restart); a blocked candidate is recorded with its gate
 results but not served, and the trainer keeps learning from the clean stream.
+
+The feedback link: an item whose exposure jumps is what a push buys, so each jump the exposure gate blocks
+goes back to the worker as a signal on the item (the `signals` sink: the control topic, or a file), with the
+version and its old and new share. The worker flags the item, analysts see it as a case, and the gate holds
+every later version back until the cause is found (its accounts flagged and unlearned, the jump gone) or an
+analyst releases the item: released items (`clear`) have their jump accepted until a version is promoted.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from typing import Any, Callable, Iterable
 
@@ -21,17 +28,29 @@ from trainer.incremental import Trainer, build_model, config_from_dict
 from trainer.metrics import exposure_shares, uniformity
 
 
+# An exposure jump alone is enough to open a case on the item (an item flag quarantines nothing: it marks a
+# suspected target for analysts and for the exposure gate), not to convict anyone.
+EXPOSURE_SIGNAL_SCORE = 0.6
+
+
 class Promoter:
     """Parameters: the `store`, the `gates`, an alert `sink`, `flagged` (returns item ids flagged as
-    attack targets), `panel_size` users for exposure, `k` list length."""
+    attack targets), `signals` (takes each exposure-jump signal record for the worker), `panel_size` users
+    for exposure, `k` list length."""
 
     def __init__(self, store: CheckpointStore, gates: list[Gate] | None = None,
                  sink: AlertSink | None = None, flagged: Callable[[], Iterable[str]] | None = None,
-                 panel_size: int = 2000, k: int = 10):
+                 signals: Callable[[dict[str, Any]], None] | None = None, panel_size: int = 2000, k: int = 10):
         self.store, self.gates = store, gates if gates is not None else default_gates()
-        self.sink, self.flagged = sink, flagged
+        self.sink, self.flagged, self.signals = sink, flagged, signals
         self.panel_size, self.k = panel_size, k
+        self.cleared: set[str] = set()  # released by an analyst since the last promotion
+        self._signalled: set[tuple[str, str | None]] = set()  # (item, baseline version) already told
         self._baseline: tuple[str, torch.nn.Module] | None = None
+
+    def clear(self, items: Iterable[str]) -> None:
+        """Items an analyst released: their exposure jump is accepted until the next promotion."""
+        self.cleared.update(items)
 
     def exposure_panel(self, trainer: Trainer) -> np.ndarray:
         """Up to `panel_size` active users, picked by a stable hash of their ids."""
@@ -53,6 +72,7 @@ class Promoter:
             hr=utility["hr"], ndcg=utility["ndcg"], n_eval=utility["n"], uniformity=uniformity(emb),
             shares={item_ids.id_of(int(i)): float(shares[i]) for i in np.flatnonzero(shares)},
             n_lists=len(lists), flagged=sorted(set(self.flagged())) if self.flagged else [],
+            cleared=sorted(self.cleared),
             per_user={"hr": utility["hits"], "ndcg": utility["ndcgs"]})
 
     def baseline(self, trainer: Trainer) -> torch.nn.Module | None:
@@ -86,11 +106,36 @@ class Promoter:
         if promoted:
             self.store.promote(version)
             self._baseline = (version, candidate)
-        elif self.sink is not None:
-            for result in results:
-                if not result["passed"]:
-                    self.sink(gate_alert(version, result, str(self.store.dir)))
+            self.cleared.clear()  # the new baseline carries the accepted shares
+        else:
+            if self.sink is not None:
+                for result in results:
+                    if not result["passed"]:
+                        self.sink(gate_alert(version, result, str(self.store.dir)))
+            record["signals"] = self._signal_jumps(version, record["baseline"], results)
         return {"version": version, **record}
+
+    def _signal_jumps(self, version: str, baseline: str | None, results: list[dict[str, Any]]) -> list[str]:
+        """Tell the worker about each item whose exposure jump blocked this version (once per baseline)."""
+        told = []
+        for result in results:
+            if result["gate"] != "exposure" or result["passed"]:
+                continue
+            for item, shares in result["details"]["jumps"].items():
+                if self.signals is None or (item, baseline) in self._signalled:
+                    continue
+                self._signalled.add((item, baseline))
+                self.signals(exposure_signal(item, version, baseline, shares["old"], shares["new"]))
+                told.append(item)
+        return told
+
+
+def exposure_signal(item: str, version: str, baseline: str | None, old: float, new: float) -> dict[str, Any]:
+    """The control record that tells the worker an item's exposure jumped in a new version."""
+    return {"action": "signal", "kind": "item", "id": item, "detector": "exposure",
+            "score": EXPOSURE_SIGNAL_SCORE, "by": "trainer", "ts": time.time(),
+            "evidence": {"version": version, "baseline": baseline, "share_of_top10_lists": {"old": old, "new": new},
+                         "why": f"its share of top-10 lists went from {old:.2%} to {new:.2%} in version {version}"}}
 
 
 def _summary(report: VersionReport) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class Batch:
     events: list[Any] = field(default_factory=list)
     retractions: list[dict[str, Any]] = field(default_factory=list)
     flagged_items: list[str] = field(default_factory=list)
+    released_items: list[str] = field(default_factory=list)  # flags an analyst released (cleared)
     offsets: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
 
@@ -62,15 +63,28 @@ def parse_retraction(raw: bytes | str | dict) -> dict[str, Any] | None:
     return {"event_id": str(event_id), "event": event, "reasons": record.get("reasons", [])}
 
 
-def flagged_item_ids(raw: bytes | str | dict) -> list[str]:
-    """Item ids in a flag record (`{"kind": "item", "id": ...}`, as `detectors.decision.Flag.as_dict`)."""
+def _item_flag(raw: bytes | str | dict) -> dict[str, Any] | None:
     try:
         record = raw if isinstance(raw, dict) else orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return []
+        return None
     if isinstance(record, dict) and record.get("kind") == "item" and record.get("id") is not None:
-        return [str(record["id"])]
-    return []
+        return record
+    return None
+
+
+def flagged_item_ids(raw: bytes | str | dict) -> list[str]:
+    """Item ids in a flag record (`{"kind": "item", "id": ...}`, as `detectors.decision.Flag.as_dict`); a
+    record of a released flag (`"status": "released"`) flags nothing."""
+    record = _item_flag(raw)
+    return [str(record["id"])] if record is not None and record.get("status") != "released" else []
+
+
+def released_item_ids(raw: bytes | str | dict) -> list[str]:
+    """Item ids whose flag an analyst released (`{"kind": "item", "id": ..., "status": "released"}`): a
+    target cleared, whose exposure may grow again."""
+    record = _item_flag(raw)
+    return [str(record["id"])] if record is not None and record.get("status") == "released" else []
 
 
 class FileSource(Source):
@@ -135,7 +149,7 @@ def topic_names(settings: Any = None) -> dict[str, str]:
 
     settings = settings or get_settings()
     return {"clean": settings.topic_clean, "retracted": settings.topic_retracted, "flags": settings.topic_flags,
-            "alerts": settings.topic_alerts}
+            "alerts": settings.topic_alerts, "control": settings.topic_control}
 
 
 def client_config(settings: Any = None) -> dict[str, Any]:
@@ -210,6 +224,7 @@ class KafkaSource(Source):
                             batch.retractions.append(retraction)
                     elif role == "flags":
                         batch.flagged_items += flagged_item_ids(record.value)
+                        batch.released_items += released_item_ids(record.value)
                     self.offsets[f"{tp.topic}:{tp.partition}"] = record.offset + 1
             batch.offsets = dict(self.offsets)
             yield batch
