@@ -33,6 +33,11 @@ class Signal:
     whole_history: bool = False
 
 
+def dumps_state(state: Any) -> bytes:
+    """A detector's state as bytes (pickle; `pickle.loads` reads it back)."""
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class Detector(abc.ABC):
     """Observe events, emit signals. `now` is the event-time watermark (the largest ts seen so far).
 
@@ -47,7 +52,7 @@ class Detector(abc.ABC):
 
     def snapshot(self) -> bytes:
         """State as bytes; everything a detector keeps is plain Python and numpy, so pickle suffices."""
-        return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps_state(self.__dict__)
 
     def restore(self, state: bytes) -> None:
         self.__dict__.update(pickle.loads(state))

@@ -64,7 +64,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import binom
 
-from detectors.base import Detector, Signal
+from detectors.base import Detector, Signal, dumps_state
 from detectors.demand import ItemDemand
 from detectors.events import CatalogEditEvent, Event
 from detectors.item_vectors import ItemVectorStore
@@ -188,7 +188,7 @@ class CatalogDriftDetector(Detector):
     def snapshot(self) -> bytes:
         # The encoder is a model, not state: it is handed in again by whoever restores.
         state = {key: value for key, value in self.__dict__.items() if key != "encoder"}
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps_state(state)
 
     def restore(self, state: bytes) -> None:
         encoder = self.encoder
