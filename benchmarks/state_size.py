@@ -73,8 +73,10 @@ def measure(events: Path, settings: Settings, top: int) -> dict:
             for batch in iter_batches(source, settings.batch_size):
                 pipeline.process(batch)
         seconds = time.perf_counter() - started
+        clock = time.perf_counter()
         snapshot = capture(pipeline)
         total = len(dumps(snapshot))
+        snapshot_seconds = time.perf_counter() - clock
     finally:
         pipeline.close()
     parts = {f"detector {name}": len(state) for name, state in snapshot.detectors.items()}
@@ -86,7 +88,8 @@ def measure(events: Path, settings: Settings, top: int) -> dict:
         if isinstance(values, dict):
             sizes = {key: len(dumps_state(value)) for key, value in values.items()}
             attributes[name] = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
-    return {"total": total, "parts": parts, "attributes": attributes, "seconds": seconds}
+    return {"total": total, "parts": parts, "attributes": attributes, "seconds": seconds,
+            "snapshot_seconds": snapshot_seconds}
 
 
 def main() -> None:
@@ -111,7 +114,8 @@ def main() -> None:
         rows.append((counts, result))
         print(f"\n== {counts['events']:,} events ({counts['users']:,} users, {counts['items']:,} items, "
               f"{counts['sellers']:,} sellers, {counts['clients']:,} clients; replayed in "
-              f"{result['seconds']:.0f} s): snapshot {mb(result['total'])}")
+              f"{result['seconds']:.0f} s): snapshot {mb(result['total'])}, captured and pickled in "
+              f"{result['snapshot_seconds']:.2f} s")
         for part, n in sorted(result["parts"].items(), key=lambda kv: -kv[1]):
             print(f"   {part:<28} {mb(n)}")
             for key, value in result["attributes"].get(part.removeprefix("detector "), []):

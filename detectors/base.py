@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from detectors.events import Event
+from detectors.state_pickle import dumps_state  # noqa: F401 - detectors import it from here
 
 EntityKind = Literal["user", "item", "seller", "client"]
 
@@ -33,11 +34,6 @@ class Signal:
     whole_history: bool = False
 
 
-def dumps_state(state: Any) -> bytes:
-    """A detector's state as bytes (pickle; `pickle.loads` reads it back)."""
-    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 class Detector(abc.ABC):
     """Observe events, emit signals. `now` is the event-time watermark (the largest ts seen so far).
 
@@ -51,7 +47,8 @@ class Detector(abc.ABC):
         """Update state with a micro-batch of events and return the signals it raises."""
 
     def snapshot(self) -> bytes:
-        """State as bytes; everything a detector keeps is plain Python and numpy, so pickle suffices."""
+        """State as bytes; everything a detector keeps is plain Python and numpy, so pickle suffices (numpy
+        arrays still mostly at their initial value written compactly: detectors.state_pickle)."""
         return dumps_state(self.__dict__)
 
     def restore(self, state: bytes) -> None:
