@@ -146,6 +146,7 @@ class MiniLMEncoder(_CachedEncoder):
         self._model = None
         self._tokenizer = None
         self._session = None  # the ONNX Runtime session when that backend runs
+        self.onnx_path: Path | None = None  # the exported graph it runs
         self._bf16 = False
         self._source = ""
         self.why = ""  # why this backend runs (status, logs)
@@ -195,8 +196,8 @@ class MiniLMEncoder(_CachedEncoder):
     def _onnx_session(self, path: Path):
         import onnxruntime as ort
 
-        onnx_path = export_onnx(self._model, self._tokenizer, path,
-                                Path(self.onnx_dir) if self.onnx_dir else default_onnx_dir())
+        onnx_path = self.onnx_path = export_onnx(self._model, self._tokenizer, path,
+                                                 Path(self.onnx_dir) if self.onnx_dir else default_onnx_dir())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
