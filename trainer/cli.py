@@ -200,10 +200,13 @@ def recommend(model_dir, k, users_file, out_path, version, device):
 @click.option("--idle-exit", type=float, default=None, help="Stop after this many idle seconds (tests).")
 @click.option("--from-scratch", is_flag=True)
 @click.option("--device", default=None)
+@click.option("--defence", type=click.Choice(["none", "gro"]), default=None,
+              help="For a new model: train GRO into it (a resumed model keeps its own).")
+@click.option("--gro-lambda", type=float, default=None)
 @gate_options
 def trainer_command(model_dir, model, broker, every_events, every_seconds, poll_ms, max_records, idle_exit,
-                    from_scratch, device, utility_margin, max_exposure_jump, uniformity_margin, flagged,
-                    extraction_budget):
+                    from_scratch, device, defence, gro_lambda, utility_margin, max_exposure_jump, uniformity_margin,
+                    flagged, extraction_budget):
     """Follow events.clean and events.retracted, train in micro-batches, propose versions on a schedule."""
     import time
 
@@ -215,7 +218,8 @@ def trainer_command(model_dir, model, broker, every_events, every_seconds, poll_
     settings = get_settings()  # the one Settings of every process: brokers, SASL/TLS, topic names
     if broker:
         settings.broker = broker
-    trainer, offsets = _open_trainer(model_dir, model, from_scratch, device)
+    trainer, offsets = _open_trainer(model_dir, model, from_scratch, device, defence=defence,
+                                     gro_lambda=gro_lambda)
     topics = topic_names(settings)
     flagged_ids = _read_flagged(flagged)
     producer = KafkaProducer(**client_config(settings))
