@@ -43,7 +43,8 @@ def run(args) -> list[dict]:
         trainer = Trainer(TrainConfig(model="sasrec", epochs=args.epochs, dim=args.dim, max_len=args.max_len,
                                       batch_size=args.batch_size, seed=seed, holdout_pct=100.0,
                                       defence=None if args.defence == "none" else args.defence,
-                                      gro_lambda=args.gro_lambda, gro_swaps=args.gro_swaps))
+                                      gro_lambda=args.gro_lambda, gro_swaps=args.gro_swaps,
+                                      gro_candidates=args.gro_candidates))
         trainer.ingest(events)
         stats = trainer.fit()
         train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--defence", default="none", choices=["none", "gro"])
     parser.add_argument("--gro-lambda", type=float, default=0.5)
     parser.add_argument("--gro-swaps", type=int, default=3)
+    parser.add_argument("--gro-candidates", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=8)
