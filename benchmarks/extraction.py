@@ -35,6 +35,26 @@ from trainer.redteam import AttackConfig, extract  # noqa: E402
 FIELDS = ("target_hr_at_10", "agreement_at_10", "surrogate_hr_at_10")
 
 
+def guard_only(args) -> None:
+    """Only the guard's side, at a larger budget: does the extraction detector flag the red team's client at
+    all, and after how many queries (no surrogate is trained)."""
+    from trainer.redteam import guard_stream, run_guard, synthesize
+    from trainer.serving import Recommender
+
+    trainer = Trainer(TrainConfig(model="sasrec", epochs=args.epochs, dim=args.dim, max_len=args.max_len,
+                                  batch_size=args.batch_size, seed=args.seed, holdout_pct=100.0))
+    trainer.ingest(load_events(movielens_dir()))
+    trainer.fit()
+    trainer.model.eval()
+    ids = ["<pad>"] + [trainer.log.items.id_of(r) for r in range(1, trainer.n_items)]
+    start = float(trainer.log.ts[trainer.log.active].max()) + 86_400
+    for budget in (int(x) for x in args.guard_only.split(",")):
+        transcript = synthesize(Recommender(trainer.model, ids), AttackConfig(queries=budget, seed=args.seed), start)
+        result = run_guard(guard_stream(trainer, transcript, args.seed))
+        print(json.dumps({"queries": budget, "attack_hours": round(budget / AttackConfig.qps / 3600, 1),
+                          **result}), flush=True)
+
+
 def run(args) -> list[dict]:
     events = load_events(movielens_dir())
     out = []
@@ -44,7 +64,7 @@ def run(args) -> list[dict]:
                                       batch_size=args.batch_size, seed=seed, holdout_pct=100.0,
                                       defence=None if args.defence == "none" else args.defence,
                                       gro_lambda=args.gro_lambda, gro_swaps=args.gro_swaps,
-                                      gro_candidates=args.gro_candidates))
+                                      gro_candidates=args.gro_candidates, gro_warmup=args.gro_warmup))
         trainer.ingest(events)
         stats = trainer.fit()
         train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -106,6 +126,7 @@ def main() -> None:
     parser.add_argument("--gro-lambda", type=float, default=0.5)
     parser.add_argument("--gro-swaps", type=int, default=3)
     parser.add_argument("--gro-candidates", type=int, default=50)
+    parser.add_argument("--gro-warmup", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=8)
@@ -119,7 +140,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     parser.add_argument("--merge", nargs="*", default=None)
+    parser.add_argument("--guard-only", default=None, metavar="BUDGETS",
+                        help="comma-separated query budgets: only run the attacker's queries through the guard")
     args = parser.parse_args()
+    if args.guard_only:
+        torch.set_num_threads(args.threads)
+        guard_only(args)
+        return
     if args.merge:
         reports = [r for path in args.merge for r in json.loads(Path(path).read_text())]
         print(table(reports))

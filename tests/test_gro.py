@@ -110,3 +110,13 @@ def test_undefended_training_has_no_student(tmp_path):
     store = CheckpointStore(tmp_path)
     version = store.save(trainer, {})
     assert trainer.student is None and store.meta(version)["defence"] is None
+
+
+def test_warmup_epochs_train_without_the_swap_loss():
+    trainer = Trainer(TrainConfig(model="sasrec", dim=8, epochs=1, max_len=10, defence="gro", gro_warmup=1))
+    trainer.ingest(synthetic_events(n_users=20, n_items=20, per_user=6, seed=1))
+    before = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    trainer.fit()  # the warm-up epoch: the student is not asked anything
+    assert all(torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
+    trainer.fit(1)
+    assert not all(torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())

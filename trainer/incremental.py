@@ -71,6 +71,7 @@ class TrainConfig:
     gro_candidates: int = 50
     gro_swaps: int = 3
     gro_queries: int = 256
+    gro_warmup: int = 0            # epochs of plain training before the swap loss joins (utility first)
     device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -164,7 +165,7 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------------
     def _step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         with autocast(self.device):
-            if self.student is not None:
+            if self.student is not None and self.epochs_trained >= self.config.gro_warmup:
                 loss = self._gro_loss(batch)
             elif self.model.kind == "bpr":
                 loss = self.model.loss(*batch)
