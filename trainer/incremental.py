@@ -186,7 +186,7 @@ class Trainer:
         model, student = self.model, self.student
         if model.kind == "bpr":
             loss = model.loss(*batch)
-            users = batch[0].unique()[: cfg.gro_queries]
+            users = batch[0][: cfg.gro_queries].unique()  # the batch is shuffled: a random sample
             target_scores = model.score_users(users, n)
             served = target_scores.detach()
             student_scores = student.score_users(users, n)
