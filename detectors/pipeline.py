@@ -36,6 +36,9 @@ from detectors.decision import DecisionStage, Flag, Outcome
 from detectors.events import Event, Rejection, decode_event
 
 
+CONTROL_ACTIONS = ("release", "confirm", "escalate", "signal")
+
+
 @dataclass(slots=True)
 class Step:
     """What one micro-batch produced. `decoded[i]` is the event or rejection of input line i."""
@@ -224,6 +227,42 @@ class Pipeline:
         self.watermark += seconds
         self._detect([], tick=True)
         return self._decide(Step())
+
+    def control(self, records: Iterable[dict]) -> Step:
+        """Decisions and signals from outside the stream (the control topic: analysts, the trainer), applied
+        at once, between batches: `{"action": "release"|"confirm"|"escalate", "kind", "id", "reason", "note",
+        "by", "ts"}` or `{"action": "signal", "kind", "id", "detector", "score", "evidence"}` (evidence for
+        that detector on that entity). Records that name no entity or action are skipped."""
+        self._require_finished("control")
+        step = Step(watermark=self.watermark)
+        decision = self.decision
+        for record in records:
+            kind, entity_id, action = record.get("kind"), record.get("id"), record.get("action")
+            if not kind or entity_id is None or action not in CONTROL_ACTIONS:
+                continue
+            entity_id = str(entity_id)
+            if action == "signal":
+                try:
+                    score = float(record["score"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                evidence = record.get("evidence") if isinstance(record.get("evidence"), dict) else {}
+                signal = Signal(kind, entity_id, str(record.get("detector") or "control"), score, evidence)
+                flags, retracted = decision.apply([signal], self.watermark)
+                step.flags.extend(flags)
+                step.outcomes.extend(retracted)
+                continue
+            who = str(record.get("by") or "analyst")
+            reason, note = str(record.get("reason") or ""), str(record.get("note") or "")
+            at = float(record.get("ts") or 0.0)
+            if action == "release":
+                flag, given_back = decision.unflag(kind, entity_id, by=who, reason=reason, at=at, note=note)
+                step.outcomes.extend(given_back)
+            else:
+                flag = decision.confirm(kind, entity_id, by=who, reason=reason, at=at, note=note, action=action)
+            if flag is not None:
+                step.flags.append(flag)
+        return step
 
     def flush(self) -> Step:
         """End of input: release everything that is still held."""

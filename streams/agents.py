@@ -85,6 +85,9 @@ def scan_published(settings: Settings, topics: Topics, start: dict[TP, int]) -> 
         event_id = value.get("event_id") if isinstance(value, dict) else None
         if event_id is None:
             continue
+        # An analyst's word (a release, a restoration) is not the pipeline's verdict on the event.
+        if header(record, "released_by") is not None or value.get("verdict") == "restored":
+            continue
         if record.topic == topics.retracted:
             published.retracted.add(str(event_id))
         elif record.topic == topics.clean:
@@ -107,6 +110,7 @@ class Guard:
         self.epoch: str | None = None  # the topic epoch (streams.store): new when the topics are new
         self.app: Any = None
         self.input_offsets: dict[TP, int] = {}
+        self.control_offsets: dict[TP, int] = {}  # the control topic's, applied and covered by a snapshot
         self.skip_below: dict[TP, int] = {}
         self.output_offsets: dict[TP, int] = {}
         self.published = Published()
@@ -200,6 +204,7 @@ class Guard:
             return
         self.input_offsets = dict(snapshot.input_offsets)
         self.skip_below = dict(snapshot.input_offsets)
+        self.control_offsets = dict(snapshot.extra.get("control_offsets", {}))
         self.output_offsets = dict(snapshot.output_offsets)
         published = snapshot.extra.get("published")
         if published is not None:
@@ -398,6 +403,15 @@ class Guard:
                         continue
                     outcome, verdict = Outcome("retracted", event, outcome.reasons, outcome.payload), "retracted"
             key = actor(event)[1].encode()
+            if outcome.released_by is not None:  # given back by an analyst's release (Pipeline.control)
+                headers = [("released_by", outcome.released_by.encode()),
+                           ("reason", "; ".join(outcome.reasons).encode())]
+                if verdict == "clean":
+                    send(topics.clean, key, outcome.payload or to_json(event), headers)
+                else:
+                    send(topics.retracted, key, dumps(outcome_record(outcome, watermark)), headers)
+                counts["released" if verdict == "clean" else "restored"] += 1
+                continue
             if verdict == "clean":
                 send(topics.clean, key, outcome.payload or to_json(event), None)
             elif verdict == "quarantined":
@@ -434,6 +448,47 @@ class Guard:
     async def _flush_pending(self) -> None:
         """Wait until the broker acknowledged every message so far; note the output offsets reached."""
         self.output_offsets.update(await self.publisher.wait())
+
+    # -- decisions from outside (the control topic) ---------------------------------------
+    async def control(self, messages: list[Any]) -> None:
+        """Analysts' decisions and the trainer's signals: applied between batches, outcomes published, and
+        acknowledged once a snapshot covers them (the decision stage remembers what they did)."""
+        try:
+            await asyncio.shield(self._control(messages))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await self._crash("applying control records", error)
+
+    async def _control(self, messages: list[Any]) -> None:
+        async with self.lock:
+            if self.stopping:
+                return
+            records = []
+            for message in messages:
+                tp = (message.topic, message.partition)
+                self.unacked.append(message)
+                if message.offset < self.control_offsets.get(tp, 0):
+                    continue  # applied before the snapshot this worker restored
+                self.control_offsets[tp] = message.offset + 1
+                try:
+                    record = orjson.loads(message.value)
+                except orjson.JSONDecodeError:
+                    log.warning("control record at %s:%d is not JSON: skipped", *tp)
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+            if not records:
+                return
+            await self._finish_started()
+            step = await asyncio.get_running_loop().run_in_executor(self.pipeline_thread, self.pipeline.control,
+                                                                    records)
+            self._publish(step)
+            await self.publisher.send()
+            self.dirty = True
+            for record in records:
+                self.metrics.control.labels(str(record.get("action"))).inc()
+            log.info("control: %s", ", ".join(f"{r.get('action')} {r.get('kind')}:{r.get('id')}" for r in records))
 
     # -- the timer's work ---------------------------------------------------------------------
     async def tick(self) -> None:
@@ -500,7 +555,8 @@ class Guard:
                 await self._flush_pending()  # raises if the broker refused any: the caller crashes the worker
                 snapshot = state_module.capture(
                     self.pipeline, self.input_offsets, self.output_offsets,
-                    extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch})
+                    extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch,
+                           "control_offsets": dict(self.control_offsets)})
                 data = state_module.dumps(snapshot)
                 acks, self.unacked = self.unacked, []
                 self.since_snapshot = 0
@@ -597,6 +653,13 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
             in_flight = asyncio.ensure_future(guard.handle(events))
         if in_flight is not None:
             await in_flight
+
+    control = app.topic(topics.control, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(control, name="control", concurrency=1)
+    async def control_agent(stream: Any) -> None:
+        async for messages in stream.noack_take(100, within=0.2):
+            await guard.control([event.message for event in messages])
 
     @app.task
     async def guard_tick() -> None:

@@ -25,6 +25,7 @@ COMMANDS = {
     "produce": "streams.produce:produce",
     "export": "streams.export:export_command",
     "quarantine": "streams.quarantine:quarantine",
+    "users": "streams.quarantine:users",
 }
 
 

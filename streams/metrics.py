@@ -53,5 +53,7 @@ class Metrics:
         self.snapshot_bytes = Gauge("shillguard_snapshot_bytes", "Size of the last snapshot", registry=registry)
         self.ready = Gauge("shillguard_ready", "1 once state is restored and partitions are assigned",
                            registry=registry)
+        self.control = Counter("shillguard_control_records", "Control records applied (analysts' decisions, "
+                               "the trainer's signals)", ["action"], registry=registry)
         self.store_rows = Counter("shillguard_quarantine_store_rows", "Rows newly written to the quarantine store",
                                   registry=registry)

@@ -163,6 +163,7 @@ class AlertSink:
     def findings(self, flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for flag in flags:
+            self.store.upsert_flag(flag)  # the console's queue
             uid = finding_uid(flag)
             created, members = self.store.upsert_finding(uid, f"{flag['kind']}:{flag['id']}", time.time())
             out.append(ocsf_finding(flag, created, members=members if group_of(flag) else None))
