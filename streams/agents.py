@@ -31,6 +31,7 @@ from detectors.decision import Outcome
 from detectors.events import Rejection, actor, to_json
 from detectors.pipeline import Pipeline, Step
 from streams import state as state_module
+from streams.activity import ItemActivity
 from streams.align import EventTimeAligner, event_time
 from streams.assembly import build_pipeline
 from streams.broker import kafka_python_config
@@ -118,6 +119,9 @@ class Guard:
         self.unacked: list[Any] = []
         self.produced_at: dict[str, float] = {}  # event_id -> produce time, for the latency histogram
         self.counts: Counter[str] = Counter()
+        self.activity = ItemActivity()  # recent clean raters per item, for the console's ring picture
+        self.rate = 0.0  # input messages per second over the last report interval
+        self.last_trainer: dict[str, Any] | None = None  # the trainer's last control record
         self.restored = False
         self.assigned = False
         self.stopping = False  # the final snapshot is taken: nothing may use the pipeline any more
@@ -423,6 +427,7 @@ class Guard:
                 produced = produced_at.pop(event_id, None)
                 if produced:
                     observe(now - produced)
+        self.activity.observe(o.event for o in step.outcomes if o.verdict == "clean")
         for flag in step.flags:
             send(topics.flags, f"{flag.kind}:{flag.id}".encode(), dumps(flag_record(flag)),
                        [("updated", b"1" if flag.updated else b"0")])
@@ -478,6 +483,8 @@ class Guard:
                     continue
                 if isinstance(record, dict):
                     records.append(record)
+                    if record.get("by") == "trainer":
+                        self.last_trainer = record
             if not records:
                 return
             await self._finish_started()
@@ -607,6 +614,7 @@ class Guard:
         rate = (consumed - self._reported.get("_consumed", consumed)) / seconds if seconds else 0.0
         self._reported["_consumed"] = consumed
         self.last_report = now
+        self.rate = rate
         if counts or consumed:
             log.info("guard: offset sum %d (%.0f/s), clean %d, quarantined %d, retracted %d, rejected %d, "
                      "flags %d, held %d", consumed, rate, counts["clean"], counts["quarantined"],

@@ -54,3 +54,14 @@ def decide(store: Any, publish: Callable[[str, dict[str, Any]], None], action: s
     publish(entity, record)
     store.decide_entity(entity, action, by, reason, note)
     return record
+
+
+async def decide_async(store: Any, publish: Callable[[str, dict[str, Any]], Any], action: str, entity: str,
+                       reason: str, by: str, note: str = "") -> dict[str, Any]:
+    """`decide` for the worker's web server: `publish` is a coroutine function, the store runs on a thread."""
+    import asyncio
+
+    record = control_record(action, entity, reason, by, note)
+    await publish(entity, record)
+    await asyncio.get_running_loop().run_in_executor(None, store.decide_entity, entity, action, by, reason, note)
+    return record

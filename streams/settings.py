@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     webhook_retries: int = 5
     webhook_timeout_seconds: float = 5.0
     demo_rate: float = 3000.0  # events/s that `up --demo` produces
+    console_secure_cookies: bool = False  # the console's session cookie only over HTTPS (behind a TLS proxy)
 
 
 def get_settings() -> Settings:

@@ -181,7 +181,8 @@ def register(app: Any, settings: Settings, topics: Topics, metrics: Metrics, sto
                name="quarantine-store", concurrency=1)
     async def quarantine_store(stream: Any) -> None:
         async for values in stream.take(1000, within=0.5):
-            records = [orjson.loads(value) for value in values]
+            # Restorations (an analyst's release undoing a retraction) are decisions the store already has.
+            records = [record for record in map(orjson.loads, values) if record.get("verdict") != "restored"]
             added = await asyncio.get_running_loop().run_in_executor(loop_executor, store.add, records)
             metrics.store_rows.inc(added)
 

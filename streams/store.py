@@ -323,6 +323,11 @@ class QuarantineStore:
         with self._lock:
             self._execute(self._sql("UPDATE entities SET status = ?, updated_at = ? WHERE entity = ?"),
                           (status, now, entity))
+            if action == "release":  # the worker gives the entity's quarantined events back
+                kind, _, entity_id = entity.partition(":")
+                self._execute(self._sql("UPDATE quarantine SET status = 'released', updated_at = ? WHERE "
+                                        "actor_kind = ? AND actor_id = ? AND status = 'pending'"),
+                              (now, kind, entity_id))
             self._audit_entity(now, entity, action, who, why, {"note": note} if note else None)
 
     def assign(self, entity: str, assignee: str | None, who: str) -> None:
