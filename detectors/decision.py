@@ -65,6 +65,7 @@ class Flag:
     updated: bool = False  # True when this re-announces a flag with stronger evidence
     status: str = "open"  # open, confirmed (an analyst agreed) or released (an analyst unflagged it)
     history: list[dict[str, Any]] = field(default_factory=list)  # analysts' decisions on the entity
+    last_ts: float | None = None  # event time of the latest evidence that strengthened the flag
 
     def __setstate__(self, state: Any) -> None:
         # Pickled by default slot pickling, (None, {slot: value}); flags from snapshots taken before `status`
@@ -72,15 +73,17 @@ class Flag:
         values = state[1] if isinstance(state, tuple) else state
         for name, value in (values or {}).items():
             object.__setattr__(self, name, value)
-        for name, default in (("updated", False), ("status", "open"), ("history", None)):
+        for name, default in (("updated", False), ("status", "open"), ("history", list), ("last_ts", None)):
             if name not in (values or {}):
-                object.__setattr__(self, name, default if default is not None else [])
+                object.__setattr__(self, name, default() if callable(default) else default)
 
     def as_dict(self) -> dict[str, Any]:
         record = {"kind": self.kind, "id": self.id, "score": round(self.score, 4),
                   "detectors": sorted(self.detectors), "detector_scores": {
                       name: round(score, 4) for name, score in self.detectors.items()},
                   "evidence": self.evidence, "first_ts": self.first_ts}
+        if self.last_ts is not None and self.last_ts != self.first_ts:
+            record["last_ts"] = self.last_ts
         if self.status != "open":
             record["status"] = self.status
         if self.history:
@@ -238,6 +241,7 @@ class DecisionStage:
                     retracted.extend(self._retract_entity(key, flag, since))
                 if fused > flag.score + 1e-9:
                     flag.score, flag.detectors, flag.evidence = fused, dict(risk.scores), dict(risk.evidence)
+                    flag.last_ts = now
                     if key not in changed:  # raised earlier in this same batch: still news, not an update
                         flag.updated = True
                     changed[key] = flag

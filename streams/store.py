@@ -163,22 +163,24 @@ class QuarantineStore:
                      for event_id in inserted])
         return len(inserted)
 
-    def upsert_finding(self, uid: str, member: str, at: float) -> tuple[bool, list[str]]:
-        """Note that `member` is part of finding `uid`; return (new finding?, its members)."""
+    def upsert_finding(self, uid: str, member: str, at: float) -> tuple[bool, list[str], float]:
+        """Note that `member` is part of finding `uid`; return (new finding?, its members, the wall time it
+        was first published)."""
         with self._lock:
-            rows = self._execute(self._sql("SELECT members, updates FROM findings WHERE uid = ?"), (uid,))
+            rows = self._execute(self._sql("SELECT members, updates, first_time FROM findings WHERE uid = ?"),
+                                 (uid,))
             if not rows:
                 self._execute(self._sql(
                     "INSERT INTO findings (uid, first_time, last_time, updates, members) VALUES (?, ?, ?, 0, ?)"),
                     (uid, at, at, json.dumps([member])))
-                return True, [member]
+                return True, [member], at
             members = json.loads(rows[0][0])
             if member not in members:
                 members.append(member)
             self._execute(self._sql(
                 "UPDATE findings SET last_time = ?, updates = updates + 1, members = ? WHERE uid = ?"),
                 (at, json.dumps(members), uid))
-            return False, members
+            return False, members, float(rows[0][2])
 
     # -- the analyst's side -------------------------------------------------------------------
     def list(self, status: str | None = "pending", limit: int = 50, actor: str | None = None,
@@ -299,6 +301,10 @@ class QuarantineStore:
             sql, params = sql + " WHERE status = ?", (status,)
         rows = self._execute(self._sql(sql + " ORDER BY flagged_at, entity"), params)
         return [self._entity_row(row) for row in rows]
+
+    def entity_status(self, entity: str) -> str | None:
+        rows = self._execute(self._sql("SELECT status FROM entities WHERE entity = ?"), (entity,))
+        return rows[0][0] if rows else None
 
     def entity(self, entity: str) -> dict[str, Any]:
         rows = self._execute(self._sql("SELECT " + ", ".join(self._ENTITY_KEYS) + " FROM entities WHERE entity = ?"),

@@ -334,8 +334,8 @@ def test_postgres_store(postgres_schema):
     assert store.add([record]) == 0
     assert store.release("pg-1", who="ana", why="fine")["status"] == "released"
     assert [a["action"] for a in store.audit("pg-1")] == ["quarantined", "released"]
-    assert store.upsert_finding("f1", "user:u", 1.0) == (True, ["user:u"])
-    assert store.upsert_finding("f1", "user:v", 2.0) == (False, ["user:u", "user:v"])
+    assert store.upsert_finding("f1", "user:u", 1.0) == (True, ["user:u"], 1.0)
+    assert store.upsert_finding("f1", "user:v", 2.0) == (False, ["user:u", "user:v"], 1.0)
     store.close()
 
 
