@@ -43,7 +43,7 @@ def ring_svg(ring: Cells, organic: Cells, max_items: int = 14, max_ring: int = 3
     lo, hi = (min(times), max(times)) if times else (0.0, 1.0)
     left, top = 130, 92
     gap = 10 if organic_rows else 0
-    width = left + cell * max(len(items), 1) + 20
+    width = max(left + cell * max(len(items), 1) + 20, 560)  # room for the caption and the time scale
     height = top + cell * len(rows) + gap + 50
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" aria-label="accounts by items, coloured by time">']
@@ -75,7 +75,7 @@ def ring_svg(ring: Cells, organic: Cells, max_items: int = 14, max_ring: int = 3
         y += cell
     # Legend: the time scale.
     y += 16
-    step = (cell * max(len(items), 1)) / len(PALETTE)
+    step = max(cell * max(len(items), 1), 300) / len(PALETTE)
     for k, shade in enumerate(PALETTE):
         out.append(f'<rect x="{left + k * step:.1f}" y="{y}" width="{step:.1f}" height="8" fill="{shade}"/>')
     out.append(f'<text x="{left}" y="{y + 20}" font-size="10">{_when(lo)}</text>')
