@@ -345,6 +345,16 @@ class DecisionStage:
             flag.status = "confirmed"
         return replace(flag, updated=True, history=list(flag.history))
 
+    def scores_of(self, kind: str, entity_id: str) -> dict[str, float]:
+        """Each detector's strongest score on the entity (what an analyst reviewed)."""
+        key = (kind, entity_id)
+        flag, risk = self._flags.get(key), self._risk.get(key)
+        return dict(flag.detectors if flag else risk.scores if risk else self._reviewed.get(key, {}))
+
+    def population(self) -> list[dict[str, float]]:
+        """The scores of every entity the stage is weighing (for calibrating the threshold)."""
+        return [risk.scores for risk in self._risk.values()]
+
     def history(self, kind: str, entity_id: str) -> list[dict[str, Any]]:
         return list(self._history.get((kind, entity_id), ()))
 

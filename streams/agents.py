@@ -40,6 +40,7 @@ from streams.publisher import BatchPublisher
 from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
 from streams.reader import end_offsets, header, read, source_id
 from streams.settings import Settings
+from streams.sinks import drift_finding
 from streams.state import Snapshot, SnapshotRejected, StateDir, snapshot_key
 from streams.topics import Topics
 
@@ -428,6 +429,12 @@ class Guard:
                 if produced:
                     observe(now - produced)
         self.activity.observe(o.event for o in step.outcomes if o.verdict == "clean")
+        for report in step.drifts:  # a detector's score distribution changed: say so, on /metrics and as an alert
+            finding = drift_finding(report)
+            send(topics.alerts, finding["finding_info"]["uid"].encode(), dumps(finding), None)
+            self.metrics.drifts.labels(report["detector"]).inc()
+            log.warning("DRIFT %s: mean score %.3f -> %.3f (ADWIN, window %d)", report["detector"],
+                        report["mean_before"], report["mean_after"], report["window"])
         for flag in step.flags:
             send(topics.flags, f"{flag.kind}:{flag.id}".encode(), dumps(flag_record(flag)),
                        [("updated", b"1" if flag.updated else b"0")])
@@ -586,6 +593,15 @@ class Guard:
             self.metrics.align_forced.inc(forced)
             self._reported["_forced"] = self.aligner.forced
         self.metrics.watermark.set(self.pipeline.watermark)
+        decision = self.pipeline.decision
+        self.metrics.flag_threshold.set(decision.flag_threshold)
+        for name, adwin in self.pipeline.drift.detectors.items():
+            self.metrics.score_mean.labels(name).set(adwin.estimation)
+        fusion = decision.fusion
+        if hasattr(fusion, "learned_weights"):
+            self.metrics.analyst_labels.set(fusion.labels)
+            for name, weight in fusion.learned_weights().items():
+                self.metrics.fusion_weight.labels(name).set(weight)
         self.metrics.ready.set(1 if self.ready else 0)
         consumer = getattr(self.app, "consumer", None) if self.app is not None else None
         if consumer is None:

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # The tolerated false flags per million genuine events: every detector's significance levels scale with
     # it (streams.assembly.SIGNIFICANCE), 25 (five false flags in 200,000 events) at the defaults.
     false_flag_budget: float = 25.0
+    # Analysts' confirmations and releases train the fusion weights (detectors.learned_fusion) once this many
+    # have come in, and the flag threshold is then held to the false-flag budget.
+    learn_from_analysts: bool = True
+    analyst_min_labels: int = 20
     # Each detector's parameters, one variable each: SHILLGUARD_<DETECTOR>__<PARAMETER> (for instance
     # SHILLGUARD_RATING_SHIFT__THRESHOLD=12, or nested SHILLGUARD_DENSE_BLOCK__TEST__MIN_LIFT=8); values
     # are JSON where they are not plain numbers or words. Every constructor parameter of the detector is

@@ -167,6 +167,30 @@ def ocsf_finding(flag: dict[str, Any], created: bool, now: float | None = None,
     return finding
 
 
+def drift_finding(report: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """An OCSF Detection Finding saying a detector's score distribution changed (detectors.score_drift)."""
+    now_ms = int((time.time() if now is None else now) * 1000)
+    detector = str(report["detector"])
+    title = (f"Detector {detector}: score distribution changed, mean {report['mean_before']:.3f} -> "
+             f"{report['mean_after']:.3f}")
+    at_ms = int(float(report.get("at") or 0.0) * 1000)
+    return {
+        "class_uid": 2004, "class_name": "Detection Finding", "category_uid": 2, "category_name": "Findings",
+        "activity_id": 1, "activity_name": "Create", "type_uid": 200401, "type_name": "Detection Finding: Create",
+        "time": now_ms, "severity_id": 2, "severity": "Low", "status_id": 1, "status": "New", "message": title,
+        "metadata": {"version": OCSF_VERSION, "product": PRODUCT, "logged_time": now_ms, "event_code": "drift"},
+        "finding_info": {
+            "uid": f"shillguard:drift:{detector}:{report.get('drifts', 1)}", "title": title,
+            "desc": "ADWIN found two windows of the detector's signal scores whose means differ beyond chance: "
+                    "new traffic, an upstream change, or attackers adapting to its threshold",
+            "types": ["Detector drift"], "analytic": {"name": "ADWIN", "type_id": 3, "type": "Statistical"},
+            "first_seen_time": at_ms, "last_seen_time": at_ms, "created_time": now_ms, "modified_time": now_ms,
+            "product_uid": PRODUCT["name"]},
+        "evidences": [{"data": numbers(report)}],
+        "unmapped": {"kind": "detector", "entity": detector},
+    }
+
+
 def client_action(flag: dict[str, Any]) -> dict[str, Any] | None:
     """A client flag's action for the serving side, where a detector proposed one (evidence["action"])."""
     if flag.get("kind") != "client":

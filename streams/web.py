@@ -52,7 +52,8 @@ def worker_health(guard: Any) -> dict[str, Any]:
             if sample.name.endswith(("_created", "_bucket")):
                 continue
             totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-            label = sample.labels.get("outcome") or sample.labels.get("action") or sample.labels.get("kind")
+            label = (sample.labels.get("outcome") or sample.labels.get("action") or sample.labels.get("kind")
+                     or sample.labels.get("detector"))
             if label:
                 by_label.setdefault(sample.name, {})[label] = by_label.get(sample.name, {}).get(label, 0) + sample.value
     trainer = guard.last_trainer or {}
@@ -70,6 +71,13 @@ def worker_health(guard: Any) -> dict[str, Any]:
         "control_records": {k: int(v) for k, v in by_label.get("shillguard_control_records_total", {}).items()},
         "event_time_watermark": totals.get("shillguard_event_time_watermark_seconds", 0.0),
         "snapshot_bytes": int(totals.get("shillguard_snapshot_bytes", 0)),
+        "flag_threshold": round(guard.pipeline.decision.flag_threshold, 4),
+        "analyst_labels_learned": int(totals.get("shillguard_analyst_labels", 0)),
+        "fusion_weights": {k: round(v, 3) for k, v in by_label.get("shillguard_fusion_weight", {}).items()},
+        "drift": {name: {"drifts": guard.pipeline.drift.drifts.get(name, 0),
+                         "mean_score": round(float(adwin.estimation), 4),
+                         "last": guard.pipeline.drift.last.get(name)}
+                  for name, adwin in guard.pipeline.drift.detectors.items()},
         "trainer_last_version": evidence.get("version"),
         "trainer_last_gate_signal": evidence.get("why") or (f"{trainer.get('detector')} on {trainer.get('kind')} "
                                                             f"{trainer.get('id')}" if trainer else None),

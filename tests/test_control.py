@@ -246,3 +246,38 @@ def test_accounts_tokens_are_hashed_and_sessions_expire(store):
     assert store.authenticate(token) is None and store.authenticate(again)["role"] == "viewer"
     with pytest.raises(ValueError):
         store.add_user("x", "root")
+
+
+def test_analysts_labels_train_the_fusion_and_set_the_threshold_within_the_budget():
+    from detectors.learned_fusion import LearnedFusion
+
+    fusion = LearnedFusion(prior=0.05, min_labels=10, budget=25.0)
+    stage = DecisionStage(hold_seconds=0, fusion=fusion)
+    pipeline = Pipeline([], stage)
+    pipeline.position = 200_000  # genuine events seen: 25 per million allow 5 expected false flags
+    for n in range(40):  # "noisy" flags real users, analysts release them; "solid" finds rings they confirm
+        stage.apply([Signal("user", f"n{n}", "noisy", 0.9), Signal("user", f"s{n}", "solid", 0.9)])
+        pipeline.control([control_record("release", f"user:n{n}", "false_positive", by="ana"),
+                          control_record("confirm", f"user:s{n}", "true_positive", by="ana")])
+    weights = fusion.learned_weights()
+    assert weights["noisy"] < 0.5 < 1.0 < weights["solid"]
+    assert fusion.labels == 80
+    flags, _ = stage.apply([Signal("user", "fresh-noisy", "noisy", 0.95)])
+    assert flags == []  # what analysts kept releasing no longer flags
+    flags, _ = stage.apply([Signal("user", "fresh-solid", "solid", 0.9)])
+    assert [f.id for f in flags] == ["fresh-solid"]
+    assert 0.3 <= stage.flag_threshold <= 1.0
+    # a duplicate or an escalation is no label
+    pipeline.control([control_record("escalate", "user:s1", "true_positive", by="ana"),
+                      control_record("release", "user:s2", "duplicate", by="ana")])
+    assert fusion.labels == 80
+
+
+def test_the_threshold_rises_when_the_budget_allows_fewer_false_flags():
+    from detectors.learned_fusion import LearnedFusion
+
+    fusion = LearnedFusion(min_labels=0)
+    population = [{"a": 0.6}] * 50 + [{"a": 0.99}] * 5
+    generous = fusion.calibrate(population, genuine_events=1_000_000, budget=100.0)
+    strict = fusion.calibrate(population, genuine_events=1_000_000, budget=1.0)
+    assert generous <= 0.6 < strict

@@ -98,3 +98,15 @@ def test_findings_through_create_update_confirm_and_close_validate_and_keep_thei
     data = timeline[0]["evidences"][0]["data"]
     assert data["score"] == 0.95 and data["evidence"]["rating"] == 5 and data["evidence"]["count"] == 17.8
     assert data["evidence"]["block"] == "dense_block-2"  # names stay names
+
+
+def test_a_detector_drift_alert_validates(validator):
+    from detectors.score_drift import ScoreDrift
+    from streams.sinks import drift_finding
+
+    watch = ScoreDrift()
+    reports = [r for t in range(2000) for r in watch.observe("profile", 0.2 if t < 1000 else 0.8, 877_000_000.0 + t)]
+    assert reports
+    finding = valid(validator, drift_finding(reports[0]))
+    assert finding["finding_info"]["first_seen_time"] == int(reports[0]["at"] * 1000)
+    assert finding["evidences"][0]["data"]["detector"] == "profile"
