@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=10)
     parser.add_argument("--alert-floor", type=float, default=0.2, help="fused risk that makes an alert")
     parser.add_argument("--min-labels", type=int, default=20)
+    parser.add_argument("--cache", default=None, help="directory keeping each seed's alerts between runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     global DATA
@@ -112,16 +114,27 @@ def main() -> None:
     settings.detectors = ",".join(n for n in settings.detectors.split(",") if n != "catalog_drift")
     totals = {"before": [0, 0], "after": [0, 0], "before_later": [0, 0], "after_later": [0, 0]}
     for seed in (int(s) for s in args.seeds.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            events, bad = simulate(seed, args.events, Path(tmp))
-            days, lines = alerts_by_day(events, settings, args.alert_floor)
+        cached = Path(args.cache) / f"{args.data}-{seed}-{args.events}.pickle" if args.cache else None
+        if cached is not None and cached.exists():
+            days, lines, bad = pickle.loads(cached.read_bytes())
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                events, bad = simulate(seed, args.events, Path(tmp))
+                days, lines = alerts_by_day(events, settings, settings.prior)  # every account with evidence
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_bytes(pickle.dumps((days, lines, bad)))
         static = EvidenceFusion(settings.prior, settings.detector_weights)
+        days = {day: kept for day, alerts in days.items()
+                if (kept := {k: v for k, v in alerts.items() if static.risk(v) >= args.alert_floor})}
         learned = LearnedFusion(settings.prior, settings.detector_weights, min_labels=args.min_labels,
                                 budget=settings.false_flag_budget)
         before = review(days, bad, args.per_day, static, learn=False)
         after = review(days, bad, args.per_day, learned, learn=True)
-        print(f"\nseed {seed}: {lines:,} events, {sum(len(d) for d in days.values())} alerts on {len(days)} days, "
-              f"{len(bad)} planted accounts")
+        everyone = {key for alerts in days.values() for key in alerts}
+        print(f"\nseed {seed}: {lines:,} events, {sum(len(d) for d in days.values())} alerts on {len(days)} days "
+              f"({len(everyone)} accounts, {len(everyone & bad)} of them planted: "
+              f"{len(everyone & bad) / max(len(everyone), 1):.0%}), {len(bad)} planted accounts in all")
         print(f"{'day':>5} {'alerts':>7} {'reviewed':>9} {'precision before':>17} {'precision after':>16}")
         labels = 0
         for index, day in enumerate(sorted(days)):

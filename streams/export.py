@@ -140,6 +140,7 @@ def export(settings: Any, out_dir: str | Path) -> dict[str, Any]:
                 reasons[line] = [f"retracted: {reason}" for reason in value.get("reasons", [])]
             sink.write(record.value + b"\n")
 
+    restored = sum(1 for event_id in releases if event_id in seen_retractions)  # retracted, then given back
     for event_id, (who, why, ts, payload) in releases.items():
         line = line_for(event_id)
         if line is not None:
@@ -175,8 +176,9 @@ def export(settings: Any, out_dir: str | Path) -> dict[str, Any]:
     flags_by_kind = Counter(kind for kind, _ in flags)
     summary = {
         "counts": {"lines": len(event_id_of_line), "accepted": len(event_id_of_line) - len(rejected_lines),
-                   "rejected": counts["rejected"], "clean": counts["clean"] - retracted,
-                   "quarantined": counts["quarantined"], "retracted": retracted, "released": len(releases)},
+                   "rejected": counts["rejected"], "clean": counts["clean"] - retracted + restored,
+                   "quarantined": counts["quarantined"], "retracted": retracted - restored,
+                   "released": len(releases), "restored": restored},
         "undecided": unanswered, "rejected_by_reason": dict(rejected_by_reason),
         "flags": dict(flags_by_kind),
         "delivery": {"input_messages": inputs, "missing": len(missing) + anonymous_accepted,

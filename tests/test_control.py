@@ -281,3 +281,29 @@ def test_the_threshold_rises_when_the_budget_allows_fewer_false_flags():
     generous = fusion.calibrate(population, genuine_events=1_000_000, budget=100.0)
     strict = fusion.calibrate(population, genuine_events=1_000_000, budget=1.0)
     assert generous <= 0.6 < strict
+
+
+def test_replay_applies_control_records_as_the_worker_does(tmp_path):
+    """`replay --control FILE`: the same Pipeline.control after the input; released events end clean."""
+    from streams.replay import replay
+
+    lines = [line(f"a{k}", k * 10.0, "u1") for k in range(5)] + [line(f"b{k}", k * 10.0, "u2") for k in range(5)]
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    signals = [{"action": "signal", "kind": "user", "id": who, "detector": "exposure", "score": 0.97}
+               for who in ("u1", "u2")]
+
+    def run(control, out):
+        return replay(tmp_path / "events.jsonl", tmp_path / out, Pipeline([], DecisionStage(hold_seconds=15)),
+                      batch_size=3, control=control)
+
+    flagged = run(signals, "flagged")  # after the input: u1's and u2's released events retracted, held ones kept
+    assert flagged["counts"]["quarantined"] + flagged["counts"]["retracted"] == 10 and flagged["flags"] == {"user": 2}
+    assert flagged["counts"]["retracted"] > 0
+    summary = run(signals + [control_record("release", "user:u1", "false_positive", by="ana")], "released")
+    verdicts = {r["event_id"]: r for r in map(orjson.loads, (tmp_path / "released" / "verdicts.jsonl").read_bytes().splitlines())}
+    assert [verdicts[f"a{k}"]["verdict"] for k in range(5)] == ["clean"] * 5
+    assert verdicts["a0"]["reasons"] == ["released by ana: false_positive"]
+    assert [verdicts[f"b{k}"]["verdict"] for k in range(5)] == ["quarantined"] * 5
+    assert summary["counts"]["clean"] == 5 and summary["flags"] == {"user": 1}
+    assert summary["counts"]["quarantined"] + summary["counts"]["retracted"] == 5
+    assert len((tmp_path / "released" / "clean.jsonl").read_bytes().splitlines()) == 5
