@@ -131,13 +131,7 @@ async def api_case(request: web.Request) -> web.Response:
 async def api_decide(request: web.Request) -> web.Response:
     user = auth.require(request, "analyst")
     action = request.match_info["action"]
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"error": "a JSON object with reason and optional note"}',
-                                 content_type="application/json")
+    body = await _json_body(request)
     entity = f"{request.match_info['kind']}:{request.match_info['id']}"
     try:
         record = await decide_async(request.app[CTX].store, request.app[CTX].publish, action, entity,
@@ -147,9 +141,19 @@ async def api_decide(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "control": record})
 
 
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='{"error": "a JSON object"}', content_type="application/json")
+    return body
+
+
 async def api_assign(request: web.Request) -> web.Response:
     user = auth.require(request, "analyst")
-    body = await request.json()
+    body = await _json_body(request)
     entity = f"{request.match_info['kind']}:{request.match_info['id']}"
     await _blocking(request.app[CTX].store.assign, entity, body.get("assignee"), user["name"])
     return web.json_response({"ok": True})
@@ -157,7 +161,7 @@ async def api_assign(request: web.Request) -> web.Response:
 
 async def api_add_user(request: web.Request) -> web.Response:
     auth.require(request, "admin")
-    body = await request.json()
+    body = await _json_body(request)
     try:
         token = await _blocking(request.app[CTX].store.add_user, str(body.get("name") or ""), body.get("role"))
     except ValueError as error:
@@ -260,7 +264,10 @@ async def case_decide(request: web.Request) -> web.StreamResponse:
     if not entities or action not in ACTIONS or reason not in REASONS:
         raise web.HTTPBadRequest(text="choose entities, an action and a reason")
     for entity in entities:
-        parse_entity(str(entity))
+        try:
+            parse_entity(str(entity))
+        except ValueError as error:
+            raise web.HTTPBadRequest(text=str(error))
         await decide_async(console.store, console.publish, str(action), str(entity), reason, user["name"], note)
     raise web.HTTPSeeOther(str(form.get("back") or f"/console/cases/{request.match_info['case_id']}"))
 
