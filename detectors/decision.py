@@ -10,6 +10,11 @@ evidence (a log Bayes factor against a reference base rate) and adds independent
 threshold is a posterior probability and a weak detector alone never crosses it by construction of its
 score; flags are sticky until an analyst releases them.
 
+An analyst's release (`unflag`) gives back what the flag took: the entity's quarantined events leave clean
+(verdict "clean", `released_by` set) and its retracted ones are "restored" (the trainer learns them again).
+The evidence the analyst reviewed stays on record: only a score above it (evidence newer than the release)
+flags the entity again, and the release stays in the flag's `history`.
+
 >>> from detectors.events import RatingEvent
 >>> from detectors.base import Signal
 >>> stage = DecisionStage(hold_seconds=60)
@@ -37,7 +42,7 @@ from detectors.base import EntityKind, Signal
 from detectors.events import ACTOR_FIELD, Event, decode_event, to_json
 from detectors.fusion import EvidenceFusion
 
-Verdict = Literal["clean", "quarantined", "retracted"]
+Verdict = Literal["clean", "quarantined", "retracted", "restored"]
 
 
 @dataclass(slots=True)
@@ -46,6 +51,7 @@ class Outcome:
     event: Event
     reasons: list[str] = field(default_factory=list)
     payload: bytes | None = None  # the event as JSON, where it was already serialised
+    released_by: str | None = None  # an analyst's release (verdict clean) or restoration (verdict restored)
 
 
 @dataclass(slots=True)
@@ -57,12 +63,32 @@ class Flag:
     evidence: dict[str, Any]
     first_ts: float
     updated: bool = False  # True when this re-announces a flag with stronger evidence
+    status: str = "open"  # open, confirmed (an analyst agreed) or released (an analyst unflagged it)
+    history: list[dict[str, Any]] = field(default_factory=list)  # analysts' decisions on the entity
+    last_ts: float | None = None  # event time of the latest evidence that strengthened the flag
+
+    def __setstate__(self, state: Any) -> None:
+        # Pickled by default slot pickling, (None, {slot: value}); flags from snapshots taken before `status`
+        # and `history` existed lack them.
+        values = state[1] if isinstance(state, tuple) else state
+        for name, value in (values or {}).items():
+            object.__setattr__(self, name, value)
+        for name, default in (("updated", False), ("status", "open"), ("history", list), ("last_ts", None)):
+            if name not in (values or {}):
+                object.__setattr__(self, name, default() if callable(default) else default)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "id": self.id, "score": round(self.score, 4),
-                "detectors": sorted(self.detectors), "detector_scores": {
-                    name: round(score, 4) for name, score in self.detectors.items()},
-                "evidence": self.evidence, "first_ts": self.first_ts}
+        record = {"kind": self.kind, "id": self.id, "score": round(self.score, 4),
+                  "detectors": sorted(self.detectors), "detector_scores": {
+                      name: round(score, 4) for name, score in self.detectors.items()},
+                  "evidence": self.evidence, "first_ts": self.first_ts}
+        if self.last_ts is not None and self.last_ts != self.first_ts:
+            record["last_ts"] = self.last_ts
+        if self.status != "open":
+            record["status"] = self.status
+        if self.history:
+            record["history"] = self.history
+        return record
 
 
 @dataclass(slots=True)
@@ -84,6 +110,9 @@ class DecisionStage:
 
     recent_retraction = 30 * 86400.0  # for snapshots taken before it was a parameter
     fusion = EvidenceFusion()  # likewise
+    _condemned: dict = {}  # likewise (snapshots from before releases gave events back): replaced on first use
+    _reviewed: dict = {}
+    _history: dict = {}
 
     def __init__(self, hold_seconds: float = 600.0, flag_threshold: float = 0.5,
                  retraction_horizon: float = 365 * 86400.0, max_released_per_entity: int = 5000,
@@ -104,6 +133,12 @@ class DecisionStage:
         self._released: dict[tuple[str, str], deque[tuple[float, str, bytes]]] = {}
         self._released_by_id: dict[str, tuple[str, str]] = {}
         self._expired_at = float("-inf")
+        # What a flag took from an entity, kept so that a release can give it back (same bound as above):
+        # (ts, event_id, JSON, "quarantined" | "retracted").
+        self._condemned: dict[tuple[str, str], deque[tuple[float, str, bytes, str]]] = {}
+        self._reviewed: dict[tuple[str, str], dict[str, float]] = {}  # scores an analyst released
+        self._history: dict[tuple[str, str], list[dict[str, Any]]] = {}  # analysts' decisions
+        self._own_state()
 
     # -- holding and releasing ------------------------------------------------------------
     def admit(self, *events: Event) -> None:
@@ -128,11 +163,9 @@ class DecisionStage:
             held_ids.discard(event_id)
             reason = implicated.pop(event_id, None) if implicated else None  # popped either way
             flag = flags.get(key)
-            if flag is not None:
-                out.append(Outcome("quarantined", event, [_flag_reason(flag)]))
-                continue
-            if reason is not None:
-                out.append(Outcome("quarantined", event, [reason]))
+            if flag is not None or reason is not None:
+                out.append(Outcome("quarantined", event, [_flag_reason(flag) if flag is not None else reason]))
+                self._condemn(key, event.ts, event_id, to_json(event), "quarantined")
                 continue
             released = released_of.get(key)
             if released is None:
@@ -169,6 +202,8 @@ class DecisionStage:
                 self._released_by_id.pop(released.popleft()[1], None)
             if not released:
                 del self._released[key]
+        for key in [k for k, q in self._condemned.items() if not q or q[-1][0] < horizon]:
+            del self._condemned[key]
         for key in [k for k, r in self._risk.items() if r.last_ts < horizon and k not in self._flags]:
             del self._risk[key]
 
@@ -183,7 +218,10 @@ class DecisionStage:
             if risk is None:
                 risk = self._risk[key] = _Risk()
             risk.last_ts = max(risk.last_ts, now)
-            if signal.score > risk.scores.get(signal.detector, 0.0):
+            # After a release, only evidence beyond what the analyst reviewed counts.
+            reviewed = self._reviewed.get(key)
+            floor = reviewed.get(signal.detector, 0.0) if reviewed else 0.0
+            if signal.score > max(risk.scores.get(signal.detector, 0.0), floor):
                 risk.scores[signal.detector] = signal.score
                 risk.evidence[signal.detector] = signal.evidence
             widened = signal.whole_history and not risk.whole_history
@@ -195,13 +233,15 @@ class DecisionStage:
             flag = self._flags.get(key)
             if flag is None:
                 flag = changed[key] = self._flags[key] = Flag(
-                    signal.kind, signal.id, fused, dict(risk.scores), dict(risk.evidence), now)
+                    signal.kind, signal.id, fused, dict(risk.scores), dict(risk.evidence), now,
+                    history=list(self._history.get(key, ())))
                 retracted.extend(self._retract_entity(key, flag, since))
             else:
                 if widened:  # now known fake from the start: the older history it kept goes too
                     retracted.extend(self._retract_entity(key, flag, since))
                 if fused > flag.score + 1e-9:
                     flag.score, flag.detectors, flag.evidence = fused, dict(risk.scores), dict(risk.evidence)
+                    flag.last_ts = now
                     if key not in changed:  # raised earlier in this same batch: still news, not an update
                         flag.updated = True
                     changed[key] = flag
@@ -228,8 +268,9 @@ class DecisionStage:
                 kept.append(released.popleft())
             self._released[key] = kept
         reason = _flag_reason(flag)
-        for _, event_id, _ in released:
+        for ts, event_id, payload in released:
             self._released_by_id.pop(event_id, None)
+            self._condemn(key, ts, event_id, payload, "retracted")
         return [_retraction(record, reason) for record in released]
 
     def _retract_ids(self, key: tuple[str, str], ids: set[str], reason: str) -> list[Outcome]:
@@ -237,9 +278,26 @@ class DecisionStage:
         hit = [record for record in released if record[1] in ids]
         if hit:
             self._released[key] = deque(record for record in released if record[1] not in ids)
-            for _, event_id, _ in hit:
+            for ts, event_id, payload in hit:
                 self._released_by_id.pop(event_id, None)
+                self._condemn(key, ts, event_id, payload, "retracted")
         return [_retraction(record, reason) for record in hit]
+
+    def _own_state(self) -> None:
+        # A stage restored from a snapshot older than releases shares the class-level empty dicts: own them.
+        for name in ("_condemned", "_reviewed", "_history"):
+            if name not in self.__dict__:
+                setattr(self, name, {})
+
+    def _condemn(self, key: tuple[str, str], ts: float, event_id: str, payload: bytes, verdict: str) -> None:
+        if "_condemned" not in self.__dict__:
+            self._own_state()
+        condemned = self._condemned.get(key)
+        if condemned is None:
+            condemned = self._condemned[key] = deque()
+        condemned.append((ts, event_id, payload, verdict))
+        if len(condemned) > self.max_released_per_entity:
+            condemned.popleft()
 
     def is_flagged(self, kind: str, entity_id: str) -> bool:
         return (kind, entity_id) in self._flags
@@ -247,10 +305,58 @@ class DecisionStage:
     def flags(self) -> list[Flag]:
         return list(self._flags.values())
 
-    def unflag(self, kind: str, entity_id: str) -> bool:
-        """An analyst's release: the entity's future events flow again."""
-        self._risk.pop((kind, entity_id), None)
-        return self._flags.pop((kind, entity_id), None) is not None
+    def unflag(self, kind: str, entity_id: str, by: str = "analyst", reason: str = "false_positive",
+               at: float = 0.0, note: str = "") -> tuple[Flag | None, list[Outcome]]:
+        """An analyst's release: the entity's future events flow again, and what its flag took is given
+        back: quarantined events as clean, retracted ones as restored (both with `released_by`). Returns the
+        released flag (status "released", None if the entity was not flagged) and those outcomes. The scores
+        the analyst saw are remembered: only stronger evidence flags the entity again."""
+        self._own_state()
+        key = (kind, entity_id)
+        entry = {"action": "release", "by": by, "reason": reason, "at": at, **({"note": note} if note else {})}
+        self._history.setdefault(key, []).append(entry)
+        risk = self._risk.pop(key, None)
+        flag = self._flags.pop(key, None)
+        reviewed = self._reviewed.setdefault(key, {})
+        for name, score in {**(risk.scores if risk else {}), **(flag.detectors if flag else {})}.items():
+            reviewed[name] = max(reviewed.get(name, 0.0), score)
+        why = f"released by {by}: {reason}"
+        out = []
+        for _, _, payload, verdict in self._condemned.pop(key, ()):
+            event = decode_event(payload)
+            out.append(Outcome("clean" if verdict == "quarantined" else "restored", event, [why], payload, by))
+        if flag is None:
+            return None, out
+        return replace(flag, status="released", updated=True, history=list(self._history[key])), out
+
+    def confirm(self, kind: str, entity_id: str, by: str = "analyst", reason: str = "true_positive",
+                at: float = 0.0, note: str = "", action: str = "confirm") -> Flag | None:
+        """An analyst's confirmation (or escalation): recorded in the flag's history; the flag stays. Returns
+        the flag, status "confirmed" (None if the entity is not flagged)."""
+        self._own_state()
+        key = (kind, entity_id)
+        entry = {"action": action, "by": by, "reason": reason, "at": at, **({"note": note} if note else {})}
+        self._history.setdefault(key, []).append(entry)
+        flag = self._flags.get(key)
+        if flag is None:
+            return None
+        flag.history = list(self._history[key])
+        if action == "confirm":
+            flag.status = "confirmed"
+        return replace(flag, updated=True, history=list(flag.history))
+
+    def scores_of(self, kind: str, entity_id: str) -> dict[str, float]:
+        """Each detector's strongest score on the entity (what an analyst reviewed)."""
+        key = (kind, entity_id)
+        flag, risk = self._flags.get(key), self._risk.get(key)
+        return dict(flag.detectors if flag else risk.scores if risk else self._reviewed.get(key, {}))
+
+    def population(self) -> list[dict[str, float]]:
+        """The scores of every entity the stage is weighing (for calibrating the threshold)."""
+        return [risk.scores for risk in self._risk.values()]
+
+    def history(self, kind: str, entity_id: str) -> list[dict[str, Any]]:
+        return list(self._history.get((kind, entity_id), ()))
 
 
 def _retraction(record: tuple[float, str, bytes], reason: str) -> Outcome:

@@ -34,6 +34,14 @@ from typing import Iterable, Protocol, Sequence
 from detectors.base import Detector, Signal
 from detectors.decision import DecisionStage, Flag, Outcome
 from detectors.events import Event, Rejection, decode_event
+from detectors.score_drift import ScoreDrift
+
+
+CONTROL_ACTIONS = ("release", "confirm", "escalate", "signal")
+# An analyst's decision as a label for the learning fusion: confirmed malicious, or not (a duplicate says
+# nothing about the entity, an escalation nothing yet).
+LABELS = {("confirm", "true_positive"): True, ("release", "false_positive"): False,
+          ("release", "benign_positive"): False}
 
 
 @dataclass(slots=True)
@@ -44,6 +52,7 @@ class Step:
     outcomes: list[Outcome] = field(default_factory=list)  # clean, quarantined and retracted
     flags: list[Flag] = field(default_factory=list)
     watermark: float = 0.0  # the event time of the last decision these outcomes come from
+    drifts: list[dict] = field(default_factory=list)  # detectors whose score distribution changed (ADWIN)
 
 
 @dataclass(slots=True)
@@ -112,6 +121,7 @@ class Pipeline:
         if sorted(self.order) != sorted(names):
             raise ValueError(f"order {self.order} does not name the detectors {names}")
         self.detector_seconds = {name: 0.0 for name in self.order}
+        self.drift = ScoreDrift()  # each detector's score distribution, watched (a snapshot holds it)
         self._started: deque[Started] = deque()
         self._ahead = 0.0  # the watermark of the last batch started
 
@@ -211,6 +221,11 @@ class Pipeline:
                 # In a canonical order: a detector may emit a decision point's signals in an order that
                 # iterating a set gave it, and a set rebuilt from a snapshot can iterate differently.
                 signals.sort(key=_canonical)
+                observe = self.drift.observe
+                for signal in signals:
+                    found = observe(name, signal.score, self.watermark)
+                    if found:
+                        step.drifts.extend(found)
                 flags, retracted = self.decision.apply(signals, self.watermark)
                 step.flags.extend(flags)
                 step.outcomes.extend(retracted)
@@ -224,6 +239,56 @@ class Pipeline:
         self.watermark += seconds
         self._detect([], tick=True)
         return self._decide(Step())
+
+    def control(self, records: Iterable[dict]) -> Step:
+        """Decisions and signals from outside the stream (the control topic: analysts, the trainer), applied
+        at once, between batches: `{"action": "release"|"confirm"|"escalate", "kind", "id", "reason", "note",
+        "by", "ts"}` or `{"action": "signal", "kind", "id", "detector", "score", "evidence"}` (evidence for
+        that detector on that entity). Records that name no entity or action are skipped."""
+        self._require_finished("control")
+        step = Step(watermark=self.watermark)
+        decision = self.decision
+        for record in records:
+            kind, entity_id, action = record.get("kind"), record.get("id"), record.get("action")
+            if not kind or entity_id is None or action not in CONTROL_ACTIONS:
+                continue
+            entity_id = str(entity_id)
+            if action == "signal":
+                try:
+                    score = float(record["score"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                evidence = record.get("evidence") if isinstance(record.get("evidence"), dict) else {}
+                signal = Signal(kind, entity_id, str(record.get("detector") or "control"), score, evidence)
+                flags, retracted = decision.apply([signal], self.watermark)
+                step.flags.extend(flags)
+                step.outcomes.extend(retracted)
+                continue
+            who = str(record.get("by") or "analyst")
+            reason, note = str(record.get("reason") or ""), str(record.get("note") or "")
+            at = float(record.get("ts") or 0.0)
+            self._learn(kind, entity_id, LABELS.get((action, reason)))
+            if action == "release":
+                flag, given_back = decision.unflag(kind, entity_id, by=who, reason=reason, at=at, note=note)
+                step.outcomes.extend(given_back)
+            else:
+                flag = decision.confirm(kind, entity_id, by=who, reason=reason, at=at, note=note, action=action)
+            if flag is not None:
+                step.flags.append(flag)
+        return step
+
+    def _learn(self, kind: str, entity_id: str, confirmed: bool | None) -> None:
+        """An analyst's label trains a learning fusion (detectors.learned_fusion), which then sets the flag
+        threshold within the false-flag budget over the entities the stage is weighing."""
+        fusion = self.decision.fusion
+        if confirmed is None or not hasattr(fusion, "learn"):
+            return
+        scores = self.decision.scores_of(kind, entity_id)
+        if not scores:
+            return
+        fusion.learn(scores, confirmed)
+        if fusion.active:
+            self.decision.flag_threshold = fusion.calibrate(self.decision.population(), self.position)
 
     def flush(self) -> Step:
         """End of input: release everything that is still held."""

@@ -31,6 +31,7 @@ from detectors.decision import Outcome
 from detectors.events import Rejection, actor, to_json
 from detectors.pipeline import Pipeline, Step
 from streams import state as state_module
+from streams.activity import ItemActivity
 from streams.align import EventTimeAligner, event_time
 from streams.assembly import build_pipeline
 from streams.broker import kafka_python_config
@@ -39,6 +40,7 @@ from streams.publisher import BatchPublisher
 from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
 from streams.reader import end_offsets, header, read, source_id
 from streams.settings import Settings
+from streams.sinks import drift_finding
 from streams.state import Snapshot, SnapshotRejected, StateDir, snapshot_key
 from streams.topics import Topics
 
@@ -85,6 +87,9 @@ def scan_published(settings: Settings, topics: Topics, start: dict[TP, int]) -> 
         event_id = value.get("event_id") if isinstance(value, dict) else None
         if event_id is None:
             continue
+        # An analyst's word (a release, a restoration) is not the pipeline's verdict on the event.
+        if header(record, "released_by") is not None or value.get("verdict") == "restored":
+            continue
         if record.topic == topics.retracted:
             published.retracted.add(str(event_id))
         elif record.topic == topics.clean:
@@ -107,6 +112,7 @@ class Guard:
         self.epoch: str | None = None  # the topic epoch (streams.store): new when the topics are new
         self.app: Any = None
         self.input_offsets: dict[TP, int] = {}
+        self.control_offsets: dict[TP, int] = {}  # the control topic's, applied and covered by a snapshot
         self.skip_below: dict[TP, int] = {}
         self.output_offsets: dict[TP, int] = {}
         self.published = Published()
@@ -114,6 +120,9 @@ class Guard:
         self.unacked: list[Any] = []
         self.produced_at: dict[str, float] = {}  # event_id -> produce time, for the latency histogram
         self.counts: Counter[str] = Counter()
+        self.activity = ItemActivity()  # recent clean raters per item, for the console's ring picture
+        self.rate = 0.0  # input messages per second over the last report interval
+        self.last_trainer: dict[str, Any] | None = None  # the trainer's last control record
         self.restored = False
         self.assigned = False
         self.stopping = False  # the final snapshot is taken: nothing may use the pipeline any more
@@ -200,6 +209,7 @@ class Guard:
             return
         self.input_offsets = dict(snapshot.input_offsets)
         self.skip_below = dict(snapshot.input_offsets)
+        self.control_offsets = dict(snapshot.extra.get("control_offsets", {}))
         self.output_offsets = dict(snapshot.output_offsets)
         published = snapshot.extra.get("published")
         if published is not None:
@@ -398,6 +408,15 @@ class Guard:
                         continue
                     outcome, verdict = Outcome("retracted", event, outcome.reasons, outcome.payload), "retracted"
             key = actor(event)[1].encode()
+            if outcome.released_by is not None:  # given back by an analyst's release (Pipeline.control)
+                headers = [("released_by", outcome.released_by.encode()),
+                           ("reason", "; ".join(outcome.reasons).encode())]
+                if verdict == "clean":
+                    send(topics.clean, key, outcome.payload or to_json(event), headers)
+                else:
+                    send(topics.retracted, key, dumps(outcome_record(outcome, watermark)), headers)
+                counts["released" if verdict == "clean" else "restored"] += 1
+                continue
             if verdict == "clean":
                 send(topics.clean, key, outcome.payload or to_json(event), None)
             elif verdict == "quarantined":
@@ -409,6 +428,13 @@ class Guard:
                 produced = produced_at.pop(event_id, None)
                 if produced:
                     observe(now - produced)
+        self.activity.observe(o.event for o in step.outcomes if o.verdict == "clean")
+        for report in step.drifts:  # a detector's score distribution changed: say so, on /metrics and as an alert
+            finding = drift_finding(report)
+            send(topics.alerts, finding["finding_info"]["uid"].encode(), dumps(finding), None)
+            self.metrics.drifts.labels(report["detector"]).inc()
+            log.warning("DRIFT %s: mean score %.3f -> %.3f (ADWIN, window %d)", report["detector"],
+                        report["mean_before"], report["mean_after"], report["window"])
         for flag in step.flags:
             send(topics.flags, f"{flag.kind}:{flag.id}".encode(), dumps(flag_record(flag)),
                        [("updated", b"1" if flag.updated else b"0")])
@@ -434,6 +460,49 @@ class Guard:
     async def _flush_pending(self) -> None:
         """Wait until the broker acknowledged every message so far; note the output offsets reached."""
         self.output_offsets.update(await self.publisher.wait())
+
+    # -- decisions from outside (the control topic) ---------------------------------------
+    async def control(self, messages: list[Any]) -> None:
+        """Analysts' decisions and the trainer's signals: applied between batches, outcomes published, and
+        acknowledged once a snapshot covers them (the decision stage remembers what they did)."""
+        try:
+            await asyncio.shield(self._control(messages))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await self._crash("applying control records", error)
+
+    async def _control(self, messages: list[Any]) -> None:
+        async with self.lock:
+            if self.stopping:
+                return
+            records = []
+            for message in messages:
+                tp = (message.topic, message.partition)
+                self.unacked.append(message)
+                if message.offset < self.control_offsets.get(tp, 0):
+                    continue  # applied before the snapshot this worker restored
+                self.control_offsets[tp] = message.offset + 1
+                try:
+                    record = orjson.loads(message.value)
+                except orjson.JSONDecodeError:
+                    log.warning("control record at %s:%d is not JSON: skipped", *tp)
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+                    if record.get("by") == "trainer":
+                        self.last_trainer = record
+            if not records:
+                return
+            await self._finish_started()
+            step = await asyncio.get_running_loop().run_in_executor(self.pipeline_thread, self.pipeline.control,
+                                                                    records)
+            self._publish(step)
+            await self.publisher.send()
+            self.dirty = True
+            for record in records:
+                self.metrics.control.labels(str(record.get("action"))).inc()
+            log.info("control: %s", ", ".join(f"{r.get('action')} {r.get('kind')}:{r.get('id')}" for r in records))
 
     # -- the timer's work ---------------------------------------------------------------------
     async def tick(self) -> None:
@@ -500,7 +569,8 @@ class Guard:
                 await self._flush_pending()  # raises if the broker refused any: the caller crashes the worker
                 snapshot = state_module.capture(
                     self.pipeline, self.input_offsets, self.output_offsets,
-                    extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch})
+                    extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch,
+                           "control_offsets": dict(self.control_offsets)})
                 data = state_module.dumps(snapshot)
                 acks, self.unacked = self.unacked, []
                 self.since_snapshot = 0
@@ -523,6 +593,15 @@ class Guard:
             self.metrics.align_forced.inc(forced)
             self._reported["_forced"] = self.aligner.forced
         self.metrics.watermark.set(self.pipeline.watermark)
+        decision = self.pipeline.decision
+        self.metrics.flag_threshold.set(decision.flag_threshold)
+        for name, adwin in self.pipeline.drift.detectors.items():
+            self.metrics.score_mean.labels(name).set(adwin.estimation)
+        fusion = decision.fusion
+        if hasattr(fusion, "learned_weights"):
+            self.metrics.analyst_labels.set(fusion.labels)
+            for name, weight in fusion.learned_weights().items():
+                self.metrics.fusion_weight.labels(name).set(weight)
         self.metrics.ready.set(1 if self.ready else 0)
         consumer = getattr(self.app, "consumer", None) if self.app is not None else None
         if consumer is None:
@@ -551,6 +630,7 @@ class Guard:
         rate = (consumed - self._reported.get("_consumed", consumed)) / seconds if seconds else 0.0
         self._reported["_consumed"] = consumed
         self.last_report = now
+        self.rate = rate
         if counts or consumed:
             log.info("guard: offset sum %d (%.0f/s), clean %d, quarantined %d, retracted %d, rejected %d, "
                      "flags %d, held %d", consumed, rate, counts["clean"], counts["quarantined"],
@@ -597,6 +677,13 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
             in_flight = asyncio.ensure_future(guard.handle(events))
         if in_flight is not None:
             await in_flight
+
+    control = app.topic(topics.control, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(control, name="control", concurrency=1)
+    async def control_agent(stream: Any) -> None:
+        async for messages in stream.noack_take(100, within=0.2):
+            await guard.control([event.message for event in messages])
 
     @app.task
     async def guard_tick() -> None:

@@ -157,6 +157,17 @@ def _names(names: str) -> list[str]:
     return [name.strip() for name in names.split(",") if name.strip()]
 
 
+def fusion_of(settings: Settings) -> EvidenceFusion:
+    """The fusion of detectors' evidence: learning from analysts' labels unless turned off (it is the plain
+    fusion until `analyst_min_labels` labels have come in; detectors.learned_fusion)."""
+    if not settings.learn_from_analysts:
+        return EvidenceFusion(settings.prior, settings.detector_weights)
+    from detectors.learned_fusion import LearnedFusion
+
+    return LearnedFusion(settings.prior, settings.detector_weights, min_labels=settings.analyst_min_labels,
+                         budget=settings.false_flag_budget)
+
+
 def build_pipeline(settings: Settings) -> Pipeline:
     """The configured detectors; the groups named in `offload_detectors` (`;` between processes) each in a
     process of their own (streams.parallel) when the machine has more than one core. Close the pipeline when
@@ -164,7 +175,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     decision = DecisionStage(hold_seconds=settings.hold_seconds, flag_threshold=settings.flag_threshold,
                              retraction_horizon=settings.retraction_horizon_seconds,
                              recent_retraction=settings.recent_retraction_seconds,
-                             fusion=EvidenceFusion(settings.prior, settings.detector_weights))
+                             fusion=fusion_of(settings))
     chosen = _names(settings.detectors)
     unknown = sorted(set(chosen) - set(DETECTORS))
     if unknown:

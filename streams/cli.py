@@ -26,6 +26,7 @@ COMMANDS = {
     "produce": "streams.produce:produce",
     "export": "streams.export:export_command",
     "quarantine": "streams.quarantine:quarantine",
+    "users": "streams.quarantine:users",
 }
 
 
@@ -62,8 +63,11 @@ def main(verbose: bool) -> None:
 @click.option("--detectors", default=None, help="Comma-separated detector names (default: all configured).")
 @click.option("--hold-seconds", type=float, default=None, help="Hold window in event-time seconds.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--control", "control_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="JSON lines of control records (analysts' decisions, the trainer's MODELDIR/signals.jsonl), "
+                   "applied after the input as the worker applies the control topic's.")
 def replay_command(events: str, out_dir: str, detectors: str | None, hold_seconds: float | None,
-                   progress: bool | None) -> None:
+                   progress: bool | None, control_file: str | None) -> None:
     """Run the full pipeline in-process over EVENTS (a JSON-lines file, or - for stdin)."""
     from rich.console import Console
 
@@ -83,7 +87,14 @@ def replay_command(events: str, out_dir: str, detectors: str | None, hold_second
     except ValueError as error:
         raise click.UsageError(str(error)) from error
     try:
-        summary = replay(events, out_dir, pipeline, batch_size=settings.batch_size, progress=progress)
+        control = None
+        if control_file:
+            import orjson
+
+            with open(control_file, "rb") as source:
+                control = [orjson.loads(line) for line in source if line.strip()]
+        summary = replay(events, out_dir, pipeline, batch_size=settings.batch_size, progress=progress,
+                         control=control)
     finally:
         pipeline.close()
     counts = summary["counts"]

@@ -5,7 +5,9 @@ Reads the input topics too, to give every input message its line (the `line` hea
 the order read) and to check delivery: `summary.json` counts, besides replay's figures, the input messages
 without an outcome (`missing`) and the events with more than one (`duplicates`), both 0 when every event
 got exactly one. An analyst's release (a message on the clean topic with a `released_by` header) turns a
-quarantined event clean; a retraction turns a clean one quarantined, as in replay.
+quarantined event clean; a retraction turns a clean one quarantined, as in replay, and a `restored` record
+(an analyst released the entity whose flag retracted it) turns it clean again. A flag record with
+`"status": "released"` takes the entity out of flags.jsonl.
 """
 
 from __future__ import annotations
@@ -121,6 +123,11 @@ def export(settings: Any, out_dir: str | Path) -> dict[str, Any]:
         for record in read(config, [topics.retracted]):
             value = orjson.loads(record.value)
             event_id = str(value["event_id"])
+            if value.get("verdict") == "restored":  # an analyst released its flag: applied with the releases
+                who = (header(record, "released_by") or b"").decode()
+                releases[event_id] = (who, (header(record, "reason") or b"").decode(),
+                                      (value.get("event") or {}).get("ts", 0.0), dumps(value.get("event") or {}))
+                continue
             if event_id in seen_retractions:
                 counts["duplicate_retractions"] += 1
                 continue
@@ -133,16 +140,20 @@ def export(settings: Any, out_dir: str | Path) -> dict[str, Any]:
                 reasons[line] = [f"retracted: {reason}" for reason in value.get("reasons", [])]
             sink.write(record.value + b"\n")
 
+    restored = sum(1 for event_id in releases if event_id in seen_retractions)  # retracted, then given back
     for event_id, (who, why, ts, payload) in releases.items():
         line = line_for(event_id)
         if line is not None:
             verdicts[line] = "clean"
-            reasons[line] = [f"released by {who}: {why}"]
+            reasons[line] = [why if why.startswith("released by") else f"released by {who}: {why}"]
         clean[event_id] = (ts, payload)
 
     for record in read(config, [topics.flags]):
         value = orjson.loads(record.value)
-        flags[(value["kind"], str(value["id"]))] = value
+        if value.get("status") == "released":  # an analyst unflagged it (until newer evidence flags it again)
+            flags.pop((value["kind"], str(value["id"])), None)
+        else:
+            flags[(value["kind"], str(value["id"]))] = value
 
     with open(out / "verdicts.jsonl", "wb") as sink:
         for line in sorted(event_id_of_line):
@@ -165,8 +176,9 @@ def export(settings: Any, out_dir: str | Path) -> dict[str, Any]:
     flags_by_kind = Counter(kind for kind, _ in flags)
     summary = {
         "counts": {"lines": len(event_id_of_line), "accepted": len(event_id_of_line) - len(rejected_lines),
-                   "rejected": counts["rejected"], "clean": counts["clean"] - retracted,
-                   "quarantined": counts["quarantined"], "retracted": retracted, "released": len(releases)},
+                   "rejected": counts["rejected"], "clean": counts["clean"] - retracted + restored,
+                   "quarantined": counts["quarantined"], "retracted": retracted - restored,
+                   "released": len(releases), "restored": restored},
         "undecided": unanswered, "rejected_by_reason": dict(rejected_by_reason),
         "flags": dict(flags_by_kind),
         "delivery": {"input_messages": inputs, "missing": len(missing) + anonymous_accepted,

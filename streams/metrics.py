@@ -53,5 +53,19 @@ class Metrics:
         self.snapshot_bytes = Gauge("shillguard_snapshot_bytes", "Size of the last snapshot", registry=registry)
         self.ready = Gauge("shillguard_ready", "1 once state is restored and partitions are assigned",
                            registry=registry)
+        self.control = Counter("shillguard_control_records", "Control records applied (analysts' decisions, "
+                               "the trainer's signals)", ["action"], registry=registry)
+        self.drifts = Counter("shillguard_detector_score_drifts", "Changes ADWIN found in a detector's score "
+                              "distribution (each also an OCSF finding on the alerts topic)", ["detector"],
+                              registry=registry)
+        self.score_mean = Gauge("shillguard_detector_score_mean", "Mean of a detector's recent signal scores "
+                                "(ADWIN's window)", ["detector"], registry=registry)
+        self.fusion_weight = Gauge("shillguard_fusion_weight", "Weight of a detector's evidence, learned from "
+                                   "analysts' labels", ["detector"], registry=registry)
+        self.flag_threshold = Gauge("shillguard_flag_threshold", "The decision stage's flag threshold (held to "
+                                    "the false-flag budget once analysts' labels train the fusion)",
+                                    registry=registry)
+        self.analyst_labels = Gauge("shillguard_analyst_labels", "Analysts' labels the fusion has learned from",
+                                    registry=registry)
         self.store_rows = Counter("shillguard_quarantine_store_rows", "Rows newly written to the quarantine store",
                                   registry=registry)

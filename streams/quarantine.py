@@ -1,8 +1,10 @@
-"""`shillguard quarantine list|show|release|confirm|audit`: the analyst's queue (streams.store).
+"""`shillguard quarantine list|show|release|confirm|escalate|audit`: the analyst's queue (streams.store).
 
-`release` publishes the event to the clean stream (headers `released_by` and `reason`, so that `export`
-and trainers can tell a release from a decision) and then records it; `confirm` labels the event. Both
-need who (--by, default $USER) and why (--reason): every decision lands in the audit table.
+`release --entity kind:id` (and `confirm`, `escalate`) decides on a whole flagged entity: a control record
+for the worker, which unflags a released entity and gives back what its flag took (streams.decisions).
+`release EVENT_ID...` publishes single events to the clean stream (headers `released_by` and `reason`, so
+that `export` and trainers can tell a release from a decision) and then records it; `confirm EVENT_ID...`
+labels them. All need who (--by, default $USER) and why (--reason): every decision lands in the audit table.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 
 import click
 import orjson
+
+from streams.decisions import REASONS
 
 
 def _store():
@@ -87,13 +91,54 @@ def show_command(event_id: str) -> None:
     click.echo(json.dumps(record, indent=2))
 
 
+ENTITY_HELP = ("A whole flagged entity, kind:id (e.g. user:u-12ab): the worker unflags it (release) or keeps it "
+               "(confirm), through the control topic.")
+REASON_HELP = "Why. With --entity one of: " + ", ".join(REASONS) + "."
+
+
+def _decide_entity(action: str, entity: str, reason: str, by: str | None, note: str) -> None:
+    """One entity's decision: the control record for the worker, then the store (streams.decisions)."""
+    from streams.decisions import decide
+    from streams.produce import make_producer
+    from streams.settings import get_settings
+    from streams.topics import Topics
+
+    settings = get_settings()
+    topic = Topics.from_settings(settings).control
+    producer = make_producer(settings)
+
+    def publish(key: str, record: dict) -> None:
+        producer.send(topic, key=key.encode(), value=orjson.dumps(record)).get(timeout=30)
+
+    try:
+        record = decide(_store(), publish, action, entity, reason, _who(by), note)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    finally:
+        producer.close()
+    click.echo(f"{entity}: {action} ({record['reason']}) by {record['by']}, sent to the worker on {topic}")
+
+
+def _entity_or_events(event_ids: tuple[str, ...], entity: str | None) -> None:
+    if bool(event_ids) == bool(entity):
+        raise click.UsageError("name event ids or --entity kind:id (one of the two)")
+
+
 @quarantine.command("release")
-@click.argument("event_ids", nargs=-1, required=True)
+@click.argument("event_ids", nargs=-1)
+@click.option("--entity", default=None, help=ENTITY_HELP)
 @click.option("--by", default=None, help="Who decides (default: $USER).")
-@click.option("--reason", required=True, help="Why the event is legitimate.")
+@click.option("--reason", required=True, help=REASON_HELP)
+@click.option("--note", default="", help="A note for the audit log (--entity).")
 @click.option("--stale-ok", is_flag=True, help="Release events of an earlier topic epoch too.")
-def release_command(event_ids: tuple[str, ...], by: str | None, reason: str, stale_ok: bool) -> None:
-    """Send events back to the clean stream, and record who and why."""
+def release_command(event_ids: tuple[str, ...], entity: str | None, by: str | None, reason: str, note: str,
+                    stale_ok: bool) -> None:
+    """Unflag an entity (its quarantined events go back to the clean stream, its retractions are undone),
+    or send single events back to the clean stream; record who and why."""
+    _entity_or_events(event_ids, entity)
+    if entity:
+        _decide_entity("release", entity, reason, by, note)
+        return
     from detectors.events import actor, decode_event, to_json
     from streams.produce import make_producer
     from streams.settings import get_settings
@@ -131,12 +176,19 @@ def release_command(event_ids: tuple[str, ...], by: str | None, reason: str, sta
 
 
 @quarantine.command("confirm")
-@click.argument("event_ids", nargs=-1, required=True)
+@click.argument("event_ids", nargs=-1)
+@click.option("--entity", default=None, help=ENTITY_HELP)
 @click.option("--by", default=None, help="Who decides (default: $USER).")
-@click.option("--reason", required=True, help="Why the event is malicious.")
+@click.option("--reason", required=True, help=REASON_HELP)
+@click.option("--note", default="", help="A note for the audit log (--entity).")
 @click.option("--label", default="malicious", show_default=True, help="The label, e.g. shilling, click_farm.")
-def confirm_command(event_ids: tuple[str, ...], by: str | None, reason: str, label: str) -> None:
-    """Confirm events as malicious (labelled), and record who and why."""
+def confirm_command(event_ids: tuple[str, ...], entity: str | None, by: str | None, reason: str, note: str,
+                    label: str) -> None:
+    """Confirm an entity's flag, or events as malicious (labelled); record who and why."""
+    _entity_or_events(event_ids, entity)
+    if entity:
+        _decide_entity("confirm", entity, reason, by, note)
+        return
     from streams.store import NotFound
 
     store, who = _store(), _who(by)
@@ -148,6 +200,16 @@ def confirm_command(event_ids: tuple[str, ...], by: str | None, reason: str, lab
         click.echo(f"{event_id}: confirmed {label} by {who}")
 
 
+@quarantine.command("escalate")
+@click.option("--entity", required=True, help="kind:id, e.g. user:u-12ab.")
+@click.option("--by", default=None, help="Who decides (default: $USER).")
+@click.option("--reason", required=True, help=REASON_HELP)
+@click.option("--note", default="", help="A note for the audit log.")
+def escalate_command(entity: str, by: str | None, reason: str, note: str) -> None:
+    """Escalate an entity's case (it stays flagged); record who and why."""
+    _decide_entity("escalate", entity, reason, by, note)
+
+
 @quarantine.command("audit")
 @click.argument("event_id", required=False)
 @click.option("--limit", default=100, show_default=True)
@@ -155,3 +217,25 @@ def audit_command(event_id: str | None, limit: int) -> None:
     """The audit trail (of one event, or the latest entries), as JSON lines."""
     for entry in _store().audit(event_id, limit=limit):
         click.echo(json.dumps(entry))
+
+
+@click.group("users")
+def users() -> None:
+    """Console and API accounts (roles: viewer reads, analyst acts, admin manages accounts)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["viewer", "analyst", "admin"]))
+def users_add(name: str, role: str) -> None:
+    """Create NAME (or give it a new token) and print its API token, once: only its hash is stored."""
+    token = _store().add_user(name, role)
+    click.echo(f"{name} ({role}); token, shown once:", err=True)
+    click.echo(token)
+
+
+@users.command("list")
+def users_list() -> None:
+    """Accounts, as JSON lines (never tokens)."""
+    for user in _store().users():
+        click.echo(json.dumps(user))

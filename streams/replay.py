@@ -56,8 +56,10 @@ def iter_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[bytes]]:
 
 
 def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_size: int = 2048,
-           progress: bool = False) -> dict:
-    """Run `pipeline` over the JSON lines in `source` ('-' for stdin); return the summary."""
+           progress: bool = False, control: list[dict] | None = None) -> dict:
+    """Run `pipeline` over the JSON lines in `source` ('-' for stdin); return the summary. `control`: records
+    of the control topic (analysts' decisions, the trainer's signals: `Pipeline.control`), applied after the
+    input as the worker applies them between batches, before the held events are flushed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ledger = _Ledger()
@@ -79,6 +81,8 @@ def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_si
                 bar.advance(sum(len(line) + 1 for line in batch))
         if last is not None:
             _record(ledger, pipeline.finish(last), files)
+        if control:
+            _record(ledger, pipeline.control(control), files)
         _record(ledger, pipeline.flush(), files)
     seconds = time.perf_counter() - started
     _write_results(out, ledger)
@@ -112,6 +116,14 @@ def _record(ledger: _Ledger, step: Step, files: dict[str, BinaryIO]) -> None:
         event = outcome.event
         position = line_of[event.event_id]
         verdict = outcome.verdict
+        if outcome.released_by is not None:  # given back by an analyst's release: clean after all
+            counts["quarantined" if verdict == "clean" else "retracted"] -= 1
+            counts["clean"] += 1
+            counts["released"] = counts.get("released", 0) + 1
+            verdicts[position] = "clean"
+            ledger.reasons[position] = list(outcome.reasons)
+            clean[event.event_id] = (event.ts, outcome.payload or to_json(event))
+            continue
         counts[verdict] += 1
         if verdict == "clean":
             verdicts[position] = "clean"
@@ -127,7 +139,10 @@ def _record(ledger: _Ledger, step: Step, files: dict[str, BinaryIO]) -> None:
             ledger.reasons[position] = outcome.reasons
             files["quarantined"].write(dumps(outcome_record(outcome, watermark)) + b"\n")
     for flag in step.flags:
-        ledger.flags[(flag.kind, flag.id)] = flag_record(flag)
+        if flag.status == "released":  # as export reads the flags topic
+            ledger.flags.pop((flag.kind, flag.id), None)
+        else:
+            ledger.flags[(flag.kind, flag.id)] = flag_record(flag)
 
 
 def _write_results(out: Path, ledger: _Ledger) -> None:

@@ -40,7 +40,7 @@ def build_worker(settings: Any, loglevel: str = "info") -> tuple[Any, Any, Any]:
     app = create_app(settings, group)
     agents.register(app, guard, settings, topics)
     sinks.register(app, settings, topics, guard.metrics, store)
-    web.register(app, guard)
+    web.register(app, guard, store, settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     if not sys.stdout.isatty():  # its start-up spinner writes cursor escapes into a log file
         worker.spinner = None

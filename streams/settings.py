@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # The tolerated false flags per million genuine events: every detector's significance levels scale with
     # it (streams.assembly.SIGNIFICANCE), 25 (five false flags in 200,000 events) at the defaults.
     false_flag_budget: float = 25.0
+    # Analysts' confirmations and releases train the fusion weights (detectors.learned_fusion) once this many
+    # have come in, and the flag threshold is then held to the false-flag budget.
+    learn_from_analysts: bool = True
+    analyst_min_labels: int = 20
     # Each detector's parameters, one variable each: SHILLGUARD_<DETECTOR>__<PARAMETER> (for instance
     # SHILLGUARD_RATING_SHIFT__THRESHOLD=12, or nested SHILLGUARD_DENSE_BLOCK__TEST__MIN_LIFT=8); values
     # are JSON where they are not plain numbers or words. Every constructor parameter of the detector is
@@ -120,6 +124,7 @@ class Settings(BaseSettings):
     webhook_retries: int = 5
     webhook_timeout_seconds: float = 5.0
     demo_rate: float = 3000.0  # events/s that `up --demo` produces
+    console_secure_cookies: bool = False  # the console's session cookie only over HTTPS (behind a TLS proxy)
 
 
 def get_settings() -> Settings:

@@ -4,9 +4,10 @@ Each is a Faust agent of its own, downstream of the guard's topics, so that a sl
 never holds the pipeline back; each is at least once and idempotent (store rows by event id, findings by
 uid: a finding seen before is published again as an update, activity 2).
 
-Alerts are OCSF Detection Findings (class_uid 2004, schema 1.1): one per flagged entity, or per group
-when a detector names one in its evidence (a dense block, a lockstep group), with severity from the fused
-risk, the detectors and their evidence, and the affected entities as resources.
+Alerts are OCSF Detection Findings (class_uid 2004, schema 1.1.0; tests/test_ocsf.py validates them against
+that release's JSON Schema): one per flagged entity, or per group when a detector names one in its evidence
+(a dense block, a lockstep group), with severity from the fused risk, the detectors and their evidence, and
+the affected entities as resources; an analyst's confirmation updates the finding and a release closes it.
 
 >>> flag = {"kind": "user", "id": "u7", "score": 0.93, "detectors": ["profile"],
 ...         "detector_scores": {"profile": 0.93}, "evidence": {"profile": {"z": 4.1}}, "first_ts": 100.0}
@@ -62,12 +63,63 @@ def finding_uid(flag: dict[str, Any]) -> str:
     return f"shillguard:group:{group}" if group else f"shillguard:{flag['kind']}:{flag['id']}"
 
 
+STATUS_OF = {"confirmed": (2, "In Progress"), "released": (3, "Suppressed")}  # OCSF status_id by flag status
+ACTIVITIES = {1: "Create", 2: "Update", 3: "Close"}
+ID_KEYS = {"id", "uid", "item", "user", "seller", "client", "block", "group", "group_id", "imitates", "reason",
+           "direction", "newcomer", "by", "encoder"}  # evidence values that are names, never numbers
+
+
+def numbers(value: Any, key: str = "") -> Any:
+    """Evidence as a SIEM can compute on: numeric strings as numbers (a detector's "5" rating), numpy scalars
+    as plain numbers, NaN and infinities (which JSON has not) as null; names stay strings.
+
+    >>> numbers({"rating": "5", "count": "17.8", "item": "42", "z": float("nan"), "span": ["1.5", 2]})
+    {'rating': 5, 'count': 17.8, 'item': '42', 'z': None, 'span': [1.5, 2]}
+    """
+    if isinstance(value, dict):
+        return {k: numbers(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [numbers(v, key) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        if key in ID_KEYS:
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        value = number
+    if hasattr(value, "item") and not isinstance(value, (int, float)):
+        value = value.item()  # numpy scalar
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    return value
+
+
 def ocsf_finding(flag: dict[str, Any], created: bool, now: float | None = None,
-                 members: Iterable[str] | None = None) -> dict[str, Any]:
-    """The OCSF Detection Finding for a flag record (streams.outcomes.flag_record)."""
-    now_ms = int((time.time() if now is None else now) * 1000)
+                 members: Iterable[str] | None = None, first_time: float | None = None,
+                 close: bool | None = None) -> dict[str, Any]:
+    """The OCSF Detection Finding for a flag record (streams.outcomes.flag_record).
+
+    Times: `first_seen_time` is the flag's event time (when the decision stage flagged the entity) and
+    `last_seen_time` that of its latest evidence; `created_time` is the wall time the finding was first
+    published (`first_time`, from the store) and `modified_time` this one's. An analyst's confirmation
+    (flag status "confirmed") is an Update, status In Progress; a release (status "released") Closes the
+    finding, status Suppressed, unless `close` is False (other members of its group still stand: Update)."""
+    now_s = time.time() if now is None else now
+    now_ms = int(now_s * 1000)
     kind, entity, score = flag["kind"], str(flag["id"]), float(flag["score"])
-    activity = 1 if created else 2
+    status = flag.get("status") or "open"
+    if status == "released" and close is not False:
+        activity = 3
+    else:
+        activity = 1 if created else 2
+    status_id, status_name = STATUS_OF.get(status, (1, "New"))
+    if status == "released" and activity != 3:
+        status_id, status_name = 2, "In Progress"  # a member released, the group's finding stands
     severity = severity_of(kind, score)
     detectors = list(flag.get("detectors") or sorted(flag.get("detector_scores") or {}))
     group = group_of(flag)
@@ -79,13 +131,16 @@ def ocsf_finding(flag: dict[str, Any], created: bool, now: float | None = None,
     title = (f"Coordinated group {group}: {len(entities)} {'entity' if len(entities) == 1 else 'entities'}"
              if group
              else f"{FINDING_TYPES.get(kind, 'Suspicious entity')}: {kind} {entity}")
-    return {
+    first_seen = float(flag.get("first_ts") or 0.0)
+    last_seen = float(flag.get("last_ts") or first_seen)
+    history = flag.get("history") or []
+    decision = history[-1] if history and status != "open" else None
+    finding = {
         "class_uid": 2004, "class_name": "Detection Finding", "category_uid": 2, "category_name": "Findings",
-        "activity_id": activity, "activity_name": "Create" if created else "Update",
-        "type_uid": 2004 * 100 + activity,
-        "type_name": f"Detection Finding: {'Create' if created else 'Update'}",
+        "activity_id": activity, "activity_name": ACTIVITIES[activity],
+        "type_uid": 2004 * 100 + activity, "type_name": f"Detection Finding: {ACTIVITIES[activity]}",
         "time": now_ms, "severity_id": severity, "severity": SEVERITIES[severity],
-        "status_id": 1, "status": "New",
+        "status_id": status_id, "status": status_name,
         "confidence_score": int(round(score * 100)), "risk_score": int(round(score * 100)),
         "message": title,
         "metadata": {"version": OCSF_VERSION, "product": PRODUCT, "logged_time": now_ms,
@@ -95,15 +150,44 @@ def ocsf_finding(flag: dict[str, Any], created: bool, now: float | None = None,
             "desc": f"{kind} {entity} flagged with fused risk {score:.2f} by {', '.join(detectors)}",
             "types": [FINDING_TYPES.get(kind, "Suspicious entity")],
             "analytic": {"name": ",".join(detectors), "type_id": 3, "type": "Statistical"},
-            "first_seen_time": int(float(flag.get("first_ts") or 0) * 1000),
-            "last_seen_time": now_ms, "created_time": now_ms, "modified_time": now_ms,
-            "product_uid": PRODUCT["name"]},
-        "evidences": [{"data": {"detector": name, "score": (flag.get("detector_scores") or {}).get(name),
-                                "evidence": (flag.get("evidence") or {}).get(name)}}
+            "first_seen_time": int(first_seen * 1000), "last_seen_time": int(last_seen * 1000),
+            "created_time": int((first_time if first_time is not None else now_s) * 1000),
+            "modified_time": now_ms, "product_uid": PRODUCT["name"]},
+        "evidences": [{"data": numbers({"detector": name, "score": (flag.get("detector_scores") or {}).get(name),
+                                        "evidence": (flag.get("evidence") or {}).get(name)})}
                       for name in detectors],
         "resources": resources,
-        "unmapped": {"kind": kind, "entity": entity, "detector_scores": flag.get("detector_scores"),
-                     "group": group},
+        "unmapped": numbers({"kind": kind, "entity": entity, "detector_scores": flag.get("detector_scores"),
+                             "group": group, "analyst_status": status}),
+    }
+    if decision is not None:
+        finding["status_detail"] = f"{decision.get('action')} by {decision.get('by')}: {decision.get('reason')}"
+        if decision.get("note"):
+            finding["comment"] = str(decision["note"])
+    return finding
+
+
+def drift_finding(report: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """An OCSF Detection Finding saying a detector's score distribution changed (detectors.score_drift)."""
+    now_ms = int((time.time() if now is None else now) * 1000)
+    detector = str(report["detector"])
+    title = (f"Detector {detector}: score distribution changed, mean {report['mean_before']:.3f} -> "
+             f"{report['mean_after']:.3f}")
+    at_ms = int(float(report.get("at") or 0.0) * 1000)
+    return {
+        "class_uid": 2004, "class_name": "Detection Finding", "category_uid": 2, "category_name": "Findings",
+        "activity_id": 1, "activity_name": "Create", "type_uid": 200401, "type_name": "Detection Finding: Create",
+        "time": now_ms, "severity_id": 2, "severity": "Low", "status_id": 1, "status": "New", "message": title,
+        "metadata": {"version": OCSF_VERSION, "product": PRODUCT, "logged_time": now_ms, "event_code": "drift"},
+        "finding_info": {
+            "uid": f"shillguard:drift:{detector}:{report.get('drifts', 1)}", "title": title,
+            "desc": "ADWIN found two windows of the detector's signal scores whose means differ beyond chance: "
+                    "new traffic, an upstream change, or attackers adapting to its threshold",
+            "types": ["Detector drift"], "analytic": {"name": "ADWIN", "type_id": 3, "type": "Statistical"},
+            "first_seen_time": at_ms, "last_seen_time": at_ms, "created_time": now_ms, "modified_time": now_ms,
+            "product_uid": PRODUCT["name"]},
+        "evidences": [{"data": numbers(report)}],
+        "unmapped": {"kind": "detector", "entity": detector},
     }
 
 
@@ -163,9 +247,15 @@ class AlertSink:
     def findings(self, flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for flag in flags:
+            self.store.upsert_flag(flag)  # the console's queue
             uid = finding_uid(flag)
-            created, members = self.store.upsert_finding(uid, f"{flag['kind']}:{flag['id']}", time.time())
-            out.append(ocsf_finding(flag, created, members=members if group_of(flag) else None))
+            now = time.time()
+            created, members, first_time = self.store.upsert_finding(uid, f"{flag['kind']}:{flag['id']}", now)
+            close = None
+            if flag.get("status") == "released" and len(members) > 1:  # closed once its last member is released
+                close = all(self.store.entity_status(member) == "released" for member in members)
+            out.append(ocsf_finding(flag, created, now=now, members=members if group_of(flag) else None,
+                                    first_time=first_time, close=close))
         return out
 
 
@@ -180,7 +270,8 @@ def register(app: Any, settings: Settings, topics: Topics, metrics: Metrics, sto
                name="quarantine-store", concurrency=1)
     async def quarantine_store(stream: Any) -> None:
         async for values in stream.take(1000, within=0.5):
-            records = [orjson.loads(value) for value in values]
+            # Restorations (an analyst's release undoing a retraction) are decisions the store already has.
+            records = [record for record in map(orjson.loads, values) if record.get("verdict") != "restored"]
             added = await asyncio.get_running_loop().run_in_executor(loop_executor, store.add, records)
             metrics.store_rows.inc(added)
 
@@ -194,7 +285,7 @@ def register(app: Any, settings: Settings, topics: Topics, metrics: Metrics, sto
                 uid = finding["finding_info"]["uid"]
                 await app.producer.send(topics.alerts, uid.encode(), orjson.dumps(finding), None, None, None)
                 metrics.alerts.labels(finding["activity_name"].lower()).inc()
-                if finding["activity_id"] == 1:
+                if finding["activity_id"] != 2:
                     log.info("ALERT %s severity %s: %s", uid, finding["severity"], finding["message"])
                 action = client_action(flag)
                 if action is not None:

@@ -191,7 +191,7 @@ def capture(pipeline: Any, input_offsets: dict[TP, int] | None = None,
                     detectors=pipeline.snapshot_detectors(), decision=pipeline.decision,
                     seen=(pipeline.seen.capacity, list(pipeline.seen._ids)),  # noqa: SLF001 - a list pickles fast
                     watermark=pipeline.watermark,
-                    extra={**(extra or {}), "position": pipeline.position,
+                    extra={**(extra or {}), "position": pipeline.position, "drift": pipeline.drift,
                            "waiting": {name: list(found) for name, found in pipeline.waiting.items()}})
 
 
@@ -210,5 +210,7 @@ def restore_into(pipeline: Any, snapshot: Snapshot) -> list[str]:
     pipeline.seen = seen
     pipeline.watermark = snapshot.watermark
     pipeline.position = snapshot.extra.get("position", 0)
+    if snapshot.extra.get("drift") is not None:
+        pipeline.drift = snapshot.extra["drift"]
     pipeline.waiting = {name: list(found) for name, found in snapshot.extra.get("waiting", {}).items()}
     return unknown

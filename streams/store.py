@@ -30,7 +30,9 @@ exist: `list` shows the current epoch's rows unless asked for all.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -92,8 +94,25 @@ class QuarantineStore:
                 uid TEXT PRIMARY KEY, first_time DOUBLE PRECISION NOT NULL,
                 last_time DOUBLE PRECISION NOT NULL, updates INTEGER NOT NULL, members TEXT NOT NULL)""",
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            # Flagged entities as the flags topic last described them, with the analysts' status and assignee.
+            """CREATE TABLE IF NOT EXISTS entities (
+                entity TEXT PRIMARY KEY, kind TEXT NOT NULL, id TEXT NOT NULL, score DOUBLE PRECISION,
+                detectors TEXT NOT NULL, flag TEXT NOT NULL, first_ts DOUBLE PRECISION,
+                flagged_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+                status TEXT NOT NULL DEFAULT 'open', assignee TEXT)""",
+            # Console and API accounts: tokens are 256-bit random, so a SHA-256 of one is as good as a slow
+            # password hash and can be looked up directly.
+            """CREATE TABLE IF NOT EXISTS users (
+                name TEXT PRIMARY KEY, role TEXT NOT NULL, token_sha256 TEXT NOT NULL UNIQUE,
+                created_at DOUBLE PRECISION NOT NULL, active INTEGER NOT NULL DEFAULT 1)""",
+            """CREATE TABLE IF NOT EXISTS sessions (
+                sid_sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, csrf TEXT NOT NULL,
+                expires DOUBLE PRECISION NOT NULL)""",
         ):
             self._execute(statement)
+        if "entity" not in self._columns("audit"):  # an analyst's decision on a whole entity
+            self._execute("ALTER TABLE audit ADD COLUMN entity TEXT")
+        self._execute("CREATE INDEX IF NOT EXISTS audit_entity ON audit (entity)")
         columns = self._columns("quarantine")
         if "epoch" not in columns:  # a store from before epochs: its rows belong to the epoch current now
             self._execute("ALTER TABLE quarantine ADD COLUMN epoch TEXT")
@@ -144,22 +163,24 @@ class QuarantineStore:
                      for event_id in inserted])
         return len(inserted)
 
-    def upsert_finding(self, uid: str, member: str, at: float) -> tuple[bool, list[str]]:
-        """Note that `member` is part of finding `uid`; return (new finding?, its members)."""
+    def upsert_finding(self, uid: str, member: str, at: float) -> tuple[bool, list[str], float]:
+        """Note that `member` is part of finding `uid`; return (new finding?, its members, the wall time it
+        was first published)."""
         with self._lock:
-            rows = self._execute(self._sql("SELECT members, updates FROM findings WHERE uid = ?"), (uid,))
+            rows = self._execute(self._sql("SELECT members, updates, first_time FROM findings WHERE uid = ?"),
+                                 (uid,))
             if not rows:
                 self._execute(self._sql(
                     "INSERT INTO findings (uid, first_time, last_time, updates, members) VALUES (?, ?, ?, 0, ?)"),
                     (uid, at, at, json.dumps([member])))
-                return True, [member]
+                return True, [member], at
             members = json.loads(rows[0][0])
             if member not in members:
                 members.append(member)
             self._execute(self._sql(
                 "UPDATE findings SET last_time = ?, updates = updates + 1, members = ? WHERE uid = ?"),
                 (at, json.dumps(members), uid))
-            return False, members
+            return False, members, float(rows[0][2])
 
     # -- the analyst's side -------------------------------------------------------------------
     def list(self, status: str | None = "pending", limit: int = 50, actor: str | None = None,
@@ -244,6 +265,153 @@ class QuarantineStore:
                 "INSERT INTO audit (at, event_id, action, actor, reason, detail) VALUES (?, ?, ?, ?, ?, ?)"),
                 (now, event_id, status, who, why, json.dumps({"from": before["status"], "label": label})))
         return self.get(event_id)
+
+
+    # -- flagged entities, the analysts' decisions on them -------------------------------------
+    def upsert_flag(self, record: dict[str, Any], at: float | None = None) -> None:
+        """A flag record (streams.outcomes.flag_record) from the flags topic. A record with a status (an
+        analyst's release or confirmation, applied by the worker) sets it; a new flag after a release
+        opens the entity again."""
+        now = time.time() if at is None else at
+        entity = f"{record['kind']}:{record['id']}"
+        detectors = json.dumps(sorted(record.get("detector_scores") or {}))
+        with self._lock:
+            rows = self._execute(self._sql("SELECT status FROM entities WHERE entity = ?"), (entity,))
+            if not rows:
+                self._execute(self._sql(
+                    "INSERT INTO entities (entity, kind, id, score, detectors, flag, first_ts, flagged_at, "
+                    "updated_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                    (entity, record["kind"], str(record["id"]), float(record.get("score") or 0.0), detectors,
+                     json.dumps(record), record.get("first_ts"), now, now, record.get("status") or "open"))
+                return
+            status = record.get("status") or ("open" if rows[0][0] == "released" else rows[0][0])
+            self._execute(self._sql(
+                "UPDATE entities SET score = ?, detectors = ?, flag = ?, first_ts = ?, updated_at = ?, "
+                "status = ? WHERE entity = ?"),
+                (float(record.get("score") or 0.0), detectors, json.dumps(record), record.get("first_ts"), now,
+                 status, entity))
+
+    _ENTITY_KEYS = ("entity", "kind", "id", "score", "detectors", "flag", "first_ts", "flagged_at", "updated_at",
+                    "status", "assignee")
+
+    def entities(self, status: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT " + ", ".join(self._ENTITY_KEYS) + " FROM entities"
+        params: tuple = ()
+        if status and status != "all":
+            sql, params = sql + " WHERE status = ?", (status,)
+        rows = self._execute(self._sql(sql + " ORDER BY flagged_at, entity"), params)
+        return [self._entity_row(row) for row in rows]
+
+    def entity_status(self, entity: str) -> str | None:
+        rows = self._execute(self._sql("SELECT status FROM entities WHERE entity = ?"), (entity,))
+        return rows[0][0] if rows else None
+
+    def entity(self, entity: str) -> dict[str, Any]:
+        rows = self._execute(self._sql("SELECT " + ", ".join(self._ENTITY_KEYS) + " FROM entities WHERE entity = ?"),
+                             (entity,))
+        if not rows:
+            raise NotFound(entity)
+        return self._entity_row(rows[0])
+
+    def _entity_row(self, row: tuple) -> dict[str, Any]:
+        item = dict(zip(self._ENTITY_KEYS, row))
+        item["detectors"] = json.loads(item["detectors"])
+        item["flag"] = json.loads(item["flag"])
+        return item
+
+    def decide_entity(self, entity: str, action: str, who: str, why: str, note: str = "") -> None:
+        """An analyst's release, confirmation or escalation of a whole entity: its status and an audit row
+        (the worker applies the decision itself from the control topic)."""
+        if not who or not why:
+            raise ValueError("an analyst decision needs who and why")
+        status = {"release": "released", "confirm": "confirmed", "escalate": "escalated"}[action]
+        now = time.time()
+        with self._lock:
+            self._execute(self._sql("UPDATE entities SET status = ?, updated_at = ? WHERE entity = ?"),
+                          (status, now, entity))
+            if action == "release":  # the worker gives the entity's quarantined events back
+                kind, _, entity_id = entity.partition(":")
+                self._execute(self._sql("UPDATE quarantine SET status = 'released', updated_at = ? WHERE "
+                                        "actor_kind = ? AND actor_id = ? AND status = 'pending'"),
+                              (now, kind, entity_id))
+            self._audit_entity(now, entity, action, who, why, {"note": note} if note else None)
+
+    def assign(self, entity: str, assignee: str | None, who: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._execute(self._sql("UPDATE entities SET assignee = ?, updated_at = ? WHERE entity = ?"),
+                          (assignee or None, now, entity))
+            self._audit_entity(now, entity, "assign", who, assignee or "unassigned", None)
+
+    def _audit_entity(self, at: float, entity: str, action: str, who: str, why: str, detail: Any) -> None:
+        self._execute(self._sql(
+            "INSERT INTO audit (at, event_id, action, actor, reason, detail, entity) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            (at, None, action, who, why, json.dumps(detail) if detail else None, entity))
+
+    def entity_audit(self, entities: Iterable[str]) -> list[dict[str, Any]]:
+        """The analysts' decisions on these entities, oldest first (append-only: nothing updates it)."""
+        entities = list(entities)
+        if not entities:
+            return []
+        rows = self._execute(self._sql(
+            "SELECT id, at, entity, action, actor, reason, detail FROM audit WHERE entity IN ("
+            + ", ".join("?" for _ in entities) + ") ORDER BY id"), entities)
+        keys = ("id", "at", "entity", "action", "actor", "reason", "detail")
+        return [{**dict(zip(keys, row)), "detail": json.loads(row[6]) if row[6] else None} for row in rows]
+
+    # -- accounts ------------------------------------------------------------------------------
+    def add_user(self, name: str, role: str) -> str:
+        """A new account (or a new token for an existing one); returns the token, which is not stored."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._execute(self._sql("DELETE FROM users WHERE name = ?"), (name,))
+            self._execute(self._sql(
+                "INSERT INTO users (name, role, token_sha256, created_at, active) VALUES (?, ?, ?, ?, 1)"),
+                (name, role, _sha256(token), time.time()))
+            self._audit_entity(time.time(), f"user-account:{name}", "account", SYSTEM, f"role {role}", None)
+        return token
+
+    def users(self) -> list[dict[str, Any]]:
+        rows = self._execute("SELECT name, role, created_at, active FROM users ORDER BY name")
+        return [dict(zip(("name", "role", "created_at", "active"), row)) for row in rows]
+
+    def authenticate(self, token: str | None) -> dict[str, Any] | None:
+        """The account a bearer token belongs to (name, role), or None."""
+        if not token:
+            return None
+        rows = self._execute(self._sql("SELECT name, role FROM users WHERE token_sha256 = ? AND active = 1"),
+                             (_sha256(token),))
+        return {"name": rows[0][0], "role": rows[0][1]} if rows else None
+
+    def open_session(self, name: str, hours: float = 12.0) -> tuple[str, str]:
+        """A console session for an authenticated account: (session id for the cookie, CSRF token)."""
+        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        with self._lock:
+            self._execute(self._sql("DELETE FROM sessions WHERE expires < ?"), (time.time(),))
+            self._execute(self._sql("INSERT INTO sessions (sid_sha256, name, csrf, expires) VALUES (?, ?, ?, ?)"),
+                          (_sha256(sid), name, csrf, time.time() + hours * 3600))
+        return sid, csrf
+
+    def session(self, sid: str | None) -> dict[str, Any] | None:
+        """The account and CSRF token of a live session, or None."""
+        if not sid:
+            return None
+        rows = self._execute(self._sql(
+            "SELECT s.name, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.name "
+            "WHERE s.sid_sha256 = ? AND s.expires > ? AND u.active = 1"), (_sha256(sid), time.time()))
+        return {"name": rows[0][0], "role": rows[0][1], "csrf": rows[0][2]} if rows else None
+
+    def close_session(self, sid: str) -> None:
+        self._execute(self._sql("DELETE FROM sessions WHERE sid_sha256 = ?"), (_sha256(sid),))
+
+
+ROLES = ("viewer", "analyst", "admin")
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 class SQLiteStore(QuarantineStore):

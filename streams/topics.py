@@ -33,6 +33,7 @@ class Topics:
     flags: str
     alerts: str
     client_actions: str
+    control: str  # analysts' decisions and the trainer's signals, for the worker (keyed kind:id)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Topics":
@@ -54,7 +55,7 @@ class Topics:
 
     @property
     def all(self) -> tuple[str, ...]:
-        return self.inputs + self.outputs
+        return self.inputs + self.outputs + (self.control,)
 
     def for_type(self, event_type: object) -> str | None:
         entry = INPUT_OF_TYPE.get(event_type) if isinstance(event_type, str) else None

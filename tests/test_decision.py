@@ -366,7 +366,8 @@ def test_flag_record_carries_score_detectors_evidence_and_first_ts():
 def test_unflag_lets_future_events_flow_and_forgets_the_risk():
     stage = DecisionStage(hold_seconds=0)
     flag_user(stage, "u1", 0.9)
-    assert stage.unflag("user", "u1") is True
+    flag, _ = stage.unflag("user", "u1")
+    assert flag is not None and flag.status == "released"
     assert not stage.is_flagged("user", "u1")
     stage.admit(rating("after", 10))
     assert verdicts(stage.release(10)) == [("after", "clean")]
@@ -374,8 +375,8 @@ def test_unflag_lets_future_events_flow_and_forgets_the_risk():
     assert flags == []  # the old 0.9 is gone, not fused with the new 0.3
 
 
-def test_unflag_of_an_unknown_entity_is_false():
-    assert DecisionStage().unflag("user", "nobody") is False
+def test_unflag_of_an_unknown_entity_releases_nothing():
+    assert DecisionStage().unflag("user", "nobody") == (None, [])
 
 
 def test_quiet_unflagged_risk_is_forgotten_after_the_horizon():

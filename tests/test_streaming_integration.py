@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 POSTGRES = os.environ.get("SHILLGUARD_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
 TOPICS = ("ratings", "clicks", "catalog", "queries", "clean", "quarantined", "rejected", "retracted", "flags",
-          "alerts", "client_actions")
+          "alerts", "client_actions", "control")
 
 
 def free_port() -> int:
@@ -246,6 +246,41 @@ def test_service_matches_replay_with_one_outcome_per_event(broker, stream, postg
         assert again[event_id]["verdict"] == "clean"
         assert again[event_id]["reasons"] == ["released by ana: a real fan"]
         assert json.loads((tmp_path / "export2" / "summary.json").read_text())["delivery"]["duplicates"] == 0
+
+        # An analyst releases a flagged user through the control topic: the worker gives back its
+        # quarantined and retracted events, and its later events (after the release) leave clean.
+        user = sorted(ours)[0]
+        kept = sorted(ours)[1]
+        events_of = [orjson.loads(line) for line in stream.read_bytes().splitlines() if line.strip().startswith(b"{")]
+        theirs_before = {e["event_id"] for e in events_of if isinstance(e, dict) and e.get("user_id") == user}
+        service.cli("quarantine", "release", "--entity", f"user:{user}", "--reason", "false_positive", "--by",
+                    "ana", "--note", "integration test")
+        with pytest.raises(subprocess.CalledProcessError):
+            service.cli("quarantine", "release", "--entity", f"user:{user}", "--reason", "a real fan")
+        deadline = time.monotonic() + 60
+        while service.metric("shillguard_control_records_total", action="release") < 1:
+            assert time.monotonic() < deadline, service.log()
+            time.sleep(0.5)
+        last_ts = max(e["ts"] for e in events_of if isinstance(e, dict) and "ts" in e)
+        later = tmp_path / "later.jsonl"
+        later.write_bytes(b"".join(orjson.dumps({"type": "rating", "event_id": f"later-{who}-{k}", "ts": last_ts + k,
+                                                 "user_id": who, "item_id": f"later-item-{k}", "rating": 4}) + b"\n"
+                                   for who in (user, kept) for k in range(3)))
+        service.cli("produce", str(later), "--no-progress")
+        service.wait_decided(total + 6)
+        service.cli("export", "--out", str(tmp_path / "export3"))
+        final = {orjson.loads(line)["event_id"]: orjson.loads(line)
+                 for line in (tmp_path / "export3" / "verdicts.jsonl").open("rb")}
+        assert [final[f"later-{user}-{k}"]["verdict"] for k in range(3)] == ["clean"] * 3
+        assert [final[f"later-{kept}-{k}"]["verdict"] for k in range(3)] == ["quarantined"] * 3
+        assert {final[e]["verdict"] for e in theirs_before if e in final} == {"clean"}  # given back
+        assert user not in flagged_users(tmp_path / "export3") and kept in flagged_users(tmp_path / "export3")
+        summary3 = json.loads((tmp_path / "export3" / "summary.json").read_text())
+        assert summary3["delivery"]["missing"] == 0 and summary3["delivery"]["duplicates"] == 0
+        from streams.store import open_store
+
+        audit = open_store(postgres_schema).entity_audit([f"user:{user}"])
+        assert [(a["action"], a["actor"], a["reason"]) for a in audit] == [("release", "ana", "false_positive")]
     finally:
         service.stop()
 
@@ -334,8 +369,8 @@ def test_postgres_store(postgres_schema):
     assert store.add([record]) == 0
     assert store.release("pg-1", who="ana", why="fine")["status"] == "released"
     assert [a["action"] for a in store.audit("pg-1")] == ["quarantined", "released"]
-    assert store.upsert_finding("f1", "user:u", 1.0) == (True, ["user:u"])
-    assert store.upsert_finding("f1", "user:v", 2.0) == (False, ["user:u", "user:v"])
+    assert store.upsert_finding("f1", "user:u", 1.0) == (True, ["user:u"], 1.0)
+    assert store.upsert_finding("f1", "user:v", 2.0) == (False, ["user:u", "user:v"], 1.0)
     store.close()
 
 

@@ -308,6 +308,10 @@ class Trainer:
         from trainer.unlearning import unlearn  # unlearning imports this module's helpers
         return unlearn(self, event_ids, measure)
 
+    def restore(self, event_ids: Iterable[str]) -> np.ndarray:
+        """Learn again events whose retraction an analyst undid; returns their rows (to fit on)."""
+        return self.log.restore(event_ids)
+
     # -- serving and evaluation -------------------------------------------------------------------
     def evaluate_holdout(self, model: torch.nn.Module | None = None, k: int = 10,
                          per_user: bool = False) -> dict[str, Any]:

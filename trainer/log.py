@@ -107,6 +107,19 @@ class InteractionLog:
             self.changes += 1
         return np.array(rows, dtype=np.int64)
 
+    def restore(self, event_ids: Iterable[str]) -> np.ndarray:
+        """Undo retractions (an analyst released the entity): rows active again, pending ones forgotten."""
+        rows = []
+        for event_id in map(str, event_ids):
+            self.pending_retractions.discard(event_id)
+            row = self._row_of.get(event_id)
+            if row is not None and not self._cols["active"][row]:
+                self._cols["active"][row] = True
+                rows.append(row)
+        if rows:
+            self.changes += 1
+        return np.array(rows, dtype=np.int64)
+
     def _reserve(self, n: int) -> None:
         capacity = len(self._cols["user"])
         if n <= capacity:

@@ -53,6 +53,12 @@ def run(trainer: Trainer, source: Source, promoter: Promoter, *, streaming: bool
                 echo(f"unlearned {report['unlearned']} events ({report['pending']} not seen yet) "
                      f"in {report['seconds']:.2f}s; affected-item exposure "
                      f"{report.get('influence_before', 0):.4f} -> {report.get('influence_after', 0):.4f}")
+        if batch.restored:  # an analyst released the entity: its retracted events are learned again
+            restored = trainer.restore([r["event_id"] for r in batch.restored])
+            if len(restored):
+                echo(f"restored {len(restored)} events an analyst released")
+                if streaming:
+                    trainer.fit_increment(restored)
         rows = trainer.ingest(batch.events)
         learned += len(rows)
         flagged.update(batch.flagged_items)

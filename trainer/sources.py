@@ -31,6 +31,7 @@ from detectors.events import Rejection, decode_event
 class Batch:
     events: list[Any] = field(default_factory=list)
     retractions: list[dict[str, Any]] = field(default_factory=list)
+    restored: list[dict[str, Any]] = field(default_factory=list)  # retractions an analyst's release undid
     flagged_items: list[str] = field(default_factory=list)
     released_items: list[str] = field(default_factory=list)  # flags an analyst released (cleared)
     offsets: dict[str, int] = field(default_factory=dict)
@@ -49,7 +50,8 @@ class Source(abc.ABC):
 
 
 def parse_retraction(raw: bytes | str | dict) -> dict[str, Any] | None:
-    """A retraction record, or None if it names no event."""
+    """A retraction record, or None if it names no event. A `"verdict": "restored"` record (on the same
+    topic: an analyst released the entity whose flag retracted the event) comes back with "restored": True."""
     try:
         record = raw if isinstance(raw, dict) else orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -60,7 +62,17 @@ def parse_retraction(raw: bytes | str | dict) -> dict[str, Any] | None:
     event_id = record.get("event_id", event.get("event_id"))
     if event_id is None:
         return None
-    return {"event_id": str(event_id), "event": event, "reasons": record.get("reasons", [])}
+    parsed = {"event_id": str(event_id), "event": event, "reasons": record.get("reasons", [])}
+    if record.get("verdict") == "restored":
+        parsed["restored"] = True
+    return parsed
+
+
+def add_retraction(batch: "Batch", raw: bytes | str | dict) -> None:
+    """Sort a record of the retracted topic into the batch: a retraction or a restoration."""
+    record = parse_retraction(raw)
+    if record is not None:
+        (batch.restored if record.get("restored") else batch.retractions).append(record)
 
 
 def _item_flag(raw: bytes | str | dict) -> dict[str, Any] | None:
@@ -140,7 +152,10 @@ class FileSource(Source):
 
     @staticmethod
     def _retraction_batch(lines: list[bytes]) -> Batch:
-        return Batch(retractions=[r for r in map(parse_retraction, lines) if r is not None])
+        batch = Batch()
+        for line in lines:
+            add_retraction(batch, line)
+        return batch
 
 
 def topic_names(settings: Any = None) -> dict[str, str]:
@@ -219,9 +234,7 @@ class KafkaSource(Source):
                         else:
                             batch.events.append(event)
                     elif role == "retracted":
-                        retraction = parse_retraction(record.value)
-                        if retraction is not None:
-                            batch.retractions.append(retraction)
+                        add_retraction(batch, record.value)
                     elif role == "flags":
                         batch.flagged_items += flagged_item_ids(record.value)
                         batch.released_items += released_item_ids(record.value)
