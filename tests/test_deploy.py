@@ -243,8 +243,14 @@ def names_the_code_reads() -> frozenset[str]:
     code reads itself (os.environ in trainer/, simulator/, the test suite's switches)."""
     from streams.settings import Settings
 
+    from streams.assembly import DETECTORS, settable_parameters
+
     prefix = Settings.model_config["env_prefix"]
     names = {prefix + field.upper() for field in Settings.model_fields}
+    # A detector's parameters, read through the settings' nested delimiter (SHILLGUARD_RATING_SHIFT__ALPHA)
+    delimiter = Settings.model_config["env_nested_delimiter"]
+    names |= {f"{prefix}{detector.upper()}{delimiter}{parameter.upper()}"
+              for detector in DETECTORS for parameter in settable_parameters(detector)}
     for directory in ("streams", "trainer", "simulator", "models", "detectors", "tests"):
         for source in (ROOT / directory).glob("*.py"):
             for node in ast.walk(ast.parse(source.read_text())):
