@@ -3,13 +3,17 @@
     HF_HUB_OFFLINE=1 OPENBLAS_NUM_THREADS=1 python benchmarks/encoders.py --threads 1
     HF_HUB_OFFLINE=1 python benchmarks/encoders.py --events out/sim/events.jsonl   # a simulated stream
 
-On a CPU shared with other work, one torch thread (`--threads 1`) and one OpenBLAS thread run several times
+On a CPU shared with other work, one intra-op thread (`--threads 1`) and one OpenBLAS thread run several times
 faster than the defaults: threads that wait for each other stall whenever any of them is descheduled.
 
-Prints, on this machine:
-1. MiniLM: catalogue listing texts embedded per second (cache off), per batch size, fp32 and bf16.
+Prints, on this machine, in one run:
+1. MiniLM: catalogue listing texts embedded per second (cache off), per backend (PyTorch fp32, PyTorch bf16
+   where the CPU has it natively, ONNX Runtime fp32) and batch size, with each backend's lowest cosine to
+   PyTorch fp32.
 2. The hashing fallback's texts per second.
-3. CatalogDriftDetector: catalogue edits per second through `observe` (embedding + scoring, cache off).
+3. CatalogDriftDetector: catalogue edits per second through `observe` (embedding + scoring, encoder cache
+   off), per backend and for the one `auto` picks; then the same edits as a catalogue feed sends them, each
+   followed by `--resends` unchanged copies (price updates, syncs), which the detector does not embed.
 4. ExtractionDetector: rec_query events scored per second through `observe` (item vectors from the catalog
    detector), and the other events per second through both detectors (the path every event takes).
 The stream is either a file of events (`shillguard simulate` output) or a simulation built here from the
@@ -69,6 +73,48 @@ def rate(count: int, clock: Clock) -> str:
             f"({count:,} in {clock.wall:.2f} s)")
 
 
+def run_catalog(detector: CatalogDriftDetector, events: list, args, limit: int | None = None
+                ) -> tuple[int, "Clock"]:
+    """Observe `events` in batches until `limit` (default --edits) catalogue edits have gone through."""
+    seen_edits, clock = 0, Clock()
+    for start in range(0, len(events), args.batch):
+        chunk = events[start:start + args.batch]
+        with clock:
+            detector.observe(chunk, chunk[-1].ts)
+        seen_edits += sum(event.type == "catalog_edit" for event in chunk)
+        if seen_edits >= (limit or args.edits):
+            break
+    return seen_edits, clock
+
+
+def with_resends(events: list, resends: int) -> list:
+    """Each catalogue edit followed by `resends` unchanged copies (new event ids), as a feed re-sends."""
+    out = []
+    for event in events:
+        out.append(event)
+        if event.type == "catalog_edit":
+            out.extend(event.model_copy(update={"event_id": f"{event.event_id}-resent{n}"})
+                       for n in range(resends))
+    return out
+
+
+def int8_encoder(onnx: MiniLMEncoder, threads: int | None) -> MiniLMEncoder:
+    """A copy of the ONNX encoder on a dynamically quantised graph (int8 weights per channel)."""
+    import copy
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = Path(tempfile.mkdtemp()) / "minilm-int8.onnx"
+    quantize_dynamic(str(onnx.onnx_path), str(target), per_channel=True, weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads or 0, 1
+    quantised = copy.copy(onnx)
+    quantised._session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+    return quantised
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,7 +122,10 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=1000, help="listing texts for the encoder timings")
     parser.add_argument("--batch-sizes", default="16,32,64,128")
     parser.add_argument("--edits", type=int, default=600, help="catalogue edits timed through the detector")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (torch and ONNX Runtime)")
+    parser.add_argument("--resends", default="1,3", help="unchanged copies per edit in the feed timings")
+    parser.add_argument("--int8", action="store_true", help="also time ONNX Runtime's dynamic int8 quantisation "
+                        "(not used by the service: it moves embeddings too far)")
     parser.add_argument("--batch", type=int, default=2048, help="events per observe() call")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -88,26 +137,36 @@ def main() -> None:
     print(f"stream: {len(events):,} events, {len(edits):,} catalogue edits, "
           f"{sum(event.type == 'rec_query' for event in events):,} rec queries")
 
-    # 1. MiniLM, uncached, per precision and batch size.
-    encoder = MiniLMEncoder(cache_size=0, threads=args.threads, precision="fp32").load()
-    tokenized = encoder._tokenizer(texts[:500], truncation=True, max_length=encoder.max_tokens)
+    # 1. MiniLM, uncached, per backend and batch size.
+    reference = MiniLMEncoder(cache_size=0, threads=args.threads, precision="fp32", backend="torch").load()
+    tokenized = reference._tokenizer(texts[:500], truncation=True, max_length=reference.max_tokens)
     tokens = [len(ids) for ids in tokenized["input_ids"]]
     print(f"\n1. MiniLM listing texts embedded per second (cache off; {len(texts)} texts, "
-          f"{np.mean(tokens):.0f} tokens on average), threads={args.threads or 'torch default'}")
-    for precision in ("fp32", "bf16"):
-        encoder.precision = "auto" if precision == "bf16" else precision  # bf16 only where it is native
-        encoder._bf16 = encoder._choose_bf16(__import__("torch"))
-        if precision == "bf16" and not encoder._bf16:
-            print("   bf16: not used on this CPU (no native bf16: emulated it is several times slower than "
-                  "fp32; or it disagrees with fp32)")
-            continue
+          f"{np.mean(tokens):.0f} tokens on average), threads={args.threads or 'library default'}")
+    expected = reference.encode(texts)
+    encoders = {"torch fp32": reference}
+    bf16 = MiniLMEncoder(cache_size=0, threads=args.threads, precision="auto", backend="torch").load()
+    if bf16._bf16:
+        encoders["torch bf16"] = bf16
+    else:
+        print("   torch bf16: not used on this CPU (no native bf16: emulated it is several times slower than "
+              "fp32; or it disagrees with fp32)")
+    onnx = MiniLMEncoder(cache_size=0, threads=args.threads, backend="onnx").load()
+    if onnx.running_backend == "onnx":
+        encoders["onnx fp32"] = onnx
+    else:
+        print(f"   onnx: not available ({onnx.status})")
+    if args.int8 and "onnx fp32" in encoders:
+        encoders["onnx int8"] = int8_encoder(onnx, args.threads)
+    for label, encoder in encoders.items():
         encoder.encode(texts[:64])  # warm-up
+        agreement = float((encoder.encode(texts) * expected).sum(axis=1).min())
         for batch_size in map(int, args.batch_sizes.split(",")):
             encoder.batch_size = batch_size
             with Clock() as clock:
                 encoder.encode(texts)
-            print(f"   {precision} batch {batch_size:>4}: {rate(len(texts), clock)}")
-    best_precision = "bf16" if encoder._bf16 else "fp32"
+            print(f"   {label:<10} batch {batch_size:>4}: {rate(len(texts), clock)}; lowest cosine to torch "
+                  f"fp32 {agreement:.6f}")
 
     # 2. The fallback.
     fallback = HashingEncoder(cache_size=0)
@@ -115,20 +174,22 @@ def main() -> None:
         fallback.encode(texts)
     print(f"\n2. hashing fallback texts per second: {rate(len(texts), clock)}")
 
-    # 3. The catalog detector end to end over the stream's edits (and the demand it needs).
-    minilm = MiniLMEncoder(cache_size=0, threads=args.threads, precision="auto").load()
-    catalog = CatalogDriftDetector(minilm)
-    seen_edits, clock = 0, Clock()
-    for start in range(0, len(events), args.batch):  # until --edits edits have gone through
-        chunk = events[start:start + args.batch]
-        with clock:
-            catalog.observe(chunk, chunk[-1].ts)
-        seen_edits += sum(event.type == "catalog_edit" for event in chunk)
-        if seen_edits >= args.edits:
-            break
-    print(f"\n3. CatalogDriftDetector catalogue edits per second (MiniLM {best_precision}, cache off, one "
-          f"encode call per observe batch of {args.batch} events, demand included): "
-          f"{rate(seen_edits, clock)}")
+    # 3. The catalog detector end to end over the stream's edits (and the demand it needs), per backend.
+    auto = MiniLMEncoder(cache_size=0, threads=args.threads).load()
+    print(f"\n3. CatalogDriftDetector catalogue edits per second (encoder cache off, one encode call per "
+          f"observe batch of {args.batch} events, demand included); auto picks {auto.running_backend} "
+          f"({'bf16' if auto._bf16 else 'fp32'})")
+    choices = {**{label: encoder for label, encoder in encoders.items()}, "auto": auto}
+    for label, encoder in choices.items():
+        encoder.batch_size = 64
+        catalog = CatalogDriftDetector(encoder)  # the last, auto's, serves the extraction timings below
+        edits_seen, clock = run_catalog(catalog, events, args)
+        print(f"   {label:<10}: {rate(edits_seen, clock)}")
+    for resends in map(int, args.resends.split(",")):
+        resent = with_resends(events, resends)
+        edits_seen, clock = run_catalog(CatalogDriftDetector(auto), resent, args, args.edits * (1 + resends))
+        print(f"   auto, each edit followed by {resends} unchanged re-send(s) (not embedded): "
+              f"{rate(edits_seen, clock)}")
 
     # 4. Both detectors over the stream in observe batches, each batch split in two calls so that the
     # queries' share of the time is measured apart from the ratings/clicks (and listings) around them.

@@ -4,7 +4,10 @@ Both wall-clock samples/s and samples per CPU-second of this process are printed
 second is the one that measures the code. BPR is also timed fed by a per-sample `torch.utils.data.DataLoader`, the pattern this trainer avoids: the
 gap between the two rows is the cost of building batches in Python, one sample at a time.
 
-    python benchmarks/throughput.py [--threads 1] [--epochs 3]
+    python benchmarks/throughput.py [--threads 1] [--epochs 3] [--defences none,gro] [--devices cpu,cuda]
+
+`--defences none,gro` adds a row per model trained with GRO (trainer/gro.py: a student model and the swap
+loss beside the recommendation loss), the cost of the defence.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ def events() -> list[dict]:
     return synthetic_events(n_users=1000, n_items=1700, per_user=100)  # MovieLens-100K's shape
 
 
-def ours(kind: str, evs: list[dict], device: str, epochs: int) -> tuple[float, float]:
-    trainer = Trainer(TrainConfig(model=kind, device=device, holdout_pct=0))
+def ours(kind: str, evs: list[dict], device: str, epochs: int, defence: str | None = None) -> tuple[float, float]:
+    trainer = Trainer(TrainConfig(model=kind, device=device, holdout_pct=0, defence=defence))
     trainer.ingest(evs)
     trainer.fit(1)  # warm-up: allocator, kernels
     stats = trainer.fit(epochs)
@@ -73,18 +76,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--models", default="bpr,sasrec")
+    parser.add_argument("--defences", default="none", help="none, gro, or both: none,gro")
+    parser.add_argument("--devices", default=None, help="default: cpu, and cuda where present")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     evs = events()
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"{len(evs)} events; torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)"
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"))
     print(f"{'model':30} {'device':6} {'samples/s':>12} {'samples/cpu-s':>14}")
     for kind in args.models.split(","):
-        for device in devices:
-            wall, cpu = ours(kind, evs, device, args.epochs)
-            print(f"{kind + ' (batched tensors)':30} {device:6} {wall:12,.0f} {cpu:14,.0f}", flush=True)
+        for defence in args.defences.split(","):
+            for device in devices:
+                wall, cpu = ours(kind, evs, device, args.epochs, None if defence == "none" else defence)
+                name = kind + (" + GRO" if defence == "gro" else "") + " (batched tensors)"
+                print(f"{name:30} {device:6} {wall:12,.0f} {cpu:14,.0f}", flush=True)
     if "bpr" in args.models:
         wall, cpu = per_sample_loader(evs)
         print(f"{'bpr (per-sample DataLoader)':30} {'cpu':6} {wall:12,.0f} {cpu:14,.0f}")

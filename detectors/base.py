@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from detectors.events import Event
+from detectors.state_pickle import dumps_state  # noqa: F401 - detectors import it from here
 
 EntityKind = Literal["user", "item", "seller", "client"]
 
@@ -46,8 +47,9 @@ class Detector(abc.ABC):
         """Update state with a micro-batch of events and return the signals it raises."""
 
     def snapshot(self) -> bytes:
-        """State as bytes; everything a detector keeps is plain Python and numpy, so pickle suffices."""
-        return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+        """State as bytes; everything a detector keeps is plain Python and numpy, so pickle suffices (numpy
+        arrays still mostly at their initial value written compactly: detectors.state_pickle)."""
+        return dumps_state(self.__dict__)
 
     def restore(self, state: bytes) -> None:
         self.__dict__.update(pickle.loads(state))

@@ -9,7 +9,9 @@ extra suspicion, and its large rewrites towards the best sellers are flagged wit
 
 Parameters
 - `encoder`: anything with `encode(list[str]) -> np.ndarray` of unit rows (see `models.text_encoder`);
-  every micro-batch's edits go through one `encode` call. Not pickled by `snapshot`.
+  every micro-batch's edits go through one `encode` call. Not pickled by `snapshot`. An edit that re-sends
+  its item's current text by the same seller (a feed's price update, a nightly sync) is neither embedded nor
+  scored: each item keeps a 64-bit digest of its text.
 - `n_popular`: how many items by recent demand (ratings and clicks, halved every `demand_half_life`
   seconds) count as the best sellers an edit may imitate.
 - `new_seller_seconds`: a seller's newness falls linearly from 1 at its first edit to 0 at this age;
@@ -55,6 +57,7 @@ Reimers & Gurevych 2019, "Sentence-BERT", EMNLP (texts compared by embedding); R
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 from collections import deque
@@ -64,7 +67,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import binom
 
-from detectors.base import Detector, Signal
+from detectors.base import Detector, Signal, dumps_state
 from detectors.demand import ItemDemand
 from detectors.events import CatalogEditEvent, Event
 from detectors.item_vectors import ItemVectorStore
@@ -96,6 +99,7 @@ class _Item:
     drifted: bool = False
     edit_ids: tuple[str, ...] = ()  # its suspect edits: converging, or a rewrite towards the best sellers
     nearest: str | None = None      # the best seller its latest scored version sits closest to
+    text: int | None = None         # digest of its current text (None in snapshots from before it was kept)
 
 
 @dataclass(slots=True)
@@ -169,14 +173,16 @@ class CatalogDriftDetector(Detector):
         self._demand.add_many(demand)
         if self._start_ts is None and events:
             self._start_ts = min(event.ts for event in events)
+        edits, texts = self._changed(edits)
         if not edits:
             return []
-        vectors = self.encoder.encode([listing_text(edit) for edit in edits])
+        vectors = self.encoder.encode(texts)  # one call per batch: the encoder batches, caches by text
         self._maybe_refresh(now)
         signals: list[Signal] = []
         touched: set[str] = set()
-        for edit, vector in zip(edits, vectors):
+        for edit, text, vector in zip(edits, texts, vectors):
             signals.extend(self._score_edit(edit, vector, now))
+            self._items[edit.item_id].text = text_digest(text)
             touched.add(edit.seller_id)
         for seller_id in touched:
             signals.extend(self._score_seller(seller_id, now))
@@ -185,10 +191,35 @@ class CatalogDriftDetector(Detector):
             self._maybe_refresh(now)  # while warming up, this batch's items count as soon as they may
         return signals
 
+    def _changed(self, edits: list[CatalogEditEvent]) -> tuple[list[CatalogEditEvent], list[str]]:
+        """The edits that change their item's text or seller, with their texts. A catalogue feed re-sends
+        unchanged listings (a price or stock update, a nightly full sync): such an edit says nothing, costs
+        no embedding, and only keeps its item and seller alive against the state bounds."""
+        changed, texts = [], []
+        current: dict[str, tuple[str, int | None]] = {}  # this batch's latest (seller, text) per item
+        for edit in edits:
+            text = listing_text(edit)
+            digest = text_digest(text)
+            latest = current.get(edit.item_id)
+            if latest is None:
+                item = self._items.get(edit.item_id)
+                latest = (item.seller, getattr(item, "text", None)) if item is not None else ("", None)
+            current[edit.item_id] = (edit.seller_id, digest)
+            if latest == (edit.seller_id, digest):
+                item, seller = self._items.get(edit.item_id), self._sellers.get(edit.seller_id)
+                if item is not None:
+                    item.last_ts = max(item.last_ts, edit.ts)
+                if seller is not None:
+                    seller.last_ts = max(seller.last_ts, edit.ts)
+                continue
+            changed.append(edit)
+            texts.append(text)
+        return changed, texts
+
     def snapshot(self) -> bytes:
         # The encoder is a model, not state: it is handed in again by whoever restores.
         state = {key: value for key, value in self.__dict__.items() if key != "encoder"}
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps_state(state)
 
     def restore(self, state: bytes) -> None:
         encoder = self.encoder
@@ -411,6 +442,11 @@ class CatalogDriftDetector(Detector):
         if len(self._sellers) > self.max_sellers:
             keep = sorted(self._sellers.items(), key=lambda kv: kv[1].last_ts)[len(self._sellers) // 10:]
             self._sellers = dict(keep)
+
+
+def text_digest(text: str) -> int:
+    """64 bits of BLAKE2b of a listing's text: what an item keeps to tell an unchanged re-send."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
 def listing_text(edit: CatalogEditEvent) -> str:

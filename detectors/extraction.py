@@ -78,7 +78,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import norm, poisson, shapiro
 
-from detectors.base import Detector, Signal
+from detectors.base import Detector, Signal, dumps_state
 from detectors.demand import ItemDemand
 from detectors.events import Event, RecQueryEvent
 from detectors.robust import location_scale, ramp
@@ -226,7 +226,7 @@ class ExtractionDetector(Detector):
     def snapshot(self) -> bytes:
         # The item-vector source is another detector, wired in again by whoever restores.
         state = {key: value for key, value in self.__dict__.items() if key != "item_vectors"}
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps_state(state)
 
     def restore(self, state: bytes) -> None:
         source = self.item_vectors

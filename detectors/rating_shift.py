@@ -186,6 +186,9 @@ class RatingShiftDetector(Detector):
         self._recent_at = 0  # ratings written so far (the ring's position is this modulo its size)
         self._seen = 0  # absolute position of the rating being rated
         self._codes = 0
+        # The raters of all ratings, by activity and by account age bin (two rows), halved now and then: what
+        # an organic rater of any item looks like, for a wave whose item has too few raters of its own to say.
+        self._population = np.zeros((2, _PROFILE_BINS))
         self._attributed: dict[str, set[int]] = {}  # user -> item rows of the campaigns that named them
         self._emitted: dict[tuple[str, str], float] = {}
         self._since_refresh = 0
@@ -242,6 +245,11 @@ class RatingShiftDetector(Detector):
         ts, level = event.ts, min(_LEVELS, max(1, int(event.rating + 0.5))) - 1
         self._global[level] += 1.0
         rater = (event.user_id, level, _profile_bin(account[1], ts - account[0]))
+        population = self._population
+        population[0, rater[2][0]] += 1.0
+        population[1, rater[2][1]] += 1.0
+        if population[0].sum() > 200_000.0:  # a sliding memory of some 100,000-200,000 ratings
+            population *= 0.5
         item = self._state[row]
         hist = item.hist
         elapsed = ts - item.updated
@@ -659,24 +667,39 @@ class RatingShiftDetector(Detector):
         weight `share`, of attackers and organic raters, whose activity, account age and time within the
         period are distributed as the organic ones'; where an end rater's profile is rarer among organic
         raters than among the end's, the excess is the attackers' (a burst inside a long period, fresh
-        accounts among established ones). Naive Bayes over the three features, binned; without enough
-        organic raters to compare with, every rater keeps `share`, and no one is raised above it."""
+        accounts among established ones). Naive Bayes over the three features, binned; without a reference
+        to compare with, every rater keeps `share`, and no one is raised above it. Where the
+        item has too few organic raters in the period (a wave of nothing but end ratings), the organic profile
+        is that of the raters of all ratings lately (activity and age only): a heavy, established user who
+        rated the item amid a crowd of fresh accounts is then the organic rater that the counts allow for."""
         _, organic = self._features(chart)
-        if len(organic) < self.min_organic or not 0.0 < share < 1.0 or not raters:
+        if share <= 0.0 or not raters:
             return {}
-        end, span = _ENDS[chart.alarmed], max(chart.last - chart.start, 1.0)
+        # Counts that leave no organic rater (share 1) still allow for half of one: a prior, not a verdict.
+        prior = min(share, 1.0 - 0.5 / len(raters))
+        span = max(chart.last - chart.start, 1.0)
         mine = [(*chart.raters[user][1], min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (chart.raters[user][2]
                                                                                      - chart.start) / span)))
                 for user in raters]
+        if len(organic) >= self.min_organic:
+            references = [np.bincount([p[feature] for p in organic], minlength=_PROFILE_BINS)
+                          for feature in range(len(mine[0]))]
+        elif self._population[0].sum() >= 1000.0:
+            references = list(self._population)
+        else:
+            return {}
         ratio = np.ones(len(raters))
-        for feature in range(len(mine[0])):
-            at_end = np.bincount([p[feature] for p in mine], minlength=_PROFILE_BINS) + 0.5
-            usual = np.bincount([p[feature] for p in organic], minlength=_PROFILE_BINS) + 0.5
-            at_end, usual = at_end / at_end.sum(), usual / usual.sum()
-            attack = np.maximum(at_end - (1 - share) * usual, 1e-3 * at_end) / share
-            ratio *= (attack / usual)[[p[feature] for p in mine]]
+        for feature, reference in enumerate(references):
+            bins = np.array([p[feature] for p in mine])
+            # The end's profile without the rater being judged (leave one out): their own profile is no
+            # evidence that attackers have it.
+            others = np.bincount(bins, minlength=_PROFILE_BINS)[bins] - 1.0
+            at_end = (others + 0.5) / (len(bins) - 1 + 0.5 * _PROFILE_BINS)
+            usual = (reference + 0.5) / (reference.sum() + 0.5 * _PROFILE_BINS)
+            attack = np.maximum(at_end - (1 - prior) * usual[bins], 1e-3 * at_end) / prior
+            ratio *= attack / usual[bins]
         # Only ever lowered: the comparison clears organic-looking raters, it does not convict on a profile.
-        posterior = np.minimum(share * ratio / (share * ratio + 1 - share), share)
+        posterior = np.minimum(prior * ratio / (prior * ratio + 1 - prior), share)
         return dict(zip(raters, posterior.tolist()))
 
     def _new_score(self, kind: str, entity: str, score: float) -> bool:

@@ -104,7 +104,7 @@ import numpy as np
 from scipy.special import pdtr
 from scipy.stats import binom, shapiro
 
-from detectors.base import Detector, Signal
+from detectors.base import Detector, Signal, dumps_state
 from detectors.demand import ItemDemand
 from detectors.events import Event, RecQueryEvent
 from detectors.extraction import hashed_vectors
@@ -230,7 +230,7 @@ class SweepCoverageDetector(Detector):
     def snapshot(self) -> bytes:
         # The item-vector source is another detector, wired in again by whoever restores.
         state = {key: value for key, value in self.__dict__.items() if key != "item_vectors"}
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps_state(state)
 
     def restore(self, state: bytes) -> None:
         source = self.item_vectors

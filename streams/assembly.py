@@ -104,8 +104,10 @@ def detector_kwargs(name: str, raw: Mapping[str, Any] | None = None,
 
 
 def build_detectors(names: str, configs: Mapping[str, Mapping[str, Any]] | None = None,
-                    false_flag_budget: float = DEFAULT_FALSE_FLAG_BUDGET) -> list[Detector]:
-    """The named detectors (comma-separated), each configured from `configs[name]` (raw settings)."""
+                    false_flag_budget: float = DEFAULT_FALSE_FLAG_BUDGET,
+                    encoder_options: Mapping[str, Any] | None = None) -> list[Detector]:
+    """The named detectors (comma-separated), each configured from `configs[name]` (raw settings);
+    `encoder_options` go to catalog_drift's text encoder (`text_encoder_options`)."""
     chosen = _names(names)
     configs = configs or {}
     detectors: dict[str, Detector] = {}
@@ -116,7 +118,7 @@ def build_detectors(names: str, configs: Mapping[str, Mapping[str, Any]] | None 
 
             # One intra-op thread: the pipeline's other processes keep the other cores busy, and threads
             # that wait for each other stall whenever one is descheduled (benchmarks/encoders.py).
-            kwargs["encoder"] = load_text_encoder(threads=1)
+            kwargs["encoder"] = load_text_encoder(threads=1, **(encoder_options or {}))
         detectors[name] = detector_class(name)(**kwargs)
     readers = [name for name in READS_EMBEDDINGS if name in detectors]
     if "catalog_drift" in detectors and readers:
@@ -126,6 +128,13 @@ def build_detectors(names: str, configs: Mapping[str, Mapping[str, Any]] | None 
         chosen.sort(key=lambda name: name != "catalog_drift")
     one_blas_thread()  # after the detectors' imports: it limits the BLAS libraries loaded so far
     return [detectors[name] for name in chosen]
+
+
+def text_encoder_options(settings: Settings) -> dict[str, Any]:
+    """The text encoder's settings, as `load_text_encoder` takes them (JSON-safe: they travel to the
+    detector processes)."""
+    return {"backend": settings.text_encoder_backend,
+            "onnx_dir": str(settings.model_cache_dir) if settings.model_cache_dir else None}
 
 
 def detector_configs(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -183,14 +192,15 @@ def build_pipeline(settings: Settings) -> Pipeline:
     if shared <= set(chosen) and any(len(shared & set(group)) == 1 for group in groups):
         raise ValueError("catalog_drift and extraction share embeddings: run them in the same process")
     offloaded_names = {name for group in groups for name in group}
+    encoder = text_encoder_options(settings)
     local = build_detectors(",".join(name for name in chosen if name not in offloaded_names), configs,
-                            settings.false_flag_budget)
+                            settings.false_flag_budget, encoder)
     offloaded = []
     if groups:
         from streams.parallel import DetectorProcess
 
-        offloaded = [DetectorProcess(group, {name: configs[name] for name in group}, settings.false_flag_budget)
-                     for group in groups]
+        offloaded = [DetectorProcess(group, {name: configs[name] for name in group}, settings.false_flag_budget,
+                                     encoder) for group in groups]
     order = list(chosen)  # the order build_detectors gives them, whichever process they run in
     if "catalog_drift" in order and set(READS_EMBEDDINGS) & set(order):
         order.sort(key=lambda name: name != "catalog_drift")

@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "trainer.cli:train",
     "recommend": "trainer.cli:recommend",
     "trainer": "trainer.cli:trainer",
+    "attack": "trainer.cli:attack",
     "up": "streams.service:up",
     "broker": "streams.service:broker_command",
     "produce": "streams.produce:produce",

@@ -20,15 +20,20 @@ import orjson
 log = logging.getLogger(__name__)
 
 
-def demo_events(n_events: int = 60_000, seed: int = 1) -> tuple[list[bytes], dict[str, Any]]:
-    """The demo stream as JSON lines, and its truth."""
+def demo_events(n_events: int = 60_000, seed: int = 1, after: float = 0.0) -> tuple[list[bytes], dict[str, Any]]:
+    """The demo stream as JSON lines, and its truth; its event time starts a day after `after` when that is
+    later than the simulation's own start (a restarted worker's watermark: older events would pass unheld)."""
     from simulator.build import build, plan_attacks
     from simulator.synthetic import synthetic_base
 
     # The nine classic families: on a synthetic base of a few tens of thousands of events they plant attacks
     # of a visible size (with all fourteen, each gets a handful of accounts).
     simulation = build(synthetic_base(seed=seed), plan_attacks("classic", size=20), seed=seed, max_events=n_events)
-    return [orjson.dumps(event) for event in simulation.events], simulation.truth
+    events = simulation.events
+    shift = int(after + 86_400 - events[0]["ts"]) if events and after else 0
+    if shift > 0:
+        events = [{**event, "ts": event["ts"] + shift} for event in events]
+    return [orjson.dumps(event) for event in events], simulation.truth
 
 
 class DemoFeeder(threading.Thread):
@@ -47,10 +52,11 @@ class DemoFeeder(threading.Thread):
         seen = self.guard.pipeline.seen._ids  # noqa: SLF001 - the dedupe memory restored with the state
         while lines and orjson.loads(lines[0])["event_id"] in seen:
             # A restart on a new embedded broker keeps what the detectors learned, dedupe ids included: the
-            # same stream again would be all duplicates, so the demo goes on with another one.
+            # same stream again would be all duplicates, so the demo goes on with another one, later in event
+            # time than what the state has seen.
             self.seed += 1
             log.info("demo: the state has seen this stream already; simulating another (seed %d)", self.seed)
-            lines, truth = demo_events(self.n_events, self.seed)
+            lines, truth = demo_events(self.n_events, self.seed, after=self.guard.pipeline.watermark)
         attacks = ", ".join(f"{a['family']} ({len(a['entities'][a['entity_kind']])} {a['entity_kind']}s)"
                             for a in truth["attacks"])
         while not self.guard.ready and not self._stop_event.is_set():

@@ -40,12 +40,12 @@ class DetectorProcess:
     """The named detectors (streams.assembly names), built and run in a child process."""
 
     def __init__(self, names: list[str], configs: dict[str, dict] | None = None,
-                 false_flag_budget: float | None = None):
+                 false_flag_budget: float | None = None, encoder_options: dict | None = None):
         self.names = list(names)
         mine, theirs = socket.socketpair()
         # The detectors' raw settings travel as JSON (the child validates them as the parent did).
-        settings = json.dumps({"configs": configs or {}, "false_flag_budget": false_flag_budget},
-                              default=list)
+        settings = json.dumps({"configs": configs or {}, "false_flag_budget": false_flag_budget,
+                               "encoder": encoder_options}, default=list)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "streams.parallel", str(theirs.fileno()), ",".join(self.names), settings],
             pass_fds=(theirs.fileno(),),
@@ -131,7 +131,8 @@ def _serve(conn: Connection, names: list[str], settings: dict) -> None:
 
     try:
         detectors = build_detectors(",".join(names), settings.get("configs"),
-                                    settings.get("false_flag_budget") or DEFAULT_FALSE_FLAG_BUDGET)
+                                    settings.get("false_flag_budget") or DEFAULT_FALSE_FLAG_BUDGET,
+                                    settings.get("encoder"))
     except Exception:  # noqa: BLE001 - reported to the parent at its first request
         detectors, failure = [], traceback.format_exc()
     else:

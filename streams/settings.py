@@ -5,7 +5,7 @@ password, the webhook URL, the snapshot key) are `SecretStr`: printed or logged,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     catalog_drift: dict[str, Any] = {}
     extraction: dict[str, Any] = {}
     sweep_coverage: dict[str, Any] = {}
+    # catalog_drift's MiniLM (models/text_encoder.py): "auto" (the faster at equal output: PyTorch where the
+    # CPU has native bf16, else ONNX Runtime), "onnx" or "torch"; an ONNX backend that cannot start falls
+    # back to PyTorch with a WARNING. The ONNX export is made once into `model_cache_dir` (default
+    # $XDG_CACHE_HOME/shillguard/onnx).
+    text_encoder_backend: Literal["auto", "onnx", "torch"] = "auto"
+    model_cache_dir: Path | None = None
     # Data
     movielens: Path = PROJECT_ROOT.parent / "shared" / "data" / "movielens-100k"
 

@@ -263,3 +263,47 @@ def test_item_vectors_and_listing_text():
     vectors, known = detector.item_vectors(["i", "unknown"])
     assert vectors.shape == (2, 32) and known.tolist() == [True, False]
     assert abs(float(vectors[0] @ vectors[0]) - 1.0) < 1e-2
+
+
+class _CountingEncoder(HashingEncoder):
+    """Counts the texts handed to `encode` (its own cache would hide repeats from `misses`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts = 0
+
+    def encode(self, texts):
+        self.texts += len(texts)
+        return super().encode(texts)
+
+
+def test_unchanged_resends_are_neither_embedded_nor_scored():
+    # A catalogue feed re-sends listings unchanged (price updates, nightly syncs): each copy here follows its
+    # edit in the same batch. They must cost no embedding and change nothing the detector concludes.
+    events, poisoner, targets, benign = catalogue(seed=1)
+    chunks = [events[start:start + 1024] for start in range(0, len(events), 1024)]
+    plain, doubled = _detector(_CountingEncoder()), _detector(_CountingEncoder())
+    resent = []
+    for chunk in chunks:
+        resent.append([])
+        for event in chunk:
+            resent[-1].append(event)
+            if event.type == "catalog_edit":
+                resent[-1].append(event.model_copy(update={"event_id": f"{event.event_id}-again"}))
+    expected = [_run(plain, chunk, batch=len(chunk)) for chunk in chunks]
+    got = [_run(doubled, chunk, batch=len(chunk)) for chunk in resent]
+    assert got == expected
+    edits = sum(event.type == "catalog_edit" for event in events)
+    # (one upkeep edit of the fixture adds a tag the listing already has: unchanged, not embedded either)
+    assert doubled.encoder.texts == plain.encoder.texts == edits - 1
+    assert doubled._scored == plain._scored  # noqa: SLF001
+    # A re-send after a restore is still known as unchanged (the digests are in the snapshot), while an
+    # edit by another seller, same text, is scored (an item changing hands is news).
+    restored = _detector(_CountingEncoder())
+    restored.restore(doubled.snapshot())
+    last = next(event for event in reversed(events) if event.type == "catalog_edit")
+    restored.observe([last.model_copy(update={"event_id": "again", "ts": last.ts + 60})], last.ts + 60)
+    assert restored.encoder.texts == 0
+    restored.observe([last.model_copy(update={"event_id": "moved", "ts": last.ts + 120, "seller_id": "other"})],
+                     last.ts + 120)
+    assert restored.encoder.texts == 1

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from streams.console import Console, register
-from tests.test_console import seeded_store
+from test_console import seeded_store
 
 pytestmark = pytest.mark.integration
 

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 K8S = ROOT / "k8s"
 SCHEMAS = K8S / "schemas"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "gpu")
 K8S_VERSIONS = ("1.30", "1.37")  # oldest and newest Kubernetes minor the manifests are checked against
 BIN = Path(sys.executable).parent
 ENV_NAME = re.compile(r"\bSHILLGUARD_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*\*)")
@@ -473,7 +473,11 @@ def test_dockerfile():
     pinned = re.search(r"^TORCH \?= torch==(\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
     assert next(c for c in parsed if c.cmd == "ARG" and c.value[0].startswith("TORCH_VERSION=")).value[0] \
         == f"TORCH_VERSION={pinned}", "the image and the Makefile pin the same torch"
-    assert "whl/cpu" in runs[torch]
+    index = next(c for c in parsed if c.cmd == "ARG" and c.value[0].startswith("TORCH_INDEX=")).value[0]
+    assert index == "TORCH_INDEX=cpu", "the default image is the CPU build"
+    assert "whl/${TORCH_INDEX}" in runs[torch], "the build argument selects the torch wheel index"
+    # The build checks that the torch it got is the one asked for (a CUDA index giving a CPU wheel fails).
+    assert "torch.version.cuda" in runs[torch]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for extras in re.findall(r"pip install '?\.\[([^\]]*)\]", "\n".join(runs)):
         assert set(extras.split(",")) <= set(pyproject["project"].get("optional-dependencies", {}))
@@ -486,6 +490,38 @@ def test_dockerfile():
     healthcheck = next(c for c in parsed if c.cmd == "HEALTHCHECK")
     probe = " ".join(healthcheck.value)
     assert "/healthz" in probe and f"'{Settings().web_port}'" in probe and "SHILLGUARD_WEB_PORT" in probe
+
+
+def test_dockerfile_cuda_build_argument_selects_the_cuda_wheels():
+    """The CUDA image is the same Dockerfile with TORCH_INDEX=cu128: the RUN line, with the argument
+    substituted as BuildKit does, installs torch from the CUDA index and the CPU default from the CPU one."""
+    import dockerfile
+
+    parsed = dockerfile.parse_file(str(DOCKER / "Dockerfile"))
+    run = next(" ".join(c.value) for c in parsed if c.cmd == "RUN" and "torch==" in " ".join(c.value))
+    for index, url in (("cu128", "https://download.pytorch.org/whl/cu128"),
+                       ("cpu", "https://download.pytorch.org/whl/cpu")):
+        expanded = run.replace("${TORCH_INDEX}", index).replace("${TORCH_VERSION}", "2.13.0")
+        assert f'--index-url "{url}"' in expanded
+    assert "TORCH_INDEX=cu128" in (DOCKER / "Dockerfile").read_text()  # the documented command
+    assert "TORCH_INDEX=cu128" in (K8S / "overlays" / "gpu" / "kustomization.yaml").read_text()
+
+
+def test_gpu_overlay_runs_the_trainer_on_a_gpu():
+    trainer = find("gpu", "Deployment", "shillguard-trainer")
+    spec = trainer["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["args"][container["args"].index("--device") + 1] == "cuda"
+    assert container["image"].endswith("-cuda")
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # Only the trainer: the worker keeps the CPU image and asks for no GPU.
+    worker = find("gpu", "StatefulSet", "shillguard-worker")["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in str(worker["resources"]) and not worker["image"].endswith("-cuda")
+    for overlay in ("dev", "prod"):
+        cpu = find(overlay, "Deployment", "shillguard-trainer")["spec"]["template"]["spec"]["containers"][0]
+        assert cpu["args"][cpu["args"].index("--device") + 1] == "cpu"
 
 
 # --- the worker on Kubernetes -----------------------------------------------------------------------------

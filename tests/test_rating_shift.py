@@ -77,6 +77,21 @@ def test_a_crowd_that_piles_onto_one_end_of_a_middling_item_is_a_push():
     assert flagged(signals, "u") == 0
 
 
+def test_a_heavy_regular_who_rates_the_pushed_item_amid_the_push_is_not_its_attacker():
+    """Nobody but the push rates the item in its period, so the counts alone would name every rater at its
+    end; the regular is told apart by profile (many ratings, an old account) against the raters of all
+    ratings, among whom such regulars are common, while the push's accounts are fresh."""
+    rng = np.random.default_rng(6)
+    regulars = [RatingEvent(event_id=f"h{k}", ts=k * DAY / 40, user_id=f"regular{k % 20}",
+                            item_id=f"film{int(rng.integers(40))}", rating=int(rng.integers(2, 6)))
+                for k in range(60 * 40)]  # twenty regulars, some 120 ratings each over the 60 days
+    push = crowd("film10", rng.integers(4, 6, 50), 61 * DAY, 3 * DAY, "pusher", seed=6)
+    amid = RatingEvent(event_id="amid", ts=61 * DAY + DAY, user_id="regular3", item_id="film10", rating=5)
+    _, signals = run(background(6) + regulars + push + [amid])
+    assert flagged(signals, "pusher") >= 45
+    assert flagged(signals, "regular") == 0
+
+
 def test_a_young_item_whose_first_raters_dislike_it_is_not_nuked():
     rng = np.random.default_rng(6)
     flop = crowd("flop", rng.choice([1, 1, 2, 2, 3], 60), 40 * DAY, 20 * DAY, "viewer")

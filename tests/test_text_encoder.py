@@ -86,3 +86,60 @@ def test_minilm_batches_and_cache_agree(minilm):
         minilm.batch_size = batch_size
     once, twice = minilm.encode(texts), minilm.encode(texts)
     assert np.allclose(small, once, atol=2e-3) and np.array_equal(once, twice)
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def minilm_onnx(minilm, onnx_dir) -> MiniLMEncoder:
+    return MiniLMEncoder(backend="onnx", onnx_dir=onnx_dir).load()
+
+
+def test_onnx_backend_matches_pytorch(minilm, minilm_onnx, onnx_dir):
+    # ONNX Runtime runs the exported graph (pooling included) at cosine >= 0.999 to PyTorch's fp32.
+    reference = MiniLMEncoder(backend="torch", precision="fp32", cache_size=0)
+    reference._model, reference._tokenizer = minilm._model, minilm._tokenizer  # noqa: SLF001 - same weights
+    texts = TEXTS + ["", "Heat (1995) " * 200, "Fargo (1996). Crime, Drama, Thriller film. Tags: coen, snow"]
+    expected = reference._forward(texts, bf16=False)
+    got = minilm_onnx._embed(texts)  # uncached, batched and length-sorted like any call
+    assert minilm_onnx.running_backend == "onnx" and "onnxruntime fp32" in minilm_onnx.status
+    assert float((got * expected).sum(axis=1).min()) >= 0.999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    # Exported once into the cache directory: a second encoder reads the same file and does not rewrite it.
+    (exported,) = onnx_dir.glob("minilm-*.onnx")
+    written = exported.stat().st_mtime_ns
+    again = MiniLMEncoder(backend="onnx", onnx_dir=onnx_dir).load()
+    assert list(onnx_dir.iterdir()) == [exported] and exported.stat().st_mtime_ns == written
+    assert np.allclose(again._embed(texts), got, atol=1e-5)
+
+
+def test_onnx_that_cannot_start_falls_back_to_pytorch_loudly(minilm, monkeypatch, caplog):
+    import models.text_encoder as text_encoder
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(text_encoder, "export_onnx", broken)
+    encoder = MiniLMEncoder(backend="onnx")
+    encoder._model, encoder._tokenizer = minilm._model, minilm._tokenizer  # noqa: SLF001
+    with caplog.at_level(logging.WARNING, logger="models.text_encoder"):
+        encoder._choose_backend(encoder.model_path or text_encoder._packaged_model_path())  # noqa: SLF001
+    assert encoder.running_backend == "torch" and "exporter exploded" in encoder.status
+    assert any("ONNX Runtime unavailable" in record.getMessage() for record in caplog.records)
+    assert encoder.encode(TEXTS[:1]).shape == (1, 384)
+    with pytest.raises(ValueError, match="backend"):
+        MiniLMEncoder(backend="tensorflow")
+
+
+def test_backend_setting_reaches_the_catalog_detector(monkeypatch):
+    from streams.assembly import build_detectors, text_encoder_options
+    from streams.settings import Settings
+
+    monkeypatch.setenv("SHILLGUARD_TEXT_ENCODER_BACKEND", "torch")
+    options = text_encoder_options(Settings())
+    assert options["backend"] == "torch"
+    (detector,) = build_detectors("catalog_drift", encoder_options=options)
+    assert detector.encoder.running_backend == "torch" and "chosen by configuration" in detector.encoder_status

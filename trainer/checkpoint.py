@@ -58,6 +58,12 @@ def _tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
     for name, moments in state["optim"].items():
         for key, value in moments.items():
             out[f"optim/{name}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    # GRO's student (trainer.gro), so that a resumed run goes on misleading the same imitator.
+    for k, v in state.get("student", {}).items():
+        out[f"student/{k}"] = v.detach().cpu().contiguous()
+    for name, moments in state.get("student_optim", {}).items():
+        for key, value in moments.items():
+            out[f"student_optim/{name}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     out["rng/generator"] = state["generator"]
     arrays, strings = trainer.log.state()
     for name, array in arrays.items():
@@ -67,6 +73,14 @@ def _tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
     out["counters"] = torch.tensor([state["samples_trained"], state["epochs_trained"], state["learned_rows"]],
                                    dtype=torch.int64)
     return out
+
+
+def _defence(config) -> dict[str, Any] | None:
+    """The defence trained into a version and its parameters (also in `config`; here to be read at a glance)."""
+    if not config.defence:
+        return None
+    return {"name": config.defence, **{k[len("gro_"):]: v for k, v in config.to_dict().items()
+                                       if k.startswith("gro_")}}
 
 
 class CheckpointStore:
@@ -98,6 +112,7 @@ class CheckpointStore:
         version = version or self.next_version()
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         meta = {"version": version, "created": time.time(), "config": trainer.config.to_dict(),
+                "defence": _defence(trainer.config),
                 "events_learned": trainer.log.n, "events_active": trainer.log.n_active,
                 "users": len(trainer.log.users), "items": len(trainer.log.items),
                 "samples_trained": trainer.samples_trained, **meta}
@@ -152,11 +167,18 @@ class CheckpointStore:
             if key.startswith("optim/"):
                 name, moment = key[len("optim/"):].rsplit("/", 1)
                 optim.setdefault(name, {})[moment] = value
+        student_optim: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("student_optim/"):
+                name, moment = key[len("student_optim/"):].rsplit("/", 1)
+                student_optim.setdefault(name, {})[moment] = value
         counters = tensors["counters"].tolist()
         trainer.load_state({"model": {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")},
                             "optim": optim, "generator": tensors["rng/generator"],
                             "samples_trained": counters[0], "epochs_trained": counters[1],
-                            "learned_rows": counters[2]})
+                            "learned_rows": counters[2],
+                            "student": {k[len("student/"):]: v for k, v in tensors.items() if k.startswith("student/")},
+                            "student_optim": student_optim})
         return trainer, meta
 
     def _prune(self) -> None:

@@ -13,6 +13,8 @@ slice) and answers a `GateResult`. A version is promoted only if every gate pass
   buy exactly that jump. A jump holds every later version back until its cause is found (the detectors flag
   the accounts, their events are unlearned, the jump is gone) or an analyst clears the item (`cleared`: a
   film in the news); the trainer also tells the detectors about it (`Promoter`'s signals).
+- `ExtractionGate` (opt-in): the surrogate fidelity the red team reaches on a fixed query budget may not rise
+  above the promoted version's.
 - `UniformityGate`: the uniformity of the item embeddings may not drop by more than `margin`. ClusterAttack
   (Yu et al., "Untargeted Attack against Federated Recommendation Systems via Poisonous Item Embeddings and
   the Defense", AAAI 2023) collapses item embeddings into a few clusters; their defence UNION watches
@@ -46,6 +48,7 @@ class VersionReport:
     flagged: list[str] = field(default_factory=list)
     cleared: list[str] = field(default_factory=list)  # items an analyst cleared: their jump is accepted
     per_user: dict[str, Any] | None = None  # metric -> per-user values on the held-back slice, same order
+    extraction: float | None = None  # the red team's surrogate top-10 agreement at a fixed budget, if measured
 
 
 @dataclass
@@ -144,6 +147,32 @@ class UniformityGate(Gate):
                           round(baseline.uniformity, 4), round(floor, 4))
 
 
+class ExtractionGate(Gate):
+    """Blocks when a surrogate extracted from the candidate by the red team (`trainer.redteam`, a fixed
+    `budget` of queries, fixed seed) agrees with it more than one extracted from the promoted version
+    does, beyond `tolerance`: a new version may not be easier to clone (a GRO-trained model replaced by an
+    undefended one, say). Opt-in: it trains two surrogates per proposal."""
+
+    name = "extraction"
+    measures_extraction = True
+
+    def __init__(self, budget: int = 2000, tolerance: float = 0.02):
+        self.budget, self.tolerance = budget, tolerance
+
+    def check(self, candidate: VersionReport, baseline: VersionReport) -> GateResult:
+        if candidate.extraction is None or baseline.extraction is None:
+            return GateResult(self.name, True, candidate.extraction, baseline.extraction, None,
+                              {"skipped": "fidelity not measured"})
+        ceiling = baseline.extraction + self.tolerance
+        return GateResult(self.name, candidate.extraction <= ceiling, round(candidate.extraction, 4),
+                          round(baseline.extraction, 4), round(ceiling, 4),
+                          {"budget": self.budget, "metric": "surrogate agreement_at_10"})
+
+
 def default_gates(utility_margin: float = 0.05, max_jump: float = 0.10, max_ratio: float = 3.0,
-                  uniformity_margin: float = 0.25) -> list[Gate]:
-    return [UtilityGate(utility_margin), ExposureGate(max_jump, max_ratio), UniformityGate(uniformity_margin)]
+                  uniformity_margin: float = 0.25, extraction_budget: int = 0) -> list[Gate]:
+    gates: list[Gate] = [UtilityGate(utility_margin), ExposureGate(max_jump, max_ratio),
+                         UniformityGate(uniformity_margin)]
+    if extraction_budget > 0:
+        gates.append(ExtractionGate(extraction_budget))
+    return gates

@@ -63,6 +63,15 @@ class TrainConfig:
     reset_share: float = 0.5       # rows with at least this share of retracted events restart from scratch
     headroom: float = 1.5          # table growth factor, amortising the copy
     seed: int = 0
+    # Defence against model extraction (trainer.gro): None or "gro"; the swap loss's weight, the list
+    # length the attacker sees, the candidate pool's depth, swaps per list, queries per batch.
+    defence: str | None = None
+    gro_lambda: float = 0.1
+    gro_k: int = 10
+    gro_candidates: int = 20
+    gro_swaps: int = 3
+    gro_queries: int = 256
+    gro_warmup: int = 0            # epochs of plain training before the swap loss joins (utility first)
     device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +81,10 @@ class TrainConfig:
         for key, value in DEFAULTS[self.model].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.defence not in (None, "none", "gro"):
+            raise ValueError(f"unknown defence {self.defence!r}; choose gro or none")
+        if self.defence == "none":
+            self.defence = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "device"}
@@ -93,6 +106,11 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model = build_model(config, self.log.users.size, self.log.items.size).to(self.device)
         self.optimizer = make_adam(self.model, config.lr, config.weight_decay)
+        # GRO's student: a copy of the architecture that imitates an attacker (trainer.gro), never served.
+        self.student = self.student_optimizer = None
+        if config.defence == "gro":
+            self.student = build_model(config, self.log.users.size, self.log.items.size).to(self.device)
+            self.student_optimizer = make_adam(self.student, config.lr, config.weight_decay)
         self.samples_trained = 0
         self.epochs_trained = 0
         self.learned_rows = 0  # log rows before this index have shaped the weights
@@ -117,6 +135,12 @@ class Trainer:
             self.model.to(self.device)
             self.optimizer = make_adam(self.model, self.config.lr, self.config.weight_decay)
             load_adam_state_by_name(self.model, self.optimizer, state)
+        if self.student is not None:
+            state = adam_state_by_name(self.student, self.student_optimizer)
+            if self.student.grow(self.log.users.size, self.log.items.size, self.config.headroom):
+                self.student.to(self.device)
+                self.student_optimizer = make_adam(self.student, self.config.lr, self.config.weight_decay)
+                load_adam_state_by_name(self.student, self.student_optimizer, state)
 
     def panel(self) -> np.ndarray:
         """User rows in the evaluation panel: a stable hash of the id, so the panel survives restarts."""
@@ -141,7 +165,9 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------------
     def _step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         with autocast(self.device):
-            if self.model.kind == "bpr":
+            if self.student is not None and self.epochs_trained >= self.config.gro_warmup:
+                loss = self._gro_loss(batch)
+            elif self.model.kind == "bpr":
                 loss = self.model.loss(*batch)
             else:
                 loss = self.model.loss(*batch, n_items=self.n_items)
@@ -149,6 +175,47 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         return loss.detach()  # a tensor: reading it would sync the GPU every step
+
+    def _gro_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The recommendation loss plus GRO's swap loss (trainer.gro); the student takes its own step on
+        the target's current lists first. Queries: BPR, the batch's users; SASRec, one random prefix of
+        each window (attackers ask with short and long histories alike), its items excluded as served."""
+        from trainer import gro
+
+        cfg, n = self.config, self.n_items
+        model, student = self.model, self.student
+        if model.kind == "bpr":
+            loss = model.loss(*batch)
+            users = batch[0][: cfg.gro_queries].unique()  # the batch is shuffled: a random sample
+            target_scores = model.score_users(users, n)
+            served = target_scores.detach()
+            student_scores = student.score_users(users, n)
+        else:
+            seq, target = batch
+            hidden = model.encode(seq)
+            keep = target > 0
+            loss = torch.nn.functional.cross_entropy(model.logits(hidden[keep], n).float(), target[keep])
+            length = (seq > 0).sum(1)
+            rows = torch.nonzero(length > 0).squeeze(1)[: cfg.gro_queries]
+            width = seq.shape[1]
+            back = (torch.rand(len(rows), generator=self.generator).to(seq.device) * length[rows]).long()
+            pos = width - 1 - back
+            prefix = seq[rows].masked_fill(torch.arange(width, device=seq.device) > pos.unsqueeze(1), 0)
+            seen = torch.zeros(len(rows), n, dtype=torch.bool, device=seq.device)
+            seen.scatter_(1, prefix, True)
+            seen[:, 0] = True
+            target_scores = model.logits(hidden[rows, pos], n)
+            served = target_scores.detach().masked_fill(seen, float("-inf"))
+            student_scores = student.logits(student.encode(seq[rows])[torch.arange(len(rows)), pos], n)
+            student_scores = student_scores.masked_fill(seen, float("-inf"))
+        lists, pool = gro.ranked(served.float(), cfg.gro_k, cfg.gro_candidates)
+        student_loss = gro.listwise_loss(student_scores, lists)
+        self.student_optimizer.zero_grad(set_to_none=True)
+        student_loss.backward()
+        self.student_optimizer.step()
+        positions, incoming = gro.swap_targets(student_scores.detach().float().clamp_min(-1e4), lists, pool,
+                                               cfg.gro_swaps)
+        return loss + cfg.gro_lambda * gro.swap_loss(target_scores, lists, positions, incoming)
 
     def _batches(self, mask: np.ndarray, rows: np.ndarray | None = None):
         """One epoch of batches over the rows in `mask` (BPR samples or SASRec windows)."""
@@ -274,7 +341,11 @@ class Trainer:
 
     # -- persistence ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optim": adam_state_by_name(self.model, self.optimizer),
+        student = {}
+        if self.student is not None:
+            student = {"student": self.student.state_dict(),
+                       "student_optim": adam_state_by_name(self.student, self.student_optimizer)}
+        return {**student, "model": self.model.state_dict(), "optim": adam_state_by_name(self.model, self.optimizer),
                 "generator": self.generator.get_state(), "samples_trained": self.samples_trained,
                 "epochs_trained": self.epochs_trained, "learned_rows": self.learned_rows}
 
@@ -292,6 +363,14 @@ class Trainer:
         self.samples_trained = int(state.get("samples_trained", 0))
         self.epochs_trained = int(state.get("epochs_trained", 0))
         self.learned_rows = int(state.get("learned_rows", 0))
+        if self.student is not None and state.get("student"):
+            rows = state["student"]["items.weight"].shape[0]
+            users = state["student"]["users.weight"].shape[0] if "users.weight" in state["student"] else 1
+            self.student.grow(users, rows)
+            self.student.load_state_dict(state["student"])
+            self.student.to(self.device)
+            self.student_optimizer = make_adam(self.student, self.config.lr, self.config.weight_decay)
+            load_adam_state_by_name(self.student, self.student_optimizer, state.get("student_optim", {}))
         self.grow()  # the log may know more ids than the saved tables
 
 

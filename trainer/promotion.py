@@ -68,8 +68,14 @@ class Promoter:
         item_ids = trainer.log.items
         in_use = np.unique(trainer.log.item[trainer.log.active])
         emb = model.items.weight.detach()[torch.as_tensor(in_use, device=model.items.weight.device)]
+        extraction = None
+        budgets = [g.budget for g in self.gates if getattr(g, "measures_extraction", False)]
+        if budgets:
+            from trainer.redteam import surrogate_fidelity
+
+            extraction = surrogate_fidelity(trainer, model, budgets[0])
         return VersionReport(
-            hr=utility["hr"], ndcg=utility["ndcg"], n_eval=utility["n"], uniformity=uniformity(emb),
+            extraction=extraction, hr=utility["hr"], ndcg=utility["ndcg"], n_eval=utility["n"], uniformity=uniformity(emb),
             shares={item_ids.id_of(int(i)): float(shares[i]) for i in np.flatnonzero(shares)},
             n_lists=len(lists), flagged=sorted(set(self.flagged())) if self.flagged else [],
             cleared=sorted(self.cleared),
@@ -141,6 +147,7 @@ def exposure_signal(item: str, version: str, baseline: str | None, old: float, n
 def _summary(report: VersionReport) -> dict[str, Any]:
     top = sorted(report.shares.items(), key=lambda kv: -kv[1])[:5]
     return {"hr@10": report.hr, "ndcg@10": report.ndcg, "n_eval": report.n_eval,
+            **({"extraction_agreement@10": report.extraction} if report.extraction is not None else {}),
             "uniformity": report.uniformity, "top_exposure": dict(top)}
 
 

@@ -1,0 +1,122 @@
+"""GRO (trainer/gro.py): the gathered swap gradient is the dense one, the chosen swaps raise the student's
+loss, the swap loss moves the target's scores towards them, and a GRO-trained version records its defence
+and resumes with its student."""
+
+import pytest
+import torch
+
+from trainer import gro
+from trainer.checkpoint import CheckpointStore
+from trainer.incremental import Trainer, TrainConfig
+from trainer.synthetic import synthetic_events
+
+torch.set_num_threads(1)
+
+
+def _case(seed=0, b=4, m=40, k=5, c=10):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(b, m, generator=g)
+    scores[:, 0] = float("-inf")
+    order = torch.randperm(m - 1, generator=g)[: k + c] + 1
+    lists, pool = order[:k].repeat(b, 1), order[k:].repeat(b, 1)
+    return scores, lists, pool
+
+
+def test_gathered_gradient_equals_the_dense_swap_matrix_gradient():
+    scores, lists, pool = _case()
+    b, m = scores.shape
+    k = lists.shape[1]
+    s = scores.clamp_min(-1e4)
+    dense = torch.zeros(b, k, m)
+    dense.scatter_(2, lists.unsqueeze(2), 1.0)
+    dense.requires_grad_(True)
+    a = torch.einsum("bkm,bm->bk", dense, s)  # A s, the paper's form
+    (grad_dense,) = torch.autograd.grad(gro.listwise_loss(s, lists, a), dense)
+    # The change of moving candidate i into position j, read off the dense gradient ...
+    dense_gain = grad_dense.gather(2, pool.unsqueeze(1).expand(b, k, -1)) - grad_dense.gather(
+        2, lists.unsqueeze(2))
+    # ... is what swap_targets ranks by, from a (B, k, c) gather.
+    gathered = s.gather(1, lists).requires_grad_(True)
+    (grad,) = torch.autograd.grad(gro.listwise_loss(s, lists, gathered), gathered)
+    gain = grad.unsqueeze(2) * (s.gather(1, pool).unsqueeze(1) - s.gather(1, lists).unsqueeze(2))
+    assert torch.allclose(gain, dense_gain, atol=1e-6)
+
+
+def test_chosen_swaps_raise_the_students_loss_and_use_each_item_once():
+    scores, lists, pool = _case(seed=3)
+    positions, incoming = gro.swap_targets(scores, lists, pool, max_swaps=3)
+    valid = positions >= 0
+    assert valid.sum() >= len(lists)  # random scores leave swaps worth making in every list
+    swapped = lists.clone()
+    for row, col in valid.nonzero().tolist():
+        swapped[row, positions[row, col]] = incoming[row, col]
+    for row in range(len(lists)):
+        assert len(set(swapped[row].tolist())) == lists.shape[1]  # no item twice in a list
+        assert set(incoming[row][valid[row]].tolist()) <= set(pool[row].tolist())
+    before = gro.listwise_loss(scores, lists)
+    after = gro.listwise_loss(scores, swapped)
+    assert after > before + 1e-3
+    # A random swap of the same size raises it less than the chosen ones.
+    random_swapped = lists.clone()
+    random_swapped[:, :3] = pool[:, -3:]
+    assert after > gro.listwise_loss(scores, random_swapped)
+
+
+def test_swap_loss_moves_the_target_towards_the_new_lists():
+    scores, lists, pool = _case(seed=5)
+    positions, incoming = gro.swap_targets(scores, lists, pool, max_swaps=2)
+    target = torch.randn_like(scores).clamp_min(-1e4).requires_grad_(True)
+    loss = gro.swap_loss(target, lists, positions, incoming)
+    loss.backward()
+    valid = positions >= 0
+    outgoing = lists.gather(1, positions.clamp_min(0))
+    assert (target.grad.gather(1, incoming.clamp_min(0))[valid] < 0).all()  # descent raises the incoming
+    assert (target.grad.gather(1, outgoing)[valid] > 0).all()  # and lowers the displaced items
+    none = torch.full_like(positions, -1)
+    assert gro.swap_loss(target, lists, none, none).item() == 0.0
+
+
+def test_unknown_defence_is_refused():
+    with pytest.raises(ValueError):
+        TrainConfig(model="sasrec", defence="magic")
+
+
+@pytest.mark.parametrize("model", ["sasrec", "bpr"])
+def test_gro_training_is_recorded_and_resumes_with_its_student(tmp_path, model):
+    events = synthetic_events(n_users=60, n_items=40, per_user=12, seed=2)
+    config = TrainConfig(model=model, dim=8, epochs=2, max_len=10, batch_size=32, defence="gro",
+                         gro_lambda=0.3, seed=0)
+    trainer = Trainer(config)
+    trainer.ingest(events)
+    before = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    trainer.fit()
+    moved = [k for k, v in trainer.student.state_dict().items() if not torch.equal(v, before[k])]
+    assert moved, "the student never learned"
+    store = CheckpointStore(tmp_path)
+    version = store.save(trainer, {})
+    meta = store.meta(version)
+    assert meta["defence"]["name"] == "gro" and meta["defence"]["lambda"] == 0.3
+    restored, _ = store.load(version)
+    assert restored.config.defence == "gro"
+    for key, value in trainer.student.state_dict().items():
+        assert torch.equal(restored.student.state_dict()[key], value)
+    restored.fit(1)  # and it goes on training
+
+
+def test_undefended_training_has_no_student(tmp_path):
+    trainer = Trainer(TrainConfig(model="sasrec", dim=8, epochs=1, max_len=10))
+    trainer.ingest(synthetic_events(n_users=20, n_items=20, per_user=6, seed=1))
+    trainer.fit()
+    store = CheckpointStore(tmp_path)
+    version = store.save(trainer, {})
+    assert trainer.student is None and store.meta(version)["defence"] is None
+
+
+def test_warmup_epochs_train_without_the_swap_loss():
+    trainer = Trainer(TrainConfig(model="sasrec", dim=8, epochs=1, max_len=10, defence="gro", gro_warmup=1))
+    trainer.ingest(synthetic_events(n_users=20, n_items=20, per_user=6, seed=1))
+    before = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    trainer.fit()  # the warm-up epoch: the student is not asked anything
+    assert all(torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
+    trainer.fit(1)
+    assert not all(torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
