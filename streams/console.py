@@ -87,8 +87,8 @@ def case_detail(console: Console, case_id: str) -> dict[str, Any]:
     for entity in case["entities"]:
         row = store.entity(entity)
         flag = row["flag"]
-        events = store.list(status="all", actor=entity, limit=500, epoch="all")
-        full = [store.get(e["event_id"]) for e in events[:200]]
+        events = store.list(status="all", actor=entity, limit=500, epoch="all", events=True)
+        full = events[:200]
         for record in full:
             event = record["event"]
             if event.get("item_id") is not None and row["kind"] == "user":
