@@ -25,7 +25,7 @@ from aiohttp import web
 from streams import auth
 from streams.cases import FAMILIES, build_cases, describe, filter_cases
 from streams.decisions import ACTIONS, REASONS, decide_async, parse_entity
-from streams.ring import ring_svg
+from streams.ring import MAX_ORGANIC, MAX_RING, ring_svg
 from streams.store import NotFound
 
 HERE = Path(__file__).parent
@@ -47,10 +47,20 @@ class Console:
     def __post_init__(self) -> None:
         self.templates.filters["when"] = _when
         self.templates.filters["wall"] = _wall
+        self.templates.filters["plain"] = _plain
 
 
 def _when(ts: Any) -> str:
     return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def _plain(value: Any) -> str:
+    """A figure for a person: dicts as `key value, ...`, nested one level."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return "none" if value is None else str(value)
 
 
 def _wall(ts: Any) -> str:
@@ -77,8 +87,8 @@ def case_detail(console: Console, case_id: str) -> dict[str, Any]:
     for entity in case["entities"]:
         row = store.entity(entity)
         flag = row["flag"]
-        events = store.list(status="all", actor=entity, limit=500, epoch="all")
-        full = [store.get(e["event_id"]) for e in events[:200]]
+        events = store.list(status="all", actor=entity, limit=500, epoch="all", events=True)
+        full = events[:200]
         for record in full:
             event = record["event"]
             if event.get("item_id") is not None and row["kind"] == "user":
@@ -100,7 +110,8 @@ def case_detail(console: Console, case_id: str) -> dict[str, Any]:
                        for e in entities for r in e["events"]), key=lambda x: x["ts"] or 0)
     return {**case, "entity_rows": entities, "audit": store.entity_audit(case["entities"]),
             "timeline": timeline[-300:], "ring_svg": ring_svg(ring, organic) if ring or organic else "",
-            "ring_accounts": len(ring), "organic_accounts": len(organic)}
+            "ring_accounts": len(ring), "organic_accounts": len(organic),
+            "organic_drawn": min(len(organic), MAX_ORGANIC), "ring_drawn": min(len(ring), MAX_RING)}
 
 
 def case_json(case: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from html import escape
 
+MAX_RING, MAX_ORGANIC = 30, 15  # rows drawn: the most active accounts of each side
 Cells = dict[str, list[tuple[float, str, float | None]]]  # account -> [(ts, item, rating)]
 
 # A sequential palette (pale to dark blue-purple), picked by time.
@@ -27,7 +28,7 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def ring_svg(ring: Cells, organic: Cells, max_items: int = 14, max_ring: int = 30, max_organic: int = 15,
+def ring_svg(ring: Cells, organic: Cells, max_items: int = 14, max_ring: int = MAX_RING, max_organic: int = MAX_ORGANIC,
              cell: int = 16) -> str:
     """The picture of `ring` (flagged accounts' events) beside `organic` (other raters of the same items)."""
     counts = Counter(item for events in ring.values() for _, item, _ in events)

@@ -184,8 +184,9 @@ class QuarantineStore:
 
     # -- the analyst's side -------------------------------------------------------------------
     def list(self, status: str | None = "pending", limit: int = 50, actor: str | None = None,
-             offset: int = 0, epoch: str = "current") -> list[dict[str, Any]]:
-        """Rows oldest first; `epoch` "current" (the rows of the topics that exist now), "all", or an id."""
+             offset: int = 0, epoch: str = "current", events: bool = False) -> list[dict[str, Any]]:
+        """Rows oldest first; `epoch` "current" (the rows of the topics that exist now), "all", or an id;
+        `events`: with each row's event (one query for a case page, not one per event)."""
         where, params = [], []
         if epoch != "all":
             where.append("epoch = ?")
@@ -198,16 +199,18 @@ class QuarantineStore:
             where.append("actor_kind = ? AND actor_id = ?")
             params += [kind, entity]
         sql = ("SELECT event_id, verdict, event_type, actor_kind, actor_id, ts, reasons, status, label, "
-               "created_at, updated_at, epoch FROM quarantine"
+               "created_at, updated_at, epoch" + (", event" if events else "") + " FROM quarantine"
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created_at, event_id LIMIT ? OFFSET ?")
         rows = self._execute(self._sql(sql), (*params, limit, offset))
         keys = ("event_id", "verdict", "event_type", "actor_kind", "actor_id", "ts", "reasons", "status",
-                "label", "created_at", "updated_at", "epoch")
+                "label", "created_at", "updated_at", "epoch") + (("event",) if events else ())
         out = []
         for row in rows:
             item = dict(zip(keys, row))
             item["reasons"] = json.loads(item["reasons"])
+            if events:
+                item["event"] = json.loads(item["event"])
             out.append(item)
         return out
 

@@ -53,7 +53,7 @@ def worker_health(guard: Any) -> dict[str, Any]:
                 continue
             totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
             label = (sample.labels.get("outcome") or sample.labels.get("action") or sample.labels.get("kind")
-                     or sample.labels.get("detector"))
+                     or sample.labels.get("detector") or sample.labels.get("activity"))
             if label:
                 by_label.setdefault(sample.name, {})[label] = by_label.get(sample.name, {}).get(label, 0) + sample.value
     trainer = guard.last_trainer or {}
@@ -73,6 +73,7 @@ def worker_health(guard: Any) -> dict[str, Any]:
         "snapshot_bytes": int(totals.get("shillguard_snapshot_bytes", 0)),
         "flag_threshold": round(guard.pipeline.decision.flag_threshold, 4),
         "analyst_labels_learned": int(totals.get("shillguard_analyst_labels", 0)),
+        "learned_fusion_in_use": bool(getattr(guard.pipeline.decision.fusion, "active", False)),
         "fusion_weights": {k: round(v, 3) for k, v in by_label.get("shillguard_fusion_weight", {}).items()},
         "drift": {name: {"drifts": guard.pipeline.drift.drifts.get(name, 0),
                          "mean_score": round(float(adwin.estimation), 4),

@@ -251,13 +251,14 @@ def test_service_matches_replay_with_one_outcome_per_event(broker, stream, postg
         # quarantined and retracted events, and its later events (after the release) leave clean.
         user = sorted(ours)[0]
         kept = sorted(ours)[1]
-        events_of = []  # the stream's well-formed events (it carries malformed lines on purpose)
-        for line in stream.read_bytes().splitlines():
+        def parsed(line: bytes):
             try:
-                events_of.append(orjson.loads(line))
+                return orjson.loads(line)
             except orjson.JSONDecodeError:
-                continue
-        theirs_before = {e["event_id"] for e in events_of if isinstance(e, dict) and e.get("user_id") == user}
+                return None  # the stream's malformed lines
+
+        events_of = [e for e in map(parsed, stream.read_bytes().splitlines()) if isinstance(e, dict)]
+        theirs_before = {e.get("event_id") for e in events_of if e.get("user_id") == user}
         service.cli("quarantine", "release", "--entity", f"user:{user}", "--reason", "false_positive", "--by",
                     "ana", "--note", "integration test")
         with pytest.raises(subprocess.CalledProcessError):
@@ -266,7 +267,7 @@ def test_service_matches_replay_with_one_outcome_per_event(broker, stream, postg
         while service.metric("shillguard_control_records_total", action="release") < 1:
             assert time.monotonic() < deadline, service.log()
             time.sleep(0.5)
-        last_ts = max(e["ts"] for e in events_of if isinstance(e, dict) and "ts" in e)
+        last_ts = max(e["ts"] for e in events_of if isinstance(e.get("ts"), (int, float)))
         later = tmp_path / "later.jsonl"
         later.write_bytes(b"".join(orjson.dumps({"type": "rating", "event_id": f"later-{who}-{k}", "ts": last_ts + k,
                                                  "user_id": who, "item_id": f"later-item-{k}", "rating": 4}) + b"\n"
