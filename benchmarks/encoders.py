@@ -13,7 +13,8 @@ Prints, on this machine, in one run:
 2. The hashing fallback's texts per second.
 3. CatalogDriftDetector: catalogue edits per second through `observe` (embedding + scoring, encoder cache
    off), per backend and for the one `auto` picks; then the same edits as a catalogue feed sends them, each
-   followed by `--resends` unchanged copies (price updates, syncs), which the detector does not embed.
+   followed by `--resends` unchanged copies (price updates, syncs), which the detector does not embed; and
+   texts the encoder's LRU cache has seen (the same text on another item, a revert).
 4. ExtractionDetector: rec_query events scored per second through `observe` (item vectors from the catalog
    detector), and the other events per second through both detectors (the path every event takes).
 The stream is either a file of events (`shillguard simulate` output) or a simulation built here from the
@@ -190,6 +191,11 @@ def main() -> None:
         edits_seen, clock = run_catalog(CatalogDriftDetector(auto), resent, args, args.edits * (1 + resends))
         print(f"   auto, each edit followed by {resends} unchanged re-send(s) (not embedded): "
               f"{rate(edits_seen, clock)}")
+    auto.cache_size = len(texts)  # the encoder's own LRU cache, by text digest (templates, reverts, copies)
+    auto.encode(texts)
+    with Clock() as clock:
+        auto.encode(texts)
+    print(f"   the encoder's cache, texts embedded before (another item's copy, a revert): {rate(len(texts), clock)}")
 
     # 4. Both detectors over the stream in observe batches, each batch split in two calls so that the
     # queries' share of the time is measured apart from the ratings/clicks (and listings) around them.

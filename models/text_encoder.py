@@ -180,8 +180,8 @@ class MiniLMEncoder(_CachedEncoder):
             self.why = "chosen by configuration"
             return
         if self.backend == "auto" and self._bf16:
-            # Measured (benchmarks/encoders.py): PyTorch's native bf16 embeds ~1.4x as many listings per
-            # CPU-second as ONNX Runtime's fp32 here, at cosine 0.9999 to fp32.
+            # Measured (benchmarks/encoders.py): PyTorch's native bf16 embeds 1.4-1.8x as many listings per
+            # CPU-second as ONNX Runtime's fp32 here (about 200 against 110-150), at cosine 0.99998 to fp32.
             self.why = "auto: native bf16 on this CPU is faster than ONNX Runtime fp32"
             return
         try:
@@ -191,7 +191,8 @@ class MiniLMEncoder(_CachedEncoder):
             log.warning("text encoder: %s", self.why)
             return
         self._bf16 = False
-        self.why = "chosen by configuration" if self.backend == "onnx" else "auto: no native bf16 on this CPU"
+        self.why = ("chosen by configuration" if self.backend == "onnx"
+                    else "auto: no PyTorch bf16 here (not native on this CPU, or precision fp32)")
 
     def _onnx_session(self, path: Path):
         import onnxruntime as ort

@@ -205,6 +205,16 @@ def ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def log_to_stderr() -> None:
+    """WARNINGs, and which text encoder runs and why, into the worker's log (the child shares its stderr)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s (detector process): %(message)s")
+    logging.getLogger("models.text_encoder").setLevel(logging.INFO)
+
+
 if __name__ == "__main__":
     ignore_stop_signals()
+    log_to_stderr()
     _serve(Connection(int(sys.argv[1])), sys.argv[2].split(","), json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})

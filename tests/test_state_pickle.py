@@ -52,6 +52,8 @@ def test_rows_and_dense_arrays():
     assert len(dumps_state(noise)) == len(pickle.dumps(noise, protocol=pickle.HIGHEST_PROTOCOL))
     small = np.zeros(MIN_SIZE - 1)
     assert len(dumps_state(small)) == len(pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL))
+    shared = pickle.loads(dumps_state({"a": vectors, "b": [vectors]}))  # one array in two places stays one
+    assert shared["a"] is shared["b"][0]
 
 
 def _events(n: int, start: int = 0, seed: int = 0) -> list:
