@@ -64,7 +64,8 @@ def run(args) -> list[dict]:
                                       batch_size=args.batch_size, seed=seed, holdout_pct=100.0,
                                       defence=None if args.defence == "none" else args.defence,
                                       gro_lambda=args.gro_lambda, gro_swaps=args.gro_swaps,
-                                      gro_candidates=args.gro_candidates, gro_warmup=args.gro_warmup))
+                                      gro_candidates=args.gro_candidates, gro_warmup=args.gro_warmup,
+                                      gro_synthetic=args.gro_synthetic))
         trainer.ingest(events)
         stats = trainer.fit()
         train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--gro-swaps", type=int, default=3)
     parser.add_argument("--gro-candidates", type=int, default=20)
     parser.add_argument("--gro-warmup", type=int, default=0)
+    parser.add_argument("--gro-synthetic", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=8)
