@@ -134,9 +134,9 @@ def _label(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defence", default="none", choices=["none", "gro"])
-    parser.add_argument("--gro-lambda", type=float, default=0.1)
+    parser.add_argument("--gro-lambda", type=float, default=0.075)
     parser.add_argument("--gro-swaps", type=int, default=3)
-    parser.add_argument("--gro-candidates", type=int, default=20)
+    parser.add_argument("--gro-candidates", type=int, default=50)
     parser.add_argument("--gro-warmup", type=int, default=0)
     parser.add_argument("--gro-synthetic", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, default=3)

@@ -66,9 +66,9 @@ class TrainConfig:
     # Defence against model extraction (trainer.gro): None or "gro"; the swap loss's weight, the list
     # length the attacker sees, the candidate pool's depth, swaps per list, queries per batch.
     defence: str | None = None
-    gro_lambda: float = 0.1
+    gro_lambda: float = 0.075
     gro_k: int = 10
-    gro_candidates: int = 20
+    gro_candidates: int = 50
     gro_swaps: int = 3
     gro_queries: int = 256
     gro_warmup: int = 0            # epochs of plain training before the swap loss joins (utility first)
