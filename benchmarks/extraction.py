@@ -64,7 +64,8 @@ def run(args) -> list[dict]:
                                       batch_size=args.batch_size, seed=seed, holdout_pct=100.0,
                                       defence=None if args.defence == "none" else args.defence,
                                       gro_lambda=args.gro_lambda, gro_swaps=args.gro_swaps,
-                                      gro_candidates=args.gro_candidates, gro_warmup=args.gro_warmup))
+                                      gro_candidates=args.gro_candidates, gro_warmup=args.gro_warmup,
+                                      gro_synthetic=args.gro_synthetic))
         trainer.ingest(events)
         stats = trainer.fit()
         train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -87,8 +88,8 @@ def run(args) -> list[dict]:
 def table(reports: list[dict]) -> str:
     by = {}
     for r in reports:
-        by.setdefault(r["defence"] or "none", []).append(r)
-    lines = [f"{'defence':8} {'seeds':>5} {'target HR@10':>16} {'agreement@10':>16} {'surrogate HR@10':>16} "
+        by.setdefault(_label(r), []).append(r)
+    lines = [f"{'defence':24} {'seeds':>5} {'target HR@10':>16} {'agreement@10':>16} {'surrogate HR@10':>16} "
              f"{'flagged':>8} {'train s':>8} {'total s':>8}"]
     means = {}
     for name, rs in by.items():
@@ -97,21 +98,22 @@ def table(reports: list[dict]) -> str:
             v = np.array([r[f] for r in rs])
             means[(name, f)] = v.mean()
             cells.append(f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}")
-        flagged = sum(1 for r in rs if r.get("guard", {}).get("flagged"))
-        lines.append(f"{name:8} {len(rs):>5} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} "
-                     f"{flagged:>4}/{len(rs):<3} {np.mean([r['train_seconds'] for r in rs]):>8.0f} "
+        guarded = [r for r in rs if r.get("guard")]
+        flagged = f"{sum(1 for r in guarded if r['guard']['flagged'])}/{len(guarded)}" if guarded else "-"
+        lines.append(f"{name:24} {len(rs):>5} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} "
+                     f"{flagged:>8} {np.mean([r['train_seconds'] for r in rs]):>8.0f} "
                      f"{np.mean([r['total_seconds'] for r in rs]):>8.0f}")
-    if ("none", FIELDS[0]) in means and ("gro", FIELDS[0]) in means:
-        drop = {f: 1 - means[("gro", f)] / max(means[("none", f)], 1e-9) for f in FIELDS[1:]}
-        keep = means[("gro", FIELDS[0])] / max(means[("none", FIELDS[0])], 1e-9)
+    for name in [n for n in by if n != "none" and ("none", FIELDS[0]) in means]:
+        drop = {f: 1 - means[(name, f)] / max(means[("none", f)], 1e-9) for f in FIELDS[1:]}
+        keep = means[(name, FIELDS[0])] / max(means[("none", FIELDS[0])], 1e-9)
         ok = all(d >= 0.20 for d in drop.values()) and keep >= 0.90
-        lines.append(f"GRO vs none: agreement@10 -{drop['agreement_at_10']:.1%}, surrogate HR@10 "
+        lines.append(f"{name} vs none: agreement@10 -{drop['agreement_at_10']:.1%}, surrogate HR@10 "
                      f"-{drop['surrogate_hr_at_10']:.1%} (need >= 20% each); target HR@10 at {keep:.1%} "
                      f"(need >= 90%): {'PASS' if ok else 'FAIL'}")
     for r in reports:
         g = r.get("guard") or {}
         curve = ", ".join(f"{p['queries']}: {p['agreement_at_10']:.3f}" for p in r["curve"])
-        lines.append(f"  {r['defence'] or 'none'} seed {r['seed']}: curve (queries: agreement) {curve}; guard "
+        lines.append(f"  {_label(r)} seed {r['seed']}: curve (queries: agreement) {curve}; guard "
                      + (f"flagged at {g['flag_at_queries']} queries" if g.get("flagged") else
                         "did not flag" if g else "not run")
                      + (f"; perturbed agreement {r['perturbed']['agreement_at_10']:.3f}, surrogate HR "
@@ -120,13 +122,23 @@ def table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _label(report: dict) -> str:
+    """The defence and its parameters, so that runs of different settings are never pooled."""
+    if not report["defence"]:
+        return "none"
+    c = report["target_config"]
+    return (f"gro l={c['gro_lambda']} c={c['gro_candidates']}" + (f" syn={c.get('gro_synthetic', 0)}"
+            if c.get("gro_synthetic") else "") + (f" warm={c['gro_warmup']}" if c.get("gro_warmup") else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defence", default="none", choices=["none", "gro"])
-    parser.add_argument("--gro-lambda", type=float, default=0.1)
+    parser.add_argument("--gro-lambda", type=float, default=0.075)
     parser.add_argument("--gro-swaps", type=int, default=3)
-    parser.add_argument("--gro-candidates", type=int, default=20)
+    parser.add_argument("--gro-candidates", type=int, default=50)
     parser.add_argument("--gro-warmup", type=int, default=0)
+    parser.add_argument("--gro-synthetic", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=8)

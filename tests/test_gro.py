@@ -120,3 +120,29 @@ def test_warmup_epochs_train_without_the_swap_loss():
     assert all(torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
     trainer.fit(1)
     assert not all(torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
+
+
+def test_attacker_like_queries_follow_the_targets_own_answers():
+    trainer = Trainer(TrainConfig(model="sasrec", dim=8, epochs=1, max_len=12, defence="gro", gro_synthetic=1.0,
+                                  gro_synthetic_len=6, gro_k=5, seed=3))
+    trainer.ingest(synthetic_events(n_users=30, n_items=25, per_user=8, seed=2))
+    trainer.fit()
+    trainer._gro_pool = None
+    queries = trainer._synthetic_queries(40, 12, torch.device("cpu"))
+    pool = trainer._gro_pool
+    assert queries.shape == (40, 12) and ((queries > 0).sum(1) >= 1).all()
+    assert ((pool > 0).sum(1) == 6).all()
+    trainer.model.eval()
+    with torch.no_grad():
+        for t in range(12 - 6, 11):  # each next item is one of the target's top-5 after the prefix
+            prefix = pool.clone()
+            prefix[:, t + 1:] = 0
+            prefix = torch.cat([torch.zeros_like(prefix[:, : 11 - t]), prefix[:, : t + 1]], dim=1)
+            scores = trainer.model.score_sequences(prefix, trainer.n_items)
+            scores.scatter_(1, prefix, float("-inf"))
+            top = scores.topk(5, dim=1).indices
+            assert (top == pool[:, t + 1: t + 2]).any(1).all()
+    # Every query is a prefix of a pool sequence, right-aligned.
+    for row in queries:
+        items = row[row > 0].tolist()
+        assert any(seq[seq > 0].tolist()[: len(items)] == items for seq in pool)

@@ -126,9 +126,9 @@ def gate_options(fn):
 @click.option("--device", default=None, help="cpu, cuda; default: CUDA when present.")
 @click.option("--defence", type=click.Choice(["none", "gro"]), default=None,
               help="Train a defence against model extraction into the model (GRO, trainer/gro.py).")
-@click.option("--gro-lambda", type=float, default=None, help="Weight of GRO's swap loss (default 0.1).")
+@click.option("--gro-lambda", type=float, default=None, help="Weight of GRO's swap loss (default 0.075).")
 @click.option("--gro-candidates", type=int, default=None,
-              help="GRO's swap pool: the target's ranks k+1..this (default 20).")
+              help="GRO's swap pool: the target's ranks k+1..this (default 50).")
 @click.option("--gro-warmup", type=int, default=None, help="Epochs before GRO's swap loss joins (default 0).")
 @click.option("--holdout-pct", type=float, default=None,
               help="Share of users whose newest event is held back for the gates (default 10).")

@@ -66,12 +66,16 @@ class TrainConfig:
     # Defence against model extraction (trainer.gro): None or "gro"; the swap loss's weight, the list
     # length the attacker sees, the candidate pool's depth, swaps per list, queries per batch.
     defence: str | None = None
-    gro_lambda: float = 0.1
+    gro_lambda: float = 0.075
     gro_k: int = 10
-    gro_candidates: int = 20
+    gro_candidates: int = 50
     gro_swaps: int = 3
     gro_queries: int = 256
     gro_warmup: int = 0            # epochs of plain training before the swap loss joins (utility first)
+    # Share of GRO's queries that are attacker-like (SASRec): autoregressive synthetic sequences from random
+    # items through the target's own top-k, as a data-free extractor asks, rather than training prefixes.
+    gro_synthetic: float = 0.0
+    gro_synthetic_len: int = 20
     device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -114,6 +118,7 @@ class Trainer:
         self.samples_trained = 0
         self.epochs_trained = 0
         self.learned_rows = 0  # log rows before this index have shaped the weights
+        self._gro_pool: torch.Tensor | None = None
         self._split_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     # -- data -------------------------------------------------------------------------------------
@@ -195,6 +200,14 @@ class Trainer:
             hidden = model.encode(seq)
             keep = target > 0
             loss = torch.nn.functional.cross_entropy(model.logits(hidden[keep], n).float(), target[keep])
+            if cfg.gro_synthetic > 0:
+                # Attacker-like queries replace a share of the training prefixes: their answers are what an
+                # extractor learns from, and changing them costs real users' histories little.
+                n_syn = int(round(cfg.gro_synthetic * min(len(seq), cfg.gro_queries)))
+                if n_syn:
+                    extra = self._synthetic_queries(n_syn, seq.shape[1], seq.device)
+                    seq = torch.cat([extra, seq[: max(min(len(seq), cfg.gro_queries) - n_syn, 0)]])
+                    hidden = torch.cat([model.encode(extra), hidden[: len(seq) - n_syn]])
             length = (seq > 0).sum(1)
             rows = torch.nonzero(length > 0).squeeze(1)[: cfg.gro_queries]
             width = seq.shape[1]
@@ -216,6 +229,36 @@ class Trainer:
         positions, incoming = gro.swap_targets(student_scores.detach().float().clamp_min(-1e4), lists, pool,
                                                cfg.gro_swaps)
         return loss + cfg.gro_lambda * gro.swap_loss(target_scores, lists, positions, incoming)
+
+    @torch.no_grad()
+    def _synthetic_queries(self, count: int, width: int, device: torch.device) -> torch.Tensor:
+        """`count` random prefixes of the epoch's pool of autoregressive synthetic sequences (a random item,
+        then one of the target's top-k after the sequence so far, repeatedly), left-padded to `width`."""
+        cfg, n = self.config, self.n_items
+        if self._gro_pool is None:
+            was_training = self.model.training
+            self.model.eval()
+            size, length = max(cfg.gro_queries, 64), min(cfg.gro_synthetic_len, width)
+            pool = torch.zeros(size, width, dtype=torch.long, device=device)
+            pool[:, -1] = torch.randint(1, n, (size,), generator=self.generator).to(device)
+            for step in range(1, length):
+                scores = self.model.score_sequences(pool, n).float()
+                scores.scatter_(1, pool, float("-inf"))
+                top = scores.topk(cfg.gro_k, dim=1).indices
+                pick = top.gather(1, torch.randint(0, cfg.gro_k, (size, 1), generator=self.generator).to(device))
+                pool = torch.cat([pool[:, 1:], pick], dim=1)
+            self.model.train(was_training)
+            self._gro_pool = pool
+        pool = self._gro_pool
+        rows = torch.randint(0, len(pool), (count,), generator=self.generator).to(device)
+        cut = torch.randint(1, min(cfg.gro_synthetic_len, width) + 1, (count,), generator=self.generator).to(device)
+        picked = pool[rows]
+        # Keep the first `cut` items of each sequence (right-aligned, as the model reads them).
+        length = (picked > 0).sum(1)
+        shift = length - cut
+        index = (torch.arange(width, device=device).unsqueeze(0) - shift.unsqueeze(1)).clamp_min(0)
+        shifted = picked.gather(1, index)
+        return shifted.masked_fill(torch.arange(width, device=device).unsqueeze(0) < width - cut.unsqueeze(1), 0)
 
     def _batches(self, mask: np.ndarray, rows: np.ndarray | None = None):
         """One epoch of batches over the rows in `mask` (BPR samples or SASRec windows)."""
@@ -258,6 +301,7 @@ class Trainer:
         total, seconds, cpu_seconds, per_epoch = 0, 0.0, 0.0, []
         for epoch in range(epochs):
             start, cpu_start = time.perf_counter(), time.process_time()
+            self._gro_pool = None  # attacker-like queries, drawn afresh from this epoch's model
             n, batches = self._batches(mask)
             for batch in batches:
                 self._step(batch)
