@@ -188,7 +188,8 @@ class RatingShiftDetector(Detector):
         self._codes = 0
         # The raters of all ratings, by activity and by account age bin (two rows), halved now and then: what
         # an organic rater of any item looks like, for a wave whose item has too few raters of its own to say.
-        self._population = np.zeros((2, _PROFILE_BINS))
+        self._population = [[0.0] * _PROFILE_BINS, [0.0] * _PROFILE_BINS]  # plain floats: touched per rating
+        self._population_count = 0.0
         self._attributed: dict[str, set[int]] = {}  # user -> item rows of the campaigns that named them
         self._emitted: dict[tuple[str, str], float] = {}
         self._since_refresh = 0
@@ -245,11 +246,13 @@ class RatingShiftDetector(Detector):
         ts, level = event.ts, min(_LEVELS, max(1, int(event.rating + 0.5))) - 1
         self._global[level] += 1.0
         rater = (event.user_id, level, _profile_bin(account[1], ts - account[0]))
-        population = self._population
-        population[0, rater[2][0]] += 1.0
-        population[1, rater[2][1]] += 1.0
-        if population[0].sum() > 200_000.0:  # a sliding memory of some 100,000-200,000 ratings
-            population *= 0.5
+        activity, age = self._population
+        activity[rater[2][0]] += 1.0
+        age[rater[2][1]] += 1.0
+        self._population_count += 1.0
+        if self._population_count > 200_000.0:  # a sliding memory of some 100,000-200,000 ratings
+            self._population = [[c * 0.5 for c in row] for row in self._population]
+            self._population_count *= 0.5
         item = self._state[row]
         hist = item.hist
         elapsed = ts - item.updated
@@ -684,8 +687,8 @@ class RatingShiftDetector(Detector):
         if len(organic) >= self.min_organic:
             references = [np.bincount([p[feature] for p in organic], minlength=_PROFILE_BINS)
                           for feature in range(len(mine[0]))]
-        elif self._population[0].sum() >= 1000.0:
-            references = list(self._population)
+        elif self._population_count >= 1000.0:
+            references = [np.array(row) for row in self._population]
         else:
             return {}
         ratio = np.ones(len(raters))
