@@ -110,9 +110,6 @@ class DecisionStage:
 
     recent_retraction = 30 * 86400.0  # for snapshots taken before it was a parameter
     fusion = EvidenceFusion()  # likewise
-    _condemned: dict = {}  # likewise (snapshots from before releases gave events back): replaced on first use
-    _reviewed: dict = {}
-    _history: dict = {}
 
     def __init__(self, hold_seconds: float = 600.0, flag_threshold: float = 0.5,
                  retraction_horizon: float = 365 * 86400.0, max_released_per_entity: int = 5000,
@@ -138,7 +135,11 @@ class DecisionStage:
         self._condemned: dict[tuple[str, str], deque[tuple[float, str, bytes, str]]] = {}
         self._reviewed: dict[tuple[str, str], dict[str, float]] = {}  # scores an analyst released
         self._history: dict[tuple[str, str], list[dict[str, Any]]] = {}  # analysts' decisions
-        self._own_state()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Snapshots from before releases gave events back lack what a release needs: empty, then the rest.
+        self.__dict__.update(_condemned={}, _reviewed={}, _history={})
+        self.__dict__.update(state)
 
     # -- holding and releasing ------------------------------------------------------------
     def admit(self, *events: Event) -> None:
@@ -283,15 +284,7 @@ class DecisionStage:
                 self._condemn(key, ts, event_id, payload, "retracted")
         return [_retraction(record, reason) for record in hit]
 
-    def _own_state(self) -> None:
-        # A stage restored from a snapshot older than releases shares the class-level empty dicts: own them.
-        for name in ("_condemned", "_reviewed", "_history"):
-            if name not in self.__dict__:
-                setattr(self, name, {})
-
     def _condemn(self, key: tuple[str, str], ts: float, event_id: str, payload: bytes, verdict: str) -> None:
-        if "_condemned" not in self.__dict__:
-            self._own_state()
         condemned = self._condemned.get(key)
         if condemned is None:
             condemned = self._condemned[key] = deque()
@@ -311,7 +304,6 @@ class DecisionStage:
         back: quarantined events as clean, retracted ones as restored (both with `released_by`). Returns the
         released flag (status "released", None if the entity was not flagged) and those outcomes. The scores
         the analyst saw are remembered: only stronger evidence flags the entity again."""
-        self._own_state()
         key = (kind, entity_id)
         entry = {"action": "release", "by": by, "reason": reason, "at": at, **({"note": note} if note else {})}
         self._history.setdefault(key, []).append(entry)
@@ -333,7 +325,6 @@ class DecisionStage:
                 at: float = 0.0, note: str = "", action: str = "confirm") -> Flag | None:
         """An analyst's confirmation (or escalation): recorded in the flag's history; the flag stays. Returns
         the flag, status "confirmed" (None if the entity is not flagged)."""
-        self._own_state()
         key = (kind, entity_id)
         entry = {"action": action, "by": by, "reason": reason, "at": at, **({"note": note} if note else {})}
         self._history.setdefault(key, []).append(entry)

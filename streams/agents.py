@@ -229,13 +229,16 @@ class Guard:
         return self.restored and self.assigned
 
     async def handle(self, events: list[Any]) -> None:
-        # Shielded: once a batch has changed the pipeline its outcomes must all be sent, even on shutdown.
+        await self._shielded(self._handle(events), "processing a batch")
+
+    async def _shielded(self, work: Any, doing: str) -> None:
+        # Shielded: once work has changed the pipeline its outcomes must all be sent, even on shutdown.
         try:
-            await asyncio.shield(self._handle(events))
+            await asyncio.shield(work)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            await self._crash("processing a batch", error)
+            await self._crash(doing, error)
 
     async def _crash(self, doing: str, error: BaseException) -> None:
         """Stop the worker rather than carry on past a batch whose outcomes may be incomplete: a restart
@@ -465,12 +468,7 @@ class Guard:
     async def control(self, messages: list[Any]) -> None:
         """Analysts' decisions and the trainer's signals: applied between batches, outcomes published, and
         acknowledged once a snapshot covers them (the decision stage remembers what they did)."""
-        try:
-            await asyncio.shield(self._control(messages))
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            await self._crash("applying control records", error)
+        await self._shielded(self._control(messages), "applying control records")
 
     async def _control(self, messages: list[Any]) -> None:
         async with self.lock:

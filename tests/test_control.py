@@ -4,9 +4,7 @@ worker's control agent, the trainer's restorations, the store's entity decisions
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 from types import SimpleNamespace
 
 import orjson
@@ -20,6 +18,7 @@ from streams.decisions import control_record, decide, parse_entity
 from streams.settings import Settings
 from streams.store import open_store
 from streams.topics import Topics
+from postgres_schema import fresh_schema
 
 
 def rating(event_id: str, ts: float, user: str = "u1", item: str = "i1") -> RatingEvent:
@@ -183,29 +182,16 @@ def test_the_trainer_learns_restored_events_again(tmp_path):
 
 # -- the store: entities, decisions, accounts --------------------------------------------------------------
 
-POSTGRES = os.environ.get("SHILLGUARD_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def store(request, tmp_path):
     """The store on both backends (PostgreSQL in a schema of its own, dropped afterwards)."""
     if request.param == "sqlite":
         yield open_store(f"sqlite:///{tmp_path}/q.db")
         return
-    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg[binary]")
-    try:
-        connection = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES}: {error}")
-    schema = f"sg_test_{uuid.uuid4().hex[:8]}"
-    connection.execute(f"CREATE SCHEMA {schema}")
-    try:
-        store = open_store(f"{POSTGRES}?options=-csearch_path%3D{schema}")
+    with fresh_schema() as url:
+        store = open_store(url)
         yield store
         store.close()
-    finally:
-        connection.execute(f"DROP SCHEMA {schema} CASCADE")
-        connection.close()
 
 
 def test_entity_decisions_and_their_audit(store):

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from postgres_schema import fresh_schema
 
 pytestmark = pytest.mark.integration
 
-POSTGRES = os.environ.get("SHILLGUARD_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
 TOPICS = ("ratings", "clicks", "catalog", "queries", "clean", "quarantined", "rejected", "retracted", "flags",
           "alerts", "client_actions", "control")
 
@@ -49,18 +49,8 @@ def broker():
 @pytest.fixture(scope="session")
 def postgres_schema():
     """A schema of its own in the test database, dropped afterwards; its URL."""
-    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg[binary]")
-    try:
-        connection = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES}: {error}")
-    schema = f"sg_test_{uuid.uuid4().hex[:8]}"
-    connection.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        connection.execute(f"DROP SCHEMA {schema} CASCADE")
-        connection.close()
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -273,22 +273,30 @@ def run_guard(lines: list[tuple[float, bytes, bool]], detectors: str = "extracti
             batch = lines[start:start + batch_size]
             step = pipeline.process([line for _, line, _ in batch])
             seen_attack += sum(1 for *_, attack in batch if attack)
-            for flag in step.flags:
-                record = flag.as_dict()
-                if record["kind"] == "client" and record["id"] == ATTACKER:
-                    return {"flagged": True, "flag_at_queries": seen_attack, "score": record["score"],
-                            "detectors": record["detectors"], "action": _action(record),
-                            "seconds": round(time.perf_counter() - started, 1)}
-        step = pipeline.flush()
-        for flag in step.flags:
-            record = flag.as_dict()
-            if record["kind"] == "client" and record["id"] == ATTACKER:
-                return {"flagged": True, "flag_at_queries": seen_attack, "score": record["score"],
-                        "detectors": record["detectors"], "action": _action(record),
-                        "seconds": round(time.perf_counter() - started, 1)}
+            record = _attacker_flag(step)
+            if record is not None:
+                return _flagged(record, seen_attack, started)
+        record = _attacker_flag(pipeline.flush())
+        if record is not None:
+            return _flagged(record, seen_attack, started)
     finally:
         pipeline.close()
     return {"flagged": False, "flag_at_queries": None, "attack_queries_seen": seen_attack,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _attacker_flag(step: Any) -> dict[str, Any] | None:
+    """The attacking client's flag among a decision step's, as a record."""
+    for flag in step.flags:
+        record = flag.as_dict()
+        if record["kind"] == "client" and record["id"] == ATTACKER:
+            return record
+    return None
+
+
+def _flagged(record: dict[str, Any], seen_attack: int, started: float) -> dict[str, Any]:
+    return {"flagged": True, "flag_at_queries": seen_attack, "score": record["score"],
+            "detectors": record["detectors"], "action": _action(record),
             "seconds": round(time.perf_counter() - started, 1)}
 
 
