@@ -3,6 +3,7 @@
     python benchmarks/generalisation.py                 # every scenario, 2 seeds per split, ~200k events each
     python benchmarks/generalisation.py --quick         # 1 seed per split, 60k events: a smoke run
     python benchmarks/generalisation.py --scenarios covisit,sleeper --seeds 3 --json out.json
+    python benchmarks/generalisation.py --splits tune     # the tune rows alone, while choosing and tuning
     SHILLGUARD_DETECTORS=profile,rating_shift python benchmarks/generalisation.py
 
 Each scenario is simulated (`shillguard simulate`, in process) on the `tune` half of simulator/ranges.py
@@ -185,6 +186,8 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, from: "
                         + ", ".join(SCENARIOS))
     parser.add_argument("--seeds", type=int, default=2, help="seeds per split")
+    parser.add_argument("--splits", default=",".join(SPLITS),
+                        help="comma-separated, from: tune, report (tune alone while choosing and tuning)")
     parser.add_argument("--max-events", type=int, default=200_000, help="events per capped stream")
     parser.add_argument("--quick", action="store_true", help="1 seed per split, 60,000 events per stream")
     parser.add_argument("--data", default="movielens", help="movielens, synthetic or a MovieLens-format dir")
@@ -198,6 +201,9 @@ def main() -> None:
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}: one of {', '.join(SCENARIOS)}")
+    splits = {name.strip(): SPLITS[name.strip()] for name in args.splits.split(",") if name.strip() in SPLITS}
+    if not splits:
+        parser.error(f"--splits: one or more of {', '.join(SPLITS)}")
     detectors = args.detectors or os.environ.get("SHILLGUARD_DETECTORS") or DEFAULT_DETECTORS
     base = load_base(args.data)
     print(f"detectors: {detectors}; {args.seeds} seed(s) per split; capped streams at {args.max_events:,} "
@@ -206,7 +212,7 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        for split, first_seed in SPLITS.items():
+        for split, first_seed in splits.items():
             split_runs = []
             for seed in range(first_seed, first_seed + args.seeds):
                 with tempfile.TemporaryDirectory(prefix="generalisation-") as workdir:

@@ -16,6 +16,13 @@ own ratings, and taken at its upper `allowance` posterior sds, so that a young i
 anywhere items land while a well-known item is held to its own habit. A chart that reaches `threshold` opens
 a campaign dated from the chart's last zero (the change point), followed until the chart returns to zero.
 
+An arrival wave (a crowd far above the item's usual rate) is a campaign when its ratings pile up at an end
+beyond what an organic crowd on this item would give (a beta-binomial tail under the item's posterior); an
+item with little history may organically land anywhere, so a wave that falls back without that verdict is
+judged again, by the same test, as the item's later raters come: they are a sample of its opinion that no
+attack chose (a sleeper cell's push on a film rated five times is p ~ 1e-3 at the time, and far beyond
+once a dozen later raters have rated it as its first five did).
+
 Attribution: of a campaign's n raters at its end of the scale, among N raters in all since the change point,
 an organic wave at the item's usual share p explains p (N - A) where A = (n - p N) / (1 - p) are attackers;
 each rater at that end is an attacker with probability A / n, provided that n is significant (binomial tail
@@ -34,8 +41,9 @@ signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 With no usable time (every rating at one timestamp, as in a ratings dump) or less than `baseline_lag` of
 stream so far, there is no baseline and no wave, and the detector stays silent rather than guess.
 
-Scaling: per item five floats of histogram, two charts and, while a chart is up, its raters at that end (at
-most `max_pending`); work per rating is constant. Partitioned by item, each worker holds its items.
+Scaling: per item five floats of histogram, three charts and, while a chart is up, its raters (at most
+`max_pending`); a wave that fell back keeps them until `max_history` later ratings or `baseline_half_life`
+have judged it (one wave per item); work per rating is constant. Partitioned by item, each worker holds its items.
 
 References: Page, "Continuous inspection schemes", Biometrika 1954 (CUSUM); Reynolds & Stoumbos, "A CUSUM
 chart for monitoring a proportion when inspecting continuously", J. Quality Technology 1999; Efron & Morris
@@ -87,7 +95,7 @@ _LEVELS = 5
 _ENDS = (np.array([False, False, False, True, True]), np.array([True, True, False, False, False]))
 _EXTREMES = (np.array([False, False, False, False, True]), np.array([True, False, False, False, False]))
 _DIRECTIONS = ("push", "nuke")
-PUSH, NUKE, WAVE = 0, 1, 2
+PUSH, NUKE, WAVE, LATE = 0, 1, 2, 3  # LATE: a wave found a campaign by the raters after it
 _LN2 = math.log(2.0)
 
 
@@ -122,6 +130,8 @@ class _Chart:
     rate: float = 0.0                                             # and its usual ratings per second
     closed: bool = False                                          # back at zero, to be attributed once more
     next_test: int = 0                                            # a wave's size at its next test
+    before: tuple = ()                                            # a closed wave's item histogram then
+    after: list = field(default_factory=lambda: [0] * _LEVELS)   # and the item's ratings since, per level
 
 
 class RatingShiftDetector(Detector):
@@ -166,6 +176,7 @@ class RatingShiftDetector(Detector):
         self._state: list[_Item] = []
         self._charts: dict[tuple[int, int], _Chart] = {}
         self._campaigns: dict[tuple[int, int], _Chart] = {}  # alarmed charts, open or awaiting attribution
+        self._suspects: dict[int, _Chart] = {}  # item row -> its latest closed wave, awaiting the raters after it
         self._round_at: float | None = None  # event time of the last attribution round
         self._first_ts: float | None = None  # event time of the first rating seen
         # Ratings younger than `baseline_lag`, on their way into their item's histogram: (ts, row, level,
@@ -261,6 +272,8 @@ class RatingShiftDetector(Detector):
                 factor = 0.5 ** (elapsed / self.baseline_half_life)
                 hist[:] = [h * factor for h in hist]
             item.updated = ts
+        if row in self._suspects:  # before the counts: its verdict may move held ratings into the histogram
+            self._after(row, event.user_id, level, ts)
         count = hist[0] + hist[1] + hist[2] + hist[3] + hist[4]
         cusum = item.cusum
         if self._clock - self._first_ts < self.baseline_lag:
@@ -315,6 +328,8 @@ class RatingShiftDetector(Detector):
                 del self._charts[key]
                 if chart.alarmed >= 0:
                     chart.closed = True  # attributed once more at the next round, then forgotten
+                elif which == WAVE:  # not a campaign by what the item had: judged again by what comes
+                    self._suspect(row, item, chart)
                 else:  # a false alarm after all: what it held back joins the item's habit
                     self._release(item, chart.held)
             return None
@@ -415,7 +430,7 @@ class RatingShiftDetector(Detector):
             if n < self.min_members:
                 continue
             # Judged by the item's opinion when the campaign was found: its ratings since may have leaked in.
-            if key[1] != WAVE and bdtrc(n - 1, total, chart.upper) >= self.alpha:
+            if key[1] < WAVE and bdtrc(n - 1, total, chart.upper) >= self.alpha:
                 continue  # not beyond what the item may organically do
             # Organic raters in the period: as many as the other levels imply, or as the item's usual rate
             # over the period brings, whichever is more (a few raters at the other levels say little).
@@ -483,7 +498,24 @@ class RatingShiftDetector(Detector):
             return False
         chart.next_test = max(total + 1, int(1.25 * total))
         hist, counts = np.array(self._state[row].hist), np.array(chart.levels)
-        count = float(hist.sum())
+        best, direction = self._opinion(counts, hist)
+        if direction < 0 or 4 * best >= self.wave_alpha:
+            # Not beyond opinion alone (a young item may organically land anywhere): a push may still show
+            # in the ties it creates, its raters all rating the same best sellers around it.
+            if counts[_ENDS[PUSH]].sum() < max(self.min_members, 0.8 * total):
+                return False
+            tied = self._ties(row, chart)
+            if not tied:
+                return False
+            chart.tied, direction = frozenset(tied), PUSH
+        a, b = self._posterior("end", direction, float(hist[_ENDS[direction]].sum()), float(hist.sum()))
+        chart.alarmed, chart.usual = direction, a / (a + b)
+        return True
+
+    def _opinion(self, counts: np.ndarray, hist: np.ndarray) -> tuple[float, int]:
+        """The smallest beta-binomial tail of a wave's ratings (`counts` per level) at an end or an extreme,
+        under the posterior of an item whose ratings are `hist`, and its direction (-1: no pile to test)."""
+        total, count = int(counts.sum()), float(hist.sum())
         best, direction = 1.0, -1
         for kind, sets in (("end", _ENDS), ("extreme", _EXTREMES)):
             for d, levels in enumerate(sets):
@@ -494,18 +526,63 @@ class RatingShiftDetector(Detector):
                 p = betabinom_tail(k, total, a, b)
                 if p < best:
                     best, direction = p, d
-        if direction < 0 or 4 * best >= self.wave_alpha:
-            # Not beyond opinion alone (a young item may organically land anywhere): a push may still show
-            # in the ties it creates, its raters all rating the same best sellers around it.
-            if counts[_ENDS[PUSH]].sum() < max(self.min_members, 0.8 * total):
-                return False
-            tied = self._ties(row, chart)
-            if not tied:
-                return False
-            chart.tied, direction = frozenset(tied), PUSH
-        a, b = self._posterior("end", direction, float(hist[_ENDS[direction]].sum()), count)
-        chart.alarmed, chart.usual = direction, a / (a + b)
-        return True
+        return best, direction
+
+    # -- the second look: a wave judged again by the raters who come after it --------------------------
+    def _suspect(self, row: int, item: _Item, chart: _Chart) -> None:
+        """A wave that fell back without being found a campaign: an item with little history may have been
+        anything to its crowd (a sleeper cell's push on a film rated five times is p ~ 1e-3 for a loved
+        film's organic crowd). The raters who come after it, outside it, are a sample of the item's opinion
+        that no attack chose: the wave is judged again, by the same test, against the item's history then
+        and the ratings since. Its held ratings wait for that verdict; one wave per item is kept."""
+        counts = np.array(chart.levels)
+        if max(int(counts[_ENDS[PUSH]].sum()), int(counts[_ENDS[NUKE]].sum())) < self.min_members:
+            self._release(item, chart.held)
+            return
+        previous = self._suspects.pop(row, None)
+        if previous is not None:
+            self._release(item, previous.held)
+        chart.before, chart.next_test = tuple(item.hist), 0
+        self._suspects[row] = chart
+        self._second_look(row, chart, final=False)
+
+    def _after(self, row: int, user: str, level: int, ts: float) -> None:
+        """One rating on an item with a suspect wave: a rater from outside the wave, after it, counts."""
+        chart = self._suspects[row]
+        if ts - chart.last > self.baseline_half_life:  # as long as its history keeps half its weight
+            self._second_look(row, chart, final=True)
+            return
+        if ts <= chart.last or user in chart.raters:
+            return
+        chart.after[level] += 1
+        done = sum(chart.after) >= self.max_history
+        if sum(chart.after) >= chart.next_test or done:
+            self._second_look(row, chart, final=done)
+
+    def _second_look(self, row: int, chart: _Chart, final: bool) -> None:
+        """Test the suspect wave against the item's history then and its ratings since (tested as they grow
+        by a quarter); a campaign joins the others for attribution, else the wave is let go when `final`."""
+        total_after = sum(chart.after)
+        chart.next_test = max(total_after + 1, int(1.25 * total_after), 3)
+        reference = np.array(chart.before) + np.array(chart.after)
+        best, direction = self._opinion(np.array(chart.levels), reference)
+        item = self._state[row]
+        if direction >= 0 and 4 * best < self.wave_alpha:
+            a, b = self._posterior("end", direction, float(reference[_ENDS[direction]].sum()),
+                                   float(reference.sum()))
+            usual, counts = a / (a + b), np.array(chart.levels)
+            # Beyond chance is not enough: a large crowd is significant at any drift (a film's early fans,
+            # its later public). The wave's odds at the end must be `odds_ratio` times the usual, the shift
+            # the opinion charts look for.
+            if counts[_ENDS[direction]].sum() >= _shifted(usual, self.odds_ratio) * counts.sum():
+                chart.alarmed, chart.alarmed_at, chart.usual, chart.closed = direction, self._clock, usual, True
+                chart.rate = float(sum(chart.before)) * _LN2 / self.baseline_half_life
+                del self._suspects[row]
+                self._campaigns[(row, LATE)] = chart
+                return
+        if final:
+            del self._suspects[row]
+            self._release(item, chart.held)
 
     def _ties(self, row: int, chart: _Chart) -> list[int]:
         """Co-visitation: the items that a wave's raters at its push end rated in the recent past (the ring),
@@ -575,6 +652,9 @@ class RatingShiftDetector(Detector):
         row, direction = key[0], chart.alarmed
         item = self._items.ids[row]
         if chart.tied:
+            # The ties again, with the whole wave in: found on its first raters, they miss best sellers that
+            # only a larger cohort lifts above their popularity.
+            chart.tied = frozenset(self._ties(row, chart)) or chart.tied
             # A co-visitation wave: its cohort is the raters who rated the tied best sellers around it. Fans
             # rate best sellers too: the organic end raters tie as often as the raters at the other levels
             # do (Laplace-smoothed), and only the excess is the attack's.
@@ -598,18 +678,22 @@ class RatingShiftDetector(Detector):
             # it: an echo (a best seller the attack also rated, a loved young film whose wave it joined)
             # keeps its own audience.
             rest_total = max(sum(chart.levels) - len(known), rest)
-            if key[1] == WAVE:
-                hist = self._state[row].hist
-                at_end = sum(h for h, inside in zip(hist, _ENDS[direction]) if inside)
-                a, b = self._posterior("end", direction, at_end, sum(hist))
-                still = betabinom_tail(rest, rest_total, a, b) < self.wave_alpha / 4
+            if key[1] >= WAVE:
+                counts = np.array(chart.levels)
+                for user in known & chart.raters.keys():
+                    counts[chart.raters[user][0]] -= 1
+                reference = (np.add(chart.before, chart.after) if key[1] == LATE
+                             else np.array(self._state[row].hist))
+                best, found = self._opinion(counts, reference)
+                still = found == direction and 4 * best < self.wave_alpha
             else:
                 still = bdtrc(rest - 1, rest_total, chart.upper) < self.alpha
             if not still:
                 share = 0.0
         posterior = self._cohort(chart, [user for user in raters if user not in known], share)
         evidence = {"item": item, "direction": _DIRECTIONS[direction], "since": chart.start,
-                    "wave": key[1] == WAVE, "raters_at_end": len(raters), "raters": sum(chart.levels),
+                    "wave": key[1] >= WAVE, "judged_by_later_raters": key[1] == LATE,
+                    "raters_at_end": len(raters), "raters": sum(chart.levels),
                     "usual_share": round(chart.usual, 3), "attackers": round(attackers, 1),
                     "named_by_other_campaigns": len(known)}
         signals = []
@@ -673,8 +757,9 @@ class RatingShiftDetector(Detector):
         accounts among established ones). Naive Bayes over the three features, binned; without a reference
         to compare with, every rater keeps `share`, and no one is raised above it. Where the
         item has too few organic raters in the period (a wave of nothing but end ratings), the organic profile
-        is that of the raters of all ratings lately (activity and age only): a heavy, established user who
-        rated the item amid a crowd of fresh accounts is then the organic rater that the counts allow for."""
+        is that of the raters of all ratings lately (activity and age), arriving evenly over the period: a
+        heavy, established user who rated the item amid a crowd of fresh accounts, or a fan days after a
+        burst, is then the organic rater that the counts allow for."""
         _, organic = self._features(chart)
         if share <= 0.0 or not raters:
             return {}
@@ -688,7 +773,9 @@ class RatingShiftDetector(Detector):
             references = [np.bincount([p[feature] for p in organic], minlength=_PROFILE_BINS)
                           for feature in range(len(mine[0]))]
         elif self._population_count >= 1000.0:
-            references = [np.array(row) for row in self._population]
+            # Organic raters come at the item's usual rate, spread evenly over the period (a Poisson
+            # process): a rater days after a burst is not the burst's.
+            references = [np.array(row) for row in self._population] + [np.ones(_PROFILE_BINS)]
         else:
             return {}
         ratio = np.ones(len(raters))
