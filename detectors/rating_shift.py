@@ -177,6 +177,8 @@ class RatingShiftDetector(Detector):
         self._charts: dict[tuple[int, int], _Chart] = {}
         self._campaigns: dict[tuple[int, int], _Chart] = {}  # alarmed charts, open or awaiting attribution
         self._suspects: dict[int, _Chart] = {}  # item row -> its latest closed wave, awaiting the raters after it
+        self._popularity_at: tuple[int, int] | None = None  # `_popularity`'s cache: its key and value
+        self._popularity_of = np.zeros(0)
         self._round_at: float | None = None  # event time of the last attribution round
         self._first_ts: float | None = None  # event time of the first rating seen
         # Ratings younger than `baseline_lag`, on their way into their item's histogram: (ts, row, level,
@@ -564,25 +566,27 @@ class RatingShiftDetector(Detector):
         by a quarter); a campaign joins the others for attribution, else the wave is let go when `final`."""
         total_after = sum(chart.after)
         chart.next_test = max(total_after + 1, int(1.25 * total_after), 3)
-        reference = np.array(chart.before) + np.array(chart.after)
-        best, direction = self._opinion(np.array(chart.levels), reference)
-        item = self._state[row]
-        if direction >= 0 and 4 * best < self.wave_alpha:
-            a, b = self._posterior("end", direction, float(reference[_ENDS[direction]].sum()),
-                                   float(reference.sum()))
-            usual, counts = a / (a + b), np.array(chart.levels)
-            # Beyond chance is not enough: a large crowd is significant at any drift (a film's early fans,
-            # its later public). The wave's odds at the end must be `odds_ratio` times the usual, the shift
-            # the opinion charts look for.
-            if counts[_ENDS[direction]].sum() >= _shifted(usual, self.odds_ratio) * counts.sum():
-                chart.alarmed, chart.alarmed_at, chart.usual, chart.closed = direction, self._clock, usual, True
+        reference, counts = np.add(chart.before, chart.after), np.array(chart.levels)
+        # Beyond chance is not enough: a large crowd is significant at any drift (a film's early fans, its
+        # later public). The wave's odds at an end must be `odds_ratio` times the usual, the shift the
+        # opinion charts look for; checked first, as it is cheap and most waves fail it.
+        usual = {}
+        for d in (PUSH, NUKE):
+            a, b = self._posterior("end", d, float(reference[_ENDS[d]].sum()), float(reference.sum()))
+            if counts[_ENDS[d]].sum() >= _shifted(a / (a + b), self.odds_ratio) * counts.sum():
+                usual[d] = a / (a + b)
+        if usual:
+            best, direction = self._opinion(counts, reference)
+            if direction in usual and 4 * best < self.wave_alpha:
+                chart.alarmed, chart.alarmed_at, chart.usual, chart.closed = (direction, self._clock,
+                                                                              usual[direction], True)
                 chart.rate = float(sum(chart.before)) * _LN2 / self.baseline_half_life
                 del self._suspects[row]
                 self._campaigns[(row, LATE)] = chart
                 return
         if final:
             del self._suspects[row]
-            self._release(item, chart.held)
+            self._release(self._state[row], chart.held)
 
     def _ties(self, row: int, chart: _Chart) -> list[int]:
         """Co-visitation: the items that a wave's raters at its push end rated in the recent past (the ring),
@@ -609,7 +613,7 @@ class RatingShiftDetector(Detector):
         # Popularity as the items' established histograms hold it (the cohort's own recent ratings are not
         # in them yet, so they cannot make their ties, nor the target, look popular): the head of the
         # catalogue a push reaches for is the one of the recommender's training data, not a week's noise.
-        outside = np.array([sum(item.hist) for item in self._state]) + 0.5
+        outside = self._popularity() + 0.5
         expected = len(pairs) * outside / outside.sum()
         # The cohort's other ratings land in the head of the catalogue (the best sellers holding a quarter
         # of the ratings outside it) at least `tie_lift` times as often as raters choosing by popularity
@@ -631,6 +635,15 @@ class RatingShiftDetector(Detector):
         candidates = np.flatnonzero(observed >= np.maximum(self.min_members, self.tie_lift * expected))
         tied = candidates[pdtrc(observed[candidates] - 1, np.maximum(expected[candidates], 1e-12)) < 0.01]
         return tied.tolist() if len(tied) >= self.min_ties else []
+
+    def _popularity(self) -> np.ndarray:
+        """Each item's established ratings (its histogram's mass), refreshed every 1,000 ratings: it moves
+        slowly, and keyed by the rating's position the answer does not depend on the batches."""
+        key = (self._seen // 1000, len(self._state))
+        if self._popularity_at != key:
+            self._popularity_at = key
+            self._popularity_of = np.array([sum(item.hist) for item in self._state])
+        return self._popularity_of
 
     def _tying(self, row: int, chart: _Chart, raters: list[str]) -> set[str]:
         """The raters who rated at least two of a co-visitation wave's tied items within a day of their
