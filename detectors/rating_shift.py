@@ -39,7 +39,8 @@ raters kept per chart; `refresh_every` ratings between refits of the population 
 signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
 With no usable time (every rating at one timestamp, as in a ratings dump) or less than `baseline_lag` of
-stream so far, there is no baseline and no wave, and the detector stays silent rather than guess.
+stream so far, there is no baseline and no wave: opinions are not judged, and only co-visitation ties are
+looked for (each item's raters taken as one wave, on idle and flush ticks).
 
 Scaling: per item five floats of histogram, three charts and, while a chart is up, its raters (at most
 `max_pending`); a wave that fell back keeps them until `max_history` later ratings or `baseline_half_life`
@@ -196,6 +197,8 @@ class RatingShiftDetector(Detector):
         self._recent_item = np.zeros(recent_ratings, np.int64)
         self._recent_ts = np.zeros(recent_ratings)
         self._recent_index = np.full(recent_ratings, -1, np.int64)  # each slot's absolute position
+        self._recent_level = np.zeros(recent_ratings, np.int8)  # each slot's rating level (0-4)
+        self._scanned_at = -1  # ratings written at the last scan without time (`_scan_without_time`)
         self._recent_at = 0  # ratings written so far (the ring's position is this modulo its size)
         self._seen = 0  # absolute position of the rating being rated
         self._codes = 0
@@ -210,6 +213,8 @@ class RatingShiftDetector(Detector):
     # -- streaming ------------------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
         if not events:  # a tick (idle or flush): attribute every campaign, settled or not
+            if self._first_ts is not None and not self._has_baseline():
+                self._scan_without_time()
             return self._attribute(self._clock, final=True)
         ratings = [event for event in events if type(event) is RatingEvent]
         if not ratings:
@@ -233,6 +238,7 @@ class RatingShiftDetector(Detector):
         self._recent_item[positions] = rows
         self._recent_ts[positions] = [event.ts for event in ratings]
         self._recent_index[positions] = np.arange(start, start + len(ratings))
+        self._recent_level[positions] = [min(_LEVELS, max(1, int(event.rating + 0.5))) - 1 for event in ratings]
         self._recent_at = start + len(ratings)
         for position, (event, row, account) in enumerate(zip(ratings, rows, codes)):
             self._seen = start + position
@@ -613,7 +619,11 @@ class RatingShiftDetector(Detector):
         # Popularity as the items' established histograms hold it (the cohort's own recent ratings are not
         # in them yet, so they cannot make their ties, nor the target, look popular): the head of the
         # catalogue a push reaches for is the one of the recommender's training data, not a week's noise.
-        outside = self._popularity() + 0.5
+        # Without a baseline (no usable time), the ring's ratings outside the cohort stand for it.
+        if self._has_baseline():
+            outside = self._popularity() + 0.5
+        else:
+            outside = np.bincount(items[~cohort], minlength=len(self._state)) + 0.5
         expected = len(pairs) * outside / outside.sum()
         # The cohort's other ratings land in the head of the catalogue (the best sellers holding a quarter
         # of the ratings outside it) at least `tie_lift` times as often as raters choosing by popularity
@@ -635,6 +645,42 @@ class RatingShiftDetector(Detector):
         candidates = np.flatnonzero(observed >= np.maximum(self.min_members, self.tie_lift * expected))
         tied = candidates[pdtrc(observed[candidates] - 1, np.maximum(expected[candidates], 1e-12)) < 0.01]
         return tied.tolist() if len(tied) >= self.min_ties else []
+
+    def _has_baseline(self) -> bool:
+        return self._clock - self._first_ts >= self.baseline_lag
+
+    def _scan_without_time(self) -> None:
+        """With no usable time (a ratings dump, or under `baseline_lag` of stream so far) there is neither a
+        baseline nor a wave, but a co-visitation push still shows in its ties: on a tick, every item with
+        `min_members` raters at its push end in the ring is tested as one wave of all its raters, and a
+        tied one becomes a campaign (attributed as a wave's: only its raters who rate the tied best sellers,
+        less as many as its other raters do). Once per tick that finds new ratings."""
+        if self._scanned_at == self._recent_at:
+            return
+        self._scanned_at = self._recent_at
+        filled = min(self._recent_at, len(self._recent_ts))
+        users, items = self._recent_user[:filled], self._recent_item[:filled]
+        levels, times = self._recent_level[:filled], self._recent_ts[:filled]
+        at_end = np.bincount(items[levels >= 3], minlength=len(self._state))
+        candidates = [row for row in np.flatnonzero(at_end >= self.min_members).tolist()
+                      if (row, WAVE) not in self._campaigns]
+        if not candidates:
+            return
+        by_code = {account[2]: (user, account) for user, account in self._accounts.items()}
+        a, b = self._posterior("end", PUSH, 0.0, 0.0)
+        for row in candidates:
+            mine = np.flatnonzero(items == row)
+            chart = _Chart(start=float(times[mine].min()), last=float(times[mine].max()))
+            for code, level, ts in zip(users[mine].tolist(), levels[mine].tolist(), times[mine].tolist()):
+                if code in by_code:
+                    user, account = by_code[code]
+                    chart.levels[level] += 1
+                    chart.raters[user] = (level, _profile_bin(account[1], ts - account[0]), ts)
+            tied = self._ties(row, chart)
+            if tied:
+                chart.tied, chart.alarmed, chart.alarmed_at, chart.usual, chart.closed = (
+                    frozenset(tied), PUSH, self._clock, a / (a + b), True)
+                self._campaigns[(row, WAVE)] = chart
 
     def _popularity(self) -> np.ndarray:
         """Each item's established ratings (its histogram's mass), refreshed every 1,000 ratings: it moves
