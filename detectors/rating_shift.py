@@ -34,7 +34,8 @@ user signal, whole-history when the account was first seen after the campaign be
 Parameters: `baseline_half_life` of item histograms; `odds_ratio` of the shift each chart looks for;
 `allowance` (posterior sds) of organic latitude; `threshold` the CUSUM alarm; `alpha` of the attribution test; `min_members` raters at
 the campaign's end before anyone is named (fewer say too little about any one of them); `min_organic` raters
-at the other levels before the cohort is compared with them; `min_share` attributed share for a member signal; `max_pending`
+at the other levels before the cohort is compared with them; `min_later` raters after a wave before it is
+judged again by them; `min_share` attributed share for a member signal; `max_pending`
 raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
 signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
@@ -143,7 +144,7 @@ class RatingShiftDetector(Detector):
                  threshold: float = 10.0, rate_ratio: float = 10.0,
                  quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
                  max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 7 * 86400.0,
-                 min_members: int = 10, min_organic: int = 10, cohort_alpha: float = 0.01,
+                 min_members: int = 10, min_organic: int = 10, min_later: int = 5, cohort_alpha: float = 0.01,
                  min_share: float = 0.5, tie_lift: float = 2.0, min_ties: int = 5, tie_alpha: float = 1e-9,
                  recent_ratings: int = 500_000, max_pending: int = 5000,
                  refresh_every: int = 5000, max_score: float = 0.95):
@@ -164,6 +165,7 @@ class RatingShiftDetector(Detector):
         self.settle = settle
         self.min_members = min_members
         self.min_organic = min_organic
+        self.min_later = min_later
         self.cohort_alpha = cohort_alpha
         self.min_share = min_share
         self.tie_lift = tie_lift
@@ -542,15 +544,29 @@ class RatingShiftDetector(Detector):
         anything to its crowd (a sleeper cell's push on a film rated five times is p ~ 1e-3 for a loved
         film's organic crowd). The raters who come after it, outside it, are a sample of the item's opinion
         that no attack chose: the wave is judged again, by the same test, against the item's history then
-        and the ratings since. Its held ratings wait for that verdict; one wave per item is kept."""
+        and the ratings since (not the item's histogram, which its ratings join as any fallen wave's do); one
+        wave per item is kept. A wave
+        chart starts over after `baseline_lag`, so a push spread over weeks closes as a run of waves: one that
+        follows the kept wave within that lag is the same campaign, and joins it (its raters, counted as
+        later raters meanwhile, leave that count)."""
+        before = tuple(item.hist)  # the history the wave met, without its own ratings
+        self._release(item, chart.held)
+        chart.held = []
         counts = np.array(chart.levels)
         if max(int(counts[_ENDS[PUSH]].sum()), int(counts[_ENDS[NUKE]].sum())) < self.min_members:
-            self._release(item, chart.held)
             return
         previous = self._suspects.pop(row, None)
-        if previous is not None:
-            self._release(item, previous.held)
-        chart.before, chart.next_test = tuple(item.hist), 0
+        if previous is not None and chart.start - previous.last <= self.baseline_lag:
+            for user, (level, profile, ts) in chart.raters.items():
+                if user not in previous.raters and ts > previous.last:
+                    previous.after[level] = max(0, previous.after[level] - 1)
+                if len(previous.raters) < self.max_pending:
+                    previous.raters.setdefault(user, (level, profile, ts))
+            previous.levels = [a + b for a, b in zip(previous.levels, chart.levels)]
+            previous.last, previous.next_test = max(previous.last, chart.last), 0
+            chart = previous
+        else:
+            chart.before, chart.next_test = before, 0
         self._suspects[row] = chart
         self._second_look(row, chart, final=False)
 
@@ -581,7 +597,7 @@ class RatingShiftDetector(Detector):
             a, b = self._posterior("end", d, float(reference[_ENDS[d]].sum()), float(reference.sum()))
             if counts[_ENDS[d]].sum() >= _shifted(a / (a + b), self.odds_ratio) * counts.sum():
                 usual[d] = a / (a + b)
-        if usual:
+        if usual and sum(chart.after) >= self.min_later:
             best, direction = self._opinion(counts, reference)
             if direction in usual and 4 * best < self.wave_alpha:
                 chart.alarmed, chart.alarmed_at, chart.usual, chart.closed = (direction, self._clock,
@@ -592,7 +608,6 @@ class RatingShiftDetector(Detector):
                 return
         if final:
             del self._suspects[row]
-            self._release(self._state[row], chart.held)
 
     def _ties(self, row: int, chart: _Chart) -> list[int]:
         """Co-visitation: the items that a wave's raters at its push end rated in the recent past (the ring),

@@ -230,3 +230,22 @@ def test_a_co_visitation_push_in_a_dump_without_time_is_found_by_its_ties():
     _, signals = run(ratings_dump(9, extra))
     assert flagged(signals, "pusher") >= 36
     assert flagged(signals, "fan") + flagged(signals, "u") == 0
+
+
+def test_a_push_spread_over_two_weeks_on_a_film_with_little_history_is_one_campaign():
+    """A wave chart starts over after a week, so a slow push on an obscure film closes as two waves; the
+    second must not be judged against a history that the first has filled with 4s and 5s, nor counted among
+    the first's later raters: the two are one campaign, judged by the raters who come after it."""
+    rng = np.random.default_rng(10)
+    organic = background(11, days=30)
+    for event in organic:
+        object.__setattr__(event, "ts", event.ts + 60 * DAY)
+    regulars = [RatingEvent(event_id=f"h{k}", ts=k * DAY / 10, user_id=f"later{k % 14}",
+                            item_id=f"film{int(rng.integers(40))}", rating=int(rng.integers(2, 6)))
+                for k in range(60 * 10)]
+    past = crowd("slow", [3, 2, 4, 3, 3, 2], 5 * DAY, 50 * DAY, "early", seed=10)
+    push = crowd("slow", rng.choice([4, 5, 5], 40), 61 * DAY, 14 * DAY, "sleeper", seed=11)
+    after = crowd("slow", rng.choice([2, 3, 3, 3, 4], 14), 76 * DAY, 14 * DAY, "later", seed=12)
+    _, signals = run(background(10) + organic + regulars + past + push + after)
+    assert flagged(signals, "sleeper") >= 36
+    assert flagged(signals, "later") + flagged(signals, "early") + flagged(signals, "u") == 0
