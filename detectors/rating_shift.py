@@ -698,9 +698,11 @@ class RatingShiftDetector(Detector):
                 self._campaigns[(row, WAVE)] = chart
 
     def _popularity(self) -> np.ndarray:
-        """Each item's established ratings (its histogram's mass), refreshed every 1,000 ratings: it moves
-        slowly, and keyed by the rating's position the answer does not depend on the batches."""
-        key = (self._seen // 1000, len(self._state))
+        """Each item's established ratings (its histogram's mass), computed once per rating position: an
+        attribution round tests many campaigns at one position. (Refreshed only every 1,000 ratings it
+        moved which best sellers a push's ties name, and with them who was named on one stream: 39 benign
+        users flagged instead of 5.)"""
+        key = (self._seen, len(self._state))
         if self._popularity_at != key:
             self._popularity_at = key
             self._popularity_of = np.array([sum(item.hist) for item in self._state])
