@@ -451,8 +451,15 @@ class RatingShiftDetector(Detector):
             found.append((attackers / n, key, chart, raters, attackers))
         found.sort(key=lambda entry: -entry[0])
         signals: list[Signal] = []
-        for _, key, chart, raters, attackers in found:
-            signals += self._members(key, chart, raters, attackers)
+        for _ in range(3):
+            # Until the names settle: the accounts one campaign names are known to those judged before it
+            # only on the next pass, and a round must say at once what it would say if run again (a
+            # second idle tick, with nothing new, must not name anyone anew).
+            named = [signal for _, key, chart, raters, attackers in found
+                     for signal in self._members(key, chart, raters, attackers)]
+            signals += named
+            if not named:
+                break
         for key in [key for key, chart in ready.items() if chart.closed]:
             # Its attackers' ratings stay out of the item's habit; the rest of what it held back joins it.
             chart = self._campaigns.pop(key)

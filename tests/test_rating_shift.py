@@ -249,3 +249,19 @@ def test_a_push_spread_over_two_weeks_on_a_film_with_little_history_is_one_campa
     _, signals = run(background(10) + organic + regulars + past + push + after)
     assert flagged(signals, "sleeper") >= 36
     assert flagged(signals, "later") + flagged(signals, "early") + flagged(signals, "u") == 0
+
+
+def test_a_second_tick_with_nothing_new_names_no_one_anew():
+    """Campaigns that share accounts are attributed together in a round; a round must say at once what it
+    would say if run again, or an idle tick with nothing new raises scores (and re-flags an account an
+    analyst released meanwhile). On the demo stream, two campaigns named the same accounts one tick apart."""
+    import orjson
+
+    from streams.demo import demo_events
+
+    lines, _ = demo_events(60_000, seed=1)
+    ratings = [RatingEvent(event_id=e["event_id"], ts=float(e["ts"]), user_id=e["user_id"], item_id=e["item_id"],
+                           rating=int(e["rating"])) for e in map(orjson.loads, lines) if e.get("type") == "rating"]
+    detector, signals = run(ratings, batch=2048)
+    assert flagged(signals, "u-") > 0
+    assert detector.observe([], now=ratings[-1].ts) == []
