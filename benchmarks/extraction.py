@@ -98,6 +98,8 @@ def run(args) -> list[dict]:
         print(json.dumps({k: report[k] for k in ("seed", "defence", *FIELDS, "train_seconds", "total_seconds")}),
               flush=True)
         out.append(report)
+        if args.json:  # after every seed: a run stopped early keeps the seeds it finished
+            Path(args.json).write_text(json.dumps(out, indent=1, default=float))
     return out
 
 
@@ -198,10 +200,7 @@ def main() -> None:
         print(table(reports))
         return
     torch.set_num_threads(args.threads)
-    reports = run(args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(reports, indent=1, default=float))
-    print(table(reports))
+    print(table(run(args)))
 
 
 if __name__ == "__main__":

@@ -390,7 +390,7 @@ def extract(trainer: Trainer, version: str | None, config: AttackConfig, guard: 
                         point["agreement_at_10"] / max(final["agreement_at_10"], 1e-9), 3)
             half = next((p["queries"] for p in curve if p["agreement_at_10"] >= final["agreement_at_10"] / 2), None)
             result["half_fidelity_at_queries"] = half  # the first curve budget at half the final agreement
-            result["before_half_fidelity"] = result["flag_share_of_final_agreement"] <= 0.5
+            result["before_half_fidelity"] = result.get("flag_share_of_final_agreement", 0.0) <= 0.5
         report["guard"] = result
         echo(f"guard: {result}")
     if perturb_scale is not None:
