@@ -107,7 +107,7 @@ def table(reports: list[dict]) -> str:
     by = {}
     for r in reports:
         by.setdefault(_label(r), []).append(r)
-    lines = [f"{'defence':24} {'seeds':>5} {'target HR@10':>16} {'agreement@10':>16} {'surrogate HR@10':>16} "
+    lines = [f"{'defence':38} {'seeds':>5} {'target HR@10':>16} {'agreement@10':>16} {'surrogate HR@10':>16} "
              f"{'flagged':>8} {'train s':>8} {'total s':>8}"]
     means = {}
     for name, rs in by.items():
@@ -118,7 +118,7 @@ def table(reports: list[dict]) -> str:
             cells.append(f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}")
         guarded = [r for r in rs if r.get("guard")]
         flagged = f"{sum(1 for r in guarded if r['guard']['flagged'])}/{len(guarded)}" if guarded else "-"
-        lines.append(f"{name:24} {len(rs):>5} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} "
+        lines.append(f"{name:38} {len(rs):>5} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} "
                      f"{flagged:>8} {np.mean([r['train_seconds'] for r in rs]):>8.0f} "
                      f"{np.mean([r['total_seconds'] for r in rs]):>8.0f}")
     for name in [n for n in by if not n.startswith("none")]:
