@@ -79,6 +79,9 @@ class RecQueryEvent(_Event):
     user_id: EntityId | None = None
     seed_items: Annotated[list[EntityId], Field(max_length=MAX_SEED_ITEMS)]
     k: Annotated[int, Field(strict=True, ge=1, le=MAX_K)]
+    # The items the service answered, in rank order, where the serving path logs them: what shows a client
+    # building its next query from its own last answer (`detectors.extraction`, the chain test).
+    answer_items: Annotated[list[EntityId], Field(max_length=MAX_K)] | None = None
 
 
 Event = Annotated[

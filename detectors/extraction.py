@@ -29,7 +29,15 @@ Features, per client over its window (`window_seconds`, at most `max_window_quer
 - rate and k: queries in the window and mean k, as robust z against the population; they shape the action
   for the serving side. (Breadth as z-scores against the population, of the surprise, of the distinct
   seeds with a large k, was scored before and flagged heavy benign clients: it is reported only.)
-Score: min(max(order, no repeats), reach), each through a ramp (reach from `min_tail_reach` to
+- chain (where the serving path logs each query's answer, `RecQueryEvent.answer_items`): the share of the
+  client's queries that extend one of its own queries of the last `chain_seconds` by an item that query was
+  answered (the newest seed is from the answer, the other seeds are that query's, newest first). A
+  data-free extractor grows its synthetic sequences this way, query after query (Yue et al. 2021): nearly
+  every query is such a chain. An app's users follow a recommendation now and then; that share is tested
+  against `benign_chain_share` (a one-sided binomial test), the most of its queries an honest client's
+  users are assumed to build on the list it was just served. Autoplay-style clients, which by design send
+  the answer they were given, would pass it: exempt them at the serving side or raise the bound.
+Score: max(min(max(order, no repeats), reach), chain), each through a ramp (reach from `min_tail_reach` to
 `full_tail_reach`). A flagged client's
 signal carries `evidence["action"]` for the `client-actions` topic: throttle a fast or greedy client, add
 noise to a slow one's results, with bounds (`min_qps`, `max_noise_scale`, a cap on k).
@@ -39,7 +47,10 @@ detector; None hashes every id; not pickled by `snapshot`); the window; `min_que
 scored; `population_seconds`, `min_population_queries` and `min_population` define the living population;
 `max_seeds_per_query` counted; `refresh_seconds` between population refreshes; `demand_half_life` of the
 popularity a benign client follows; `vector_dim` of the hashed vectors when there is no catalogue text;
-`max_clients`, `max_items` bound the state; `min_tail_reach`, `full_tail_reach`.
+`max_clients`, `max_items` bound the state; `min_tail_reach`, `full_tail_reach`; the chain test's
+`chain_seconds`, `benign_chain_share`, `context_seeds` (the seeds that identify the query extended), and
+its state bounds per client, `max_chain_contexts` queries remembered with their first `max_answer_items`
+answers.
 
 References: Juuti et al. 2019, "PRADA: protecting against DNN model stealing attacks", EuroS&P; Tramèr et
 al. 2016, "Stealing machine learning models via prediction APIs", USENIX Security; Yue et al. 2021,
@@ -72,11 +83,11 @@ import hashlib
 import math
 import pickle
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.stats import norm, poisson, shapiro
+from scipy.stats import binom, norm, poisson, shapiro
 
 from detectors.base import Detector, Signal, dumps_state
 from detectors.demand import ItemDemand
@@ -104,6 +115,13 @@ class _Query:
     k: int
     surprise: float   # summed over the seeds
     distance: float   # to the previous query's seed centroid; nan for a client's first query
+    chained: int = -1  # 1: extends an earlier query by an item of its answer; 0: does not; -1: no answer logged
+
+    def __getstate__(self) -> list:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def __setstate__(self, state) -> None:  # snapshots from before the chain test lack `chained`
+        _set_fields(self, state)
 
 
 @dataclass(slots=True)
@@ -126,6 +144,17 @@ class _Client:
     last_ts: float = 0.0
     emitted: float = 0.0
     features: dict | None = None  # as of its latest query: what the population statistics read
+    # The chain test: the client's recent queries, by their first seeds, with (ts, their answer items); and
+    # in the window, the queries with an answer logged and those among them that chain on an answer.
+    contexts: dict = field(default_factory=dict)
+    answered: int = 0
+    chained: int = 0
+
+    def __getstate__(self) -> list:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def __setstate__(self, state) -> None:  # snapshots from before the chain test lack its fields
+        _set_fields(self, state)
 
 
 class ExtractionDetector(Detector):
@@ -137,7 +166,9 @@ class ExtractionDetector(Detector):
                  refresh_seconds: float = 300.0, min_population: int = 10, demand_half_life: float = 7 * DAY,
                  vector_dim: int = 64, max_clients: int = 100_000, max_items: int = 500_000,
                  max_noise_scale: float = 0.2, min_qps: float = 0.05, min_tail_reach: float = 0.4,
-                 full_tail_reach: float = 0.6, chunk_events: int = 256):
+                 full_tail_reach: float = 0.6, chunk_events: int = 256, chain_seconds: float = 3_600.0,
+                 benign_chain_share: float = 0.5, context_seeds: int = 3, max_chain_contexts: int = 512,
+                 max_answer_items: int = 20):
         self.item_vectors = item_vectors
         self.window_seconds = window_seconds
         self.max_window_queries = max_window_queries
@@ -155,6 +186,11 @@ class ExtractionDetector(Detector):
         self.min_tail_reach = min_tail_reach
         self.full_tail_reach = full_tail_reach
         self.chunk_events = chunk_events
+        self.chain_seconds = chain_seconds
+        self.benign_chain_share = benign_chain_share
+        self.context_seeds = context_seeds
+        self.max_chain_contexts = max_chain_contexts
+        self.max_answer_items = max_answer_items
         self._pending: list[Event] = []  # the events of the chunk under way
         self._clock = -math.inf          # the latest event time of the chunks taken
         self._demand = ItemDemand(demand_half_life, max_items)
@@ -230,7 +266,9 @@ class ExtractionDetector(Detector):
 
     def restore(self, state: bytes) -> None:
         source = self.item_vectors
-        self.__dict__.update({"_pending": [], "_clock": -math.inf, "chunk_events": 256})  # older snapshots
+        self.__dict__.update({"_pending": [], "_clock": -math.inf, "chunk_events": 256, "chain_seconds": 3_600.0,
+                              "benign_chain_share": 0.5, "context_seeds": 3, "max_chain_contexts": 512,
+                              "max_answer_items": 20})  # older snapshots
         self.__dict__.update(pickle.loads(state))
         self.item_vectors = source
 
@@ -278,10 +316,36 @@ class ExtractionDetector(Detector):
         if not math.isnan(distance):
             client.distance_sum += distance
             client.distance_n += 1
-        client.queries.append(_Query(query.ts, seeds, query.k, surprise, distance))
+        chained = self._chain(client, query)
+        if chained >= 0:
+            client.answered += 1
+            client.chained += chained
+        client.queries.append(_Query(query.ts, seeds, query.k, surprise, distance, chained))
         self._order_step(client, query.ts, seeds)
         self._expire(client, query.ts)
         return client
+
+    def _chain(self, client: _Client, query: RecQueryEvent) -> int:
+        """1 when the query extends one of the client's recent queries by an item that query was answered
+        (newest seed from the answer, the others that query's seeds), 0 when not, -1 when no answer is
+        logged; then the query itself is remembered with its answer."""
+        if query.answer_items is None:
+            return -1
+        seeds, width, contexts = query.seed_items, self.context_seeds, client.contexts
+        horizon = query.ts - self.chain_seconds
+        while contexts:  # oldest first: insertion order, and a key asked again is moved to the end
+            oldest = next(iter(contexts))
+            if contexts[oldest][0] >= horizon and len(contexts) < self.max_chain_contexts:
+                break
+            del contexts[oldest]
+        chained = 0
+        if len(seeds) >= 2:
+            before = contexts.get(tuple(seeds[1:1 + width]))
+            chained = int(before is not None and seeds[0] in before[1])
+        key = tuple(seeds[:width])
+        contexts.pop(key, None)
+        contexts[key] = (query.ts, frozenset(query.answer_items[: self.max_answer_items]))
+        return chained
 
     def _order_step(self, client: _Client, ts: float, seeds: tuple[str, ...]) -> None:
         if not seeds:
@@ -319,6 +383,9 @@ class ExtractionDetector(Detector):
             client.n_seeds -= len(old.seeds)
             client.surprise -= old.surprise
             client.k_sum -= old.k
+            if old.chained >= 0:
+                client.answered -= 1
+                client.chained -= old.chained
             if not math.isnan(old.distance):
                 client.distance_sum -= old.distance
                 client.distance_n -= 1
@@ -448,6 +515,15 @@ class ExtractionDetector(Detector):
         tail = float(poisson.cdf(client.collisions, features["expected_collisions"] * typical))
         return min(-z_repeat, float(norm.isf(max(tail, 1e-300))))
 
+    def _chain_z(self, client: _Client) -> float:
+        """How far the client's share of chained queries lies above `benign_chain_share`, as the z-score of
+        a one-sided binomial tail (0 below the bound or with too few answered queries)."""
+        n, chained = client.answered, client.chained
+        if n < self.min_queries or chained <= n * self.benign_chain_share:
+            return 0.0
+        tail = float(binom.sf(chained - 1, n, self.benign_chain_share))  # P(at least this many | benign)
+        return float(norm.isf(max(tail, 1e-300)))
+
     def _score(self, client_id: str, client: _Client, now: float) -> Signal | None:
         if len(client.queries) < self.min_queries:
             return None
@@ -465,7 +541,9 @@ class ExtractionDetector(Detector):
         # batch for months, it needs a high bar: 5 sigma is 3e-7 per look.
         ordered = ramp(z_order, 4.0, 6.0)
         permutation = ramp(z_no_repeat, 2.0, 4.0)
-        score = max(ordered, permutation)
+        z_chain = self._chain_z(client)
+        chain = ramp(z_chain, 4.0, 6.0)  # a binomial tail, calibrated on its own: the sign test's bar
+        score = max(ordered, permutation, chain)
         if score < EMIT_FLOOR or score < client.emitted + 0.05:
             return None
         # Reach: the share of the catalogue's tail among the client's seeds in the window. Without it, a
@@ -474,7 +552,8 @@ class ExtractionDetector(Detector):
         # z-scores of breadth against the population (the surprise of the seeds, their number and k) were
         # used here and flagged such heavy benign clients.
         reach = self._tail_reach(client)
-        score = min(score, ramp(reach, self.min_tail_reach, self.full_tail_reach))
+        # The chain needs no reach: an extractor that follows the answers stays where the model leads it.
+        score = max(min(max(ordered, permutation), ramp(reach, self.min_tail_reach, self.full_tail_reach)), chain)
         if score < EMIT_FLOOR or score < client.emitted + 0.05:
             return None
         client.emitted = score
@@ -497,6 +576,9 @@ class ExtractionDetector(Detector):
             "k": {"mean": round(client.k_sum / len(client.queries), 1), "z": round(z["log_k"], 2)},
             "distinct_z": round(z["log_distinct"], 2),
             "tail_reach": round(reach, 3),
+            "chain": {"answered": client.answered, "chained": client.chained,
+                      "share": round(client.chained / client.answered, 3) if client.answered else None,
+                      "z": round(z_chain, 2)},
             "breadth": {"even_z": round(z_even, 2), "greedy_z": round(min(z["log_distinct"], z["log_k"]), 2)},
         }
         evidence["action"] = self._action(score, z, len(client.queries) / span)
@@ -533,6 +615,19 @@ def hashed_vectors(item_ids: list[str], dim: int) -> np.ndarray:
     # Bytes of a digest as a random direction: stable across processes, different for every id.
     raw = b"".join(hashlib.shake_128(item_id.encode()).digest(dim) for item_id in item_ids)
     return _unit(np.frombuffer(raw, dtype=np.int8).reshape(len(item_ids), dim).astype(np.float32))
+
+
+def _set_fields(obj: Any, state: Any) -> None:
+    """A slotted dataclass's pickled field values, with the defaults of fields added since."""
+    values = dict(zip([f.name for f in fields(obj)], state))
+    for f in fields(obj):
+        if f.name in values:
+            value = values[f.name]
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            value = f.default
+        object.__setattr__(obj, f.name, value)
 
 
 def _numeric_min(seeds: tuple[str, ...]) -> int | None:

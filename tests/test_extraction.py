@@ -9,6 +9,7 @@ client, one batch client, and the sweepers planted among them.
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import orjson
@@ -220,3 +221,89 @@ def test_the_same_stream_in_other_batches_scores_alike():
 
     whole = signals(512)
     assert whole and signals(97) == whole and signals(1000) == whole
+
+
+def _chain_world(seed: int = 0, follow_share: float = 0.4, log_answers: bool = True):
+    """A service that answers each query with 10 items (a pure function of the seeds, popularity-led), light
+    apps asking with users' latest items, a heavy honest app whose users take one of the answers they were
+    just served as their next item at `follow_share` of the steps, and an autoregressive extractor: 32
+    synthetic sequences from random items, each query the sequence so far, the next item one of its answers."""
+    rng = np.random.default_rng(seed)
+    n_items = 500
+    items = [f"i-{token:012x}" for token in rng.integers(0, 1 << 48, n_items)]
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    popularity /= popularity.sum()
+    start = 880_000_000.0
+
+    def answer(sequence: list[str]) -> list[str]:
+        local = np.random.default_rng(zlib.crc32("/".join(sequence).encode()))
+        picks = [items[i] for i in local.choice(n_items, 30, replace=False, p=popularity)]
+        return [item for item in picks if item not in sequence][:10]
+
+    def query(event_id: str, ts: float, client: str, sequence: list[str]) -> RecQueryEvent:
+        return RecQueryEvent(event_id=event_id, ts=ts, client_id=client, seed_items=sequence[::-1][:20], k=10,
+                             answer_items=answer(sequence) if log_answers else None)
+
+    events: list = [RatingEvent(event_id=f"r{n}", ts=start + n, user_id=f"u{n % 300}", item_id=items[i], rating=4)
+                    for n, i in enumerate(rng.choice(n_items, 20_000, p=popularity))]
+    own = [list(rng.choice(items, 40, replace=False, p=popularity)) for _ in range(300)]
+    for n in range(4000):  # light apps
+        user, depth = own[int(rng.integers(300))], int(rng.integers(1, 6))
+        cut = int(rng.integers(depth, 40))
+        events.append(query(f"q{n}", start + 30_000 + float(rng.integers(0, 2 * DAY)),
+                            f"app{int(rng.integers(40))}", user[cut - depth:cut]))
+
+    def sessions(client: str, first: list[list[str]], paths: list[list[str]] | None, follow: float, steps: int,
+                 begin: float, gap: float) -> None:
+        ts = begin
+        live = [list(s) for s in first]
+        for step in range(steps):
+            for b, sequence in enumerate(live):
+                ts += gap
+                got = query(f"{client}-{b}-{step}", ts, client, sequence)
+                events.append(got)
+                reply = answer(sequence)
+                follows = paths is None or rng.random() < follow
+                sequence.append(reply[int(rng.integers(len(reply)))] if follows else paths[b][step])
+
+    # The heavy honest app: 100 sessions of 20 steps from real histories, one query every 10 s.
+    heavy = [own[int(u)] for u in rng.integers(0, 300, 100)]
+    sessions("honest-app", [h[:3] for h in heavy], [h[3:] for h in heavy], follow_share, 20, start + DAY, 10.0)
+    # The extractor: 32 sequences of 20 from random catalogue items, one query every 2 s.
+    sessions("extractor", [[items[i]] for i in rng.integers(0, n_items, 32)], None, 1.0, 20, start + DAY, 2.0)
+    events.sort(key=lambda e: e.ts)
+    return events
+
+
+def _max_scores(events) -> dict[str, tuple[float, dict]]:
+    detector = ExtractionDetector(refresh_seconds=60.0)
+    best: dict[str, tuple[float, dict]] = {}
+    for at in range(0, len(events), 500):
+        batch = events[at:at + 500]
+        for signal in detector.observe(batch, now=batch[-1].ts):
+            if signal.score > best.get(signal.id, (0.0, {}))[0]:
+                best[signal.id] = (signal.score, signal.evidence)
+    return best
+
+
+def test_a_client_chaining_on_its_own_answers_is_flagged_and_a_heavy_honest_app_is_not():
+    best = _max_scores(_chain_world())
+    score, evidence = best["extractor"]
+    assert score >= 0.5
+    # Flagged on the chain (its first queries of each sequence are not chains: the share climbs to 19/20).
+    assert evidence["chain"]["share"] >= 0.7 and evidence["chain"]["z"] >= 5.0
+    assert evidence["chain"]["answered"] <= 200  # within the first 200 of its 640 queries
+    # The honest app follows its answers at 40% of the steps, 2,000 queries: below the benign bound.
+    assert best.get("honest-app", (0.0, {}))[0] < 0.5
+    assert all(s < 0.5 for client, (s, _) in best.items() if client.startswith("app"))
+
+
+def test_the_chain_is_what_catches_the_extractor():
+    # Without the answers logged the same extractor passes (it repeats seeds and sweeps nothing), and an
+    # app whose users follow nearly every recommendation is flagged like it.
+    assert best_score(_chain_world(log_answers=False), "extractor") < 0.5
+    assert best_score(_chain_world(follow_share=0.95), "honest-app") >= 0.5
+
+
+def best_score(events, client: str) -> float:
+    return _max_scores(events).get(client, (0.0, {}))[0]

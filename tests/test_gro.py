@@ -112,14 +112,20 @@ def test_undefended_training_has_no_student(tmp_path):
     assert trainer.student is None and store.meta(version)["defence"] is None
 
 
-def test_warmup_epochs_train_without_the_swap_loss():
+def test_warmup_epochs_train_the_student_without_the_swap_loss(monkeypatch):
+    from trainer import gro
+
+    swaps = []
+    real = gro.swap_loss
+    monkeypatch.setattr(gro, "swap_loss", lambda *args: swaps.append(1) or real(*args))
     trainer = Trainer(TrainConfig(model="sasrec", dim=8, epochs=1, max_len=10, defence="gro", gro_warmup=1))
     trainer.ingest(synthetic_events(n_users=20, n_items=20, per_user=6, seed=1))
     before = {k: v.clone() for k, v in trainer.student.state_dict().items()}
-    trainer.fit()  # the warm-up epoch: the student is not asked anything
-    assert all(torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
-    trainer.fit(1)
+    trainer.fit()  # the warm-up epoch: the student learns to imitate, the target trains plainly
+    assert not swaps
     assert not all(torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
+    trainer.fit(1)
+    assert swaps
 
 
 def test_attacker_like_queries_follow_the_targets_own_answers():

@@ -5,6 +5,7 @@ the client actions bound what a flagged client gets, and `shillguard attack extr
 import json
 
 import numpy as np
+import orjson
 import pytest
 import torch
 from click.testing import CliRunner
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from trainer.cli import attack, train
 from trainer.gates import ExtractionGate, VersionReport, default_gates
 from trainer.incremental import Trainer, TrainConfig
-from trainer.redteam import (ATTACKER, AttackConfig, Transcript, eval_users, fidelity, guard_stream, run_guard,
+from trainer.redteam import (ATTACKER, SESSIONS, AttackConfig, Transcript, eval_users, fidelity, guard_stream, run_guard,
                              synthesize, target_top10, train_surrogate)
 from trainer.serving import ClientActions, Recommender, Throttled, perturb_list
 from trainer.synthetic import synthetic_events
@@ -74,6 +75,22 @@ def test_the_guard_flags_a_sweeping_attacker_and_not_the_benign_clients(target):
     assert result["flagged"] and result["flag_at_queries"] <= len(ids)
     # The same stream without the attacker's queries flags nobody as the attacker.
     assert not run_guard([line for line in lines if not line[2]], batch_size=256)["flagged"]
+
+
+def test_the_guard_flags_the_autoregressive_attacker_on_its_chained_queries(target):
+    # The red team's own attacker, whose queries repeat seeds and sweep nothing; with the answers logged
+    # beside its queries, each query is seen to extend an earlier one by an item it was answered.
+    rec = Recommender(target.model, _ids(target))
+    transcript = synthesize(rec, AttackConfig(queries=1200, seq_len=10, wave=8, seed=2), start_ts=2e6)
+    lines = guard_stream(target, transcript, seed=2, benign_clients=30)
+    result = run_guard(lines, batch_size=256)
+    # Before the attack ends (the decision stage decides every `decide_every` lines, as replay does).
+    assert result["flagged"] and result["flag_at_queries"] < len(transcript.asked)
+    assert result["chain"]["share"] >= 0.7
+    # Nobody else: the light apps, and the heavy app whose users follow 40% of its answers.
+    assert result["benign_clients_flagged"] == []
+    assert any(orjson.loads(line)["client_id"] == SESSIONS for _, line, attack in lines
+               if not attack and b"rec_query" in line)
 
 
 def test_client_actions_bound_what_a_flagged_client_gets():

@@ -71,7 +71,9 @@ class TrainConfig:
     gro_candidates: int = 50
     gro_swaps: int = 3
     gro_queries: int = 256
-    gro_warmup: int = 0            # epochs of plain training before the swap loss joins (utility first)
+    gro_warmup: int = 0            # epochs before the swap loss joins: the target trains plainly, the student
+                                   # already imitates it, so the swaps are aimed by a trained imitator
+    gro_student_lr: float | None = None  # the student's Adam step (None: the target's `lr`)
     # Share of GRO's queries that are attacker-like (SASRec): autoregressive synthetic sequences from random
     # items through the target's own top-k, as a data-free extractor asks, rather than training prefixes.
     gro_synthetic: float = 0.0
@@ -114,7 +116,7 @@ class Trainer:
         self.student = self.student_optimizer = None
         if config.defence == "gro":
             self.student = build_model(config, self.log.users.size, self.log.items.size).to(self.device)
-            self.student_optimizer = make_adam(self.student, config.lr, config.weight_decay)
+            self.student_optimizer = make_adam(self.student, self._student_lr(), config.weight_decay)
         self.samples_trained = 0
         self.epochs_trained = 0
         self.learned_rows = 0  # log rows before this index have shaped the weights
@@ -134,6 +136,9 @@ class Trainer:
             self.grow()
         return rows
 
+    def _student_lr(self) -> float:
+        return self.config.gro_student_lr or self.config.lr
+
     def grow(self) -> None:
         state = adam_state_by_name(self.model, self.optimizer)
         if self.model.grow(self.log.users.size, self.log.items.size, self.config.headroom):
@@ -144,7 +149,7 @@ class Trainer:
             state = adam_state_by_name(self.student, self.student_optimizer)
             if self.student.grow(self.log.users.size, self.log.items.size, self.config.headroom):
                 self.student.to(self.device)
-                self.student_optimizer = make_adam(self.student, self.config.lr, self.config.weight_decay)
+                self.student_optimizer = make_adam(self.student, self._student_lr(), self.config.weight_decay)
                 load_adam_state_by_name(self.student, self.student_optimizer, state)
 
     def panel(self) -> np.ndarray:
@@ -170,8 +175,8 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------------
     def _step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         with autocast(self.device):
-            if self.student is not None and self.epochs_trained >= self.config.gro_warmup:
-                loss = self._gro_loss(batch)
+            if self.student is not None:
+                loss = self._gro_loss(batch, swap=self.epochs_trained >= self.config.gro_warmup)
             elif self.model.kind == "bpr":
                 loss = self.model.loss(*batch)
             else:
@@ -181,10 +186,11 @@ class Trainer:
         self.optimizer.step()
         return loss.detach()  # a tensor: reading it would sync the GPU every step
 
-    def _gro_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _gro_loss(self, batch: tuple[torch.Tensor, ...], swap: bool = True) -> torch.Tensor:
         """The recommendation loss plus GRO's swap loss (trainer.gro); the student takes its own step on
         the target's current lists first. Queries: BPR, the batch's users; SASRec, one random prefix of
-        each window (attackers ask with short and long histories alike), its items excluded as served."""
+        each window (attackers ask with short and long histories alike), its items excluded as served.
+        Without `swap` (the warm-up) only the student learns its imitation; the target's loss is plain."""
         from trainer import gro
 
         cfg, n = self.config, self.n_items
@@ -226,6 +232,8 @@ class Trainer:
         self.student_optimizer.zero_grad(set_to_none=True)
         student_loss.backward()
         self.student_optimizer.step()
+        if not swap:
+            return loss
         positions, incoming = gro.swap_targets(student_scores.detach().float().clamp_min(-1e4), lists, pool,
                                                cfg.gro_swaps)
         return loss + cfg.gro_lambda * gro.swap_loss(target_scores, lists, positions, incoming)
@@ -413,7 +421,7 @@ class Trainer:
             self.student.grow(users, rows)
             self.student.load_state_dict(state["student"])
             self.student.to(self.device)
-            self.student_optimizer = make_adam(self.student, self.config.lr, self.config.weight_decay)
+            self.student_optimizer = make_adam(self.student, self._student_lr(), self.config.weight_decay)
             load_adam_state_by_name(self.student, self.student_optimizer, state.get("student_optim", {}))
         self.grow()  # the log may know more ids than the saved tables
 

@@ -37,7 +37,7 @@ from trainer.gro import listwise_loss
 from trainer.incremental import Trainer
 from trainer.metrics import mask_known
 from trainer.optim import make_adam
-from trainer.serving import ClientActions, Recommender
+from trainer.serving import ClientActions, Recommender, rec_query_record
 
 ATTACKER = "redteam-extractor"
 
@@ -215,16 +215,24 @@ def target_top10(trainer: Trainer, users: np.ndarray, model: torch.nn.Module | N
 
 
 # -- the guard ---------------------------------------------------------------------------------------------
+SESSIONS = "client-sessions"
+
+
 def guard_stream(trainer: Trainer, transcript: Transcript, seed: int = 0, benign_clients: int = 60,
-                 benign_per_attack_query: float = 1.0) -> list[tuple[float, bytes, bool]]:
+                 benign_per_attack_query: float = 1.0, follow_share: float = 0.4) -> list[tuple[float, bytes, bool]]:
     """(ts, JSON line, is the attacker's query) in time order: the model's own interactions as demand,
     light benign clients asking with real users' latest 1-5 items (k 10/20/50, Zipf-like activity) over
-    the two days before and during the attack, and the attacker's queries with their sequences (newest
-    first, as apps send context) as seeds."""
+    the two days before and during the attack, a heavy benign app (`SESSIONS`, as many queries as the
+    attacker) whose users' sessions take one of the answers they were just served as their next item at
+    `follow_share` of the steps and their own next item otherwise, and the attacker's queries. Every query
+    is logged as the serving layer logs it (`trainer.serving.rec_query_record`: the sequence as seeds,
+    newest first, and the answer); the benign answers come from the target itself."""
     rng = np.random.default_rng(seed + 7)
     log = trainer.log
     active = np.flatnonzero(log.active)
     items = log.items
+    recommender = Recommender(trainer.model, ["<pad>"] + [items.id_of(r) for r in range(1, trainer.n_items)],
+                              trainer.device)
     lines: list[tuple[float, bytes, bool]] = []
     for n, row in enumerate(active.tolist()):
         lines.append((float(log.ts[row]), orjson.dumps(
@@ -234,30 +242,67 @@ def guard_stream(trainer: Trainer, transcript: Transcript, seed: int = 0, benign
     t1 = transcript.ts[-1] if transcript.ts else t0
     indptr, seq_items, _ = log.sequences(log.active)
     users = np.flatnonzero(np.diff(indptr) > 0)
+
+    def history(user: int) -> list[str]:
+        return [items.id_of(int(i)) for i in seq_items[indptr[user]:indptr[user + 1]]]
+
     n_benign = int(benign_per_attack_query * len(transcript.ts)) + 20 * benign_clients
     weights = 1.0 / np.arange(1, benign_clients + 1) ** 1.1
     clients = rng.choice(benign_clients, n_benign, p=weights / weights.sum())
     times = np.sort(rng.uniform(t0 - 2 * 86_400, t1, n_benign))
+    ks = rng.choice([10, 20, 50], n_benign, p=[0.5, 0.3, 0.2])
+    sequences = [history(users[rng.integers(len(users))])[-int(rng.integers(1, 6)):] for _ in range(n_benign)]
+    answers: list[list[str] | None] = [None] * n_benign
+    for k in np.unique(ks).tolist():
+        picked = np.flatnonzero(ks == k)
+        for at in range(0, len(picked), 512):
+            rows = picked[at:at + 512]
+            for row, answer in zip(rows, recommender.recommend_many([sequences[r] for r in rows], int(k))):
+                answers[row] = answer
     for n, (client, ts) in enumerate(zip(clients.tolist(), times.tolist())):
-        user = users[rng.integers(len(users))]
-        history = seq_items[indptr[user]:indptr[user + 1]]
-        depth = int(rng.integers(1, 6))
-        seeds = [items.id_of(int(i)) for i in history[-depth:][::-1]]
-        lines.append((ts, orjson.dumps({"type": "rec_query", "event_id": f"bq-{n}", "ts": ts,
-                                        "client_id": f"client-{client:03d}", "seed_items": seeds,
-                                        "k": int(rng.choice([10, 20, 50], p=[0.5, 0.3, 0.2]))}), False))
+        lines.append((ts, orjson.dumps(rec_query_record(f"bq-{n}", ts, f"client-{client:03d}", sequences[n],
+                                                        int(ks[n]), answers[n])), False))
+    lines += _session_queries(recommender, history, users, len(transcript.ts), t0, t1, follow_share, rng)
     for n, ((s, prefix), ts) in enumerate(zip(transcript.asked, transcript.ts)):
-        seeds = transcript.sequences[s][:prefix][::-1]
-        lines.append((ts, orjson.dumps({"type": "rec_query", "event_id": f"aq-{n}", "ts": ts,
-                                        "client_id": ATTACKER, "seed_items": seeds, "k": 10}), True))
+        lines.append((ts, orjson.dumps(rec_query_record(f"aq-{n}", ts, ATTACKER, transcript.sequences[s][:prefix],
+                                                        10, transcript.answers[n])), True))
     lines.sort(key=lambda line: line[0])
     return lines
 
 
+def _session_queries(recommender: Recommender, history: Callable[[int], list[str]], users: np.ndarray,
+                     budget: int, t0: float, t1: float, follow_share: float, rng: np.random.Generator,
+                     steps: int = 10, wave: int = 32) -> list[tuple[float, bytes, bool]]:
+    """A heavy honest app: sessions of real users, each step a query with the session so far (k 10), the
+    next item one of the answers at `follow_share` of the steps, the user's own next item otherwise."""
+    out: list[tuple[float, bytes, bool]] = []
+    times = np.sort(rng.uniform(t0, t1, budget)).tolist()
+    while len(out) < budget:
+        own = [history(users[rng.integers(len(users))]) for _ in range(wave)]
+        cut = [int(rng.integers(1, max(len(h) - steps, 2))) for h in own]
+        sessions = [h[:c][-5:] for h, c in zip(own, cut)]
+        for step in range(steps):
+            live = list(range(min(wave, budget - len(out))))
+            if not live:
+                break
+            answers = recommender.recommend_many([sessions[b] for b in live], 10)
+            for b, answer in zip(live, answers):
+                ts = times[len(out)]
+                out.append((ts, orjson.dumps(rec_query_record(f"sq-{len(out)}", ts, SESSIONS, sessions[b], 10,
+                                                              answer)), False))
+                follows = answer and rng.random() < follow_share
+                nxt = cut[b] + step
+                pick = (answer[rng.integers(len(answer))] if follows else
+                        own[b][nxt] if nxt < len(own[b]) else own[b][rng.integers(len(own[b]))])
+                sessions[b] = (sessions[b] + [pick])[-50:]
+    return out
+
+
 def run_guard(lines: list[tuple[float, bytes, bool]], detectors: str = "extraction,sweep_coverage",
               batch_size: int | None = None) -> dict[str, Any]:
-    """Feed the stream through the configured detectors and decision stage, as `replay` does; the first
-    flag on the attacking client, and how many of its queries the guard had seen by then."""
+    """Feed the stream through the configured detectors and decision stage, as `replay` does: the first
+    flag on the attacking client, how many of its queries the guard had seen by then, and every other
+    client flagged (honest ones, here)."""
     from streams.assembly import build_pipeline
     from streams.settings import get_settings
 
@@ -268,36 +313,33 @@ def run_guard(lines: list[tuple[float, bytes, bool]], detectors: str = "extracti
     batch_size = batch_size or settings.batch_size
     seen_attack = 0
     started = time.perf_counter()
+    result: dict[str, Any] = {"flagged": False, "flag_at_queries": None}
+    others: set[str] = set()
     try:
-        for start in range(0, len(lines), batch_size):
-            batch = lines[start:start + batch_size]
-            step = pipeline.process([line for _, line, _ in batch])
-            seen_attack += sum(1 for *_, attack in batch if attack)
-            record = _attacker_flag(step)
-            if record is not None:
-                return _flagged(record, seen_attack, started)
-        record = _attacker_flag(pipeline.flush())
-        if record is not None:
-            return _flagged(record, seen_attack, started)
+        steps = (pipeline.process([line for _, line, _ in lines[at:at + batch_size]])
+                 for at in range(0, len(lines), batch_size))
+        for at, step in enumerate([*steps, pipeline.flush()]):
+            if at * batch_size < len(lines):
+                seen_attack += sum(1 for *_, attack in lines[at * batch_size:(at + 1) * batch_size] if attack)
+            for record in (flag.as_dict() for flag in step.flags):
+                if record["kind"] != "client":
+                    continue
+                if record["id"] != ATTACKER:
+                    others.add(record["id"])
+                elif not result["flagged"]:
+                    result = _flagged(record, seen_attack)
     finally:
         pipeline.close()
-    return {"flagged": False, "flag_at_queries": None, "attack_queries_seen": seen_attack,
-            "seconds": round(time.perf_counter() - started, 1)}
+    result.update(attack_queries_seen=seen_attack, benign_clients_flagged=sorted(others),
+                  seconds=round(time.perf_counter() - started, 1))
+    return result
 
 
-def _attacker_flag(step: Any) -> dict[str, Any] | None:
-    """The attacking client's flag among a decision step's, as a record."""
-    for flag in step.flags:
-        record = flag.as_dict()
-        if record["kind"] == "client" and record["id"] == ATTACKER:
-            return record
-    return None
-
-
-def _flagged(record: dict[str, Any], seen_attack: int, started: float) -> dict[str, Any]:
-    return {"flagged": True, "flag_at_queries": seen_attack, "score": record["score"],
-            "detectors": record["detectors"], "action": _action(record),
-            "seconds": round(time.perf_counter() - started, 1)}
+def _flagged(record: dict[str, Any], seen_attack: int) -> dict[str, Any]:
+    evidence = (record.get("evidence") or {}).get("extraction") or {}
+    return {"flagged": True, "flag_at_queries": seen_attack, "detector_signal_at_queries": evidence.get("queries"),
+            "score": record["score"], "detectors": record["detectors"], "action": _action(record),
+            "chain": evidence.get("chain")}
 
 
 def _action(flag: dict[str, Any]) -> dict[str, Any] | None:
@@ -336,13 +378,19 @@ def extract(trainer: Trainer, version: str | None, config: AttackConfig, guard: 
     if guard:
         result = run_guard(guard_stream(trainer, transcript, config.seed))
         if result["flagged"]:
-            at = result["flag_at_queries"]
-            before = [p for p in curve if p["queries"] <= at]
-            result["fidelity_share_at_flag"] = round(
-                (before[-1]["agreement_at_10"] if before else 0.0) / max(final["agreement_at_10"], 1e-9), 3)
+            # The surrogate the attacker has when the flag lands (and when the detector first signalled,
+            # which the decision stage acts on at its next decision point), against the final one.
+            for key in ("detector_signal_at_queries", "flag_at_queries"):
+                at = result.get(key)
+                if at:
+                    surrogate = train_surrogate(transcript, at, trainer.n_items, item_ids, config)
+                    point = fidelity(trainer, surrogate, users, targets, target_lists)
+                    result[key.replace("_at_queries", "_fidelity")] = point
+                    result[key.replace("_at_queries", "_share_of_final_agreement")] = round(
+                        point["agreement_at_10"] / max(final["agreement_at_10"], 1e-9), 3)
             half = next((p["queries"] for p in curve if p["agreement_at_10"] >= final["agreement_at_10"] / 2), None)
-            result["half_fidelity_at_queries"] = half
-            result["before_half_fidelity"] = half is not None and at <= half
+            result["half_fidelity_at_queries"] = half  # the first curve budget at half the final agreement
+            result["before_half_fidelity"] = result.get("flag_share_of_final_agreement", 0.0) <= 0.5
         report["guard"] = result
         echo(f"guard: {result}")
     if perturb_scale is not None:

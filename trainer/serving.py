@@ -42,6 +42,20 @@ import torch
 NEAR_MISS_DEPTH = 3  # replacements come from ranks k+1..3k
 
 
+def rec_query_record(event_id: str, ts: float, client_id: str, sequence: Sequence[str], k: int,
+                     answer: Sequence[str] | None, user_id: str | None = None) -> dict[str, Any]:
+    """The `rec_query` event a serving layer logs for one call: the sequence as seeds, newest first (as apps
+    send context), and the answer it got (`answer_items`, omitted when it was refused): what lets the
+    extraction detector see a client building its queries from its own answers."""
+    record: dict[str, Any] = {"type": "rec_query", "event_id": event_id, "ts": ts, "client_id": client_id,
+                              "seed_items": list(sequence)[::-1], "k": k}
+    if user_id is not None:
+        record["user_id"] = user_id
+    if answer is not None:
+        record["answer_items"] = list(answer)
+    return record
+
+
 class Throttled(Exception):
     """A query refused because the client is over its rate; `retry_after` in seconds."""
 
