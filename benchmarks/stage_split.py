@@ -1,0 +1,106 @@
+"""What the partitioned topology could gain: the CPU per event of the work that partitions by actor (stage A:
+decode, dedupe, the decision stage) and of the work that needs the whole stream (stage B: every detector).
+
+    python benchmarks/stage_split.py [--events FILE] [--n 60000] [--partitions 12] [--detectors a,b]
+
+Runs the pipeline in one process (no offloaded detectors, so every figure is this process's CPU) over the
+stream, the decision stage split into `--partitions` actor partitions (detectors.partitioned, which decides
+what one stage decides), and reports each part's CPU microseconds per event. Stage A scales with workers;
+stage B (one process, or one per detector group as `offload_detectors` runs them today) bounds the whole: N
+stage-A workers and one stage B drain at most min(N / A, 1 / B) events/s, where A and B are CPU seconds per
+event (publishing to Kafka, about what decode costs, is not included). Without --events: the demo stream
+(`streams.demo.demo_events`, a synthetic base with the nine classic attack families).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+class TimedDecision:
+    """The decision stage, its CPU time counted."""
+
+    def __init__(self, inner: object):
+        self.inner = inner
+        self.seconds = 0.0
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def timed(*args: object, **kwargs: object) -> object:
+            started = time.process_time()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                self.seconds += time.process_time() - started
+
+        return timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=Path, default=None)
+    parser.add_argument("--n", type=int, default=60_000)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--detectors", default=None, help="comma-separated (default: the configured set)")
+    args = parser.parse_args()
+
+    from detectors.decision import DecisionStage
+    from detectors.events import decode_event
+    from detectors.partitioned import PartitionedDecision
+    from detectors.pipeline import SeenIds
+    from streams.assembly import build_pipeline
+    from streams.demo import demo_events
+    from streams.settings import Settings
+
+    lines = args.events.read_bytes().splitlines() if args.events else demo_events(args.n, seed=1)[0]
+    lines = [line for line in lines if line.strip()]
+    settings = Settings(offload_detectors="")
+    if args.detectors:
+        settings.detectors = args.detectors
+    pipeline = build_pipeline(settings)
+
+    def stage() -> DecisionStage:
+        return DecisionStage(hold_seconds=settings.hold_seconds, flag_threshold=settings.flag_threshold,
+                             retraction_horizon=settings.retraction_horizon_seconds,
+                             recent_retraction=settings.recent_retraction_seconds)
+
+    decision = TimedDecision(PartitionedDecision.build(args.partitions, stage))
+    pipeline.decision = decision  # type: ignore[assignment]
+    started = time.process_time()
+    for start in range(0, len(lines), settings.batch_size):
+        pipeline.process(lines[start:start + settings.batch_size])
+    pipeline.flush()
+    total = time.process_time() - started
+    pipeline.close()
+
+    started = time.process_time()  # decode and dedupe alone: both stages pay it
+    seen = SeenIds(settings.dedupe_capacity)
+    for line in lines:
+        event = decode_event(line)
+        seen.add(getattr(event, "event_id", ""))
+    decode = time.process_time() - started
+
+    n = len(lines)
+    detectors = sum(pipeline.detector_seconds.values())
+    stage_a = decode + decision.seconds
+    stage_b = decode + detectors
+    us = 1e6 / n
+    print(f"{n} events, decision split in {args.partitions} partitions; CPU microseconds per event:")
+    print(f"  whole pipeline, one process   {total * us:8.1f}")
+    print(f"  decode + dedupe               {decode * us:8.1f}   (both stages)")
+    print(f"  decision stage                {decision.seconds * us:8.1f}")
+    for name, seconds in sorted(pipeline.detector_seconds.items(), key=lambda item: -item[1]):
+        print(f"    detector {name:<20} {seconds * us:8.1f}")
+    print(f"  stage A (per actor partition) {stage_a * us:8.1f}   -> {1 / stage_a * n:9,.0f} events/s per worker core")
+    print(f"  stage B (whole stream)        {stage_b * us:8.1f}   -> {1 / stage_b * n:9,.0f} events/s, one core")
+    print(f"  stage B share of the work     {stage_b / (stage_a + stage_b):8.1%}   (the partitioned topology's "
+          f"ceiling with one stage B is 1/B)")
+
+
+if __name__ == "__main__":
+    main()
