@@ -8,7 +8,9 @@ stream, the decision stage split into `--partitions` actor partitions (detectors
 what one stage decides), and reports each part's CPU microseconds per event. Stage A scales with workers;
 stage B (one process, or one per detector group as `offload_detectors` runs them today) bounds the whole: N
 stage-A workers and one stage B drain at most min(N / A, 1 / B) events/s, where A and B are CPU seconds per
-event (publishing to Kafka, about what decode costs, is not included). Without --events: the demo stream
+event (publishing to Kafka, about what decode costs, is not included). Also the state each part would hold
+at the end: the detectors' snapshot, and each actor partition's decision stage with its dedupe ids (what a
+rebalance would move). Without --events: the demo stream
 (`streams.demo.demo_events`, a synthetic base with the nine classic attack families).
 """
 
@@ -42,6 +44,18 @@ class Timed:
         return timed
 
 
+def _accepted(lines: list[bytes]) -> list[tuple[str, str]]:
+    """(event id, actor id) of each line that decodes (the demo stream has no duplicates)."""
+    from detectors.events import ACTOR_FIELD, Rejection, decode_event
+
+    out = []
+    for line in lines:
+        event = decode_event(line)
+        if not isinstance(event, Rejection):
+            out.append((event.event_id, getattr(event, ACTOR_FIELD[type(event)][1])))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=Path, default=None)
@@ -51,6 +65,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from detectors.decision import DecisionStage
+    from detectors.state_pickle import dumps_state
     from detectors.events import decode_event
     from detectors.partitioned import PartitionedDecision
     from detectors.pipeline import SeenIds
@@ -79,7 +94,14 @@ def main() -> None:
         pipeline.process(lines[start:start + settings.batch_size])
     pipeline.flush()
     total = time.process_time() - started
+    detector_bytes = sum(len(state) for state in pipeline.snapshot_detectors().values())
     pipeline.close()
+    # The state that would follow each actor partition on a rebalance: its decision stage and its dedupe ids.
+    ids_of: dict[int, list[str]] = {}
+    for event_id, actor_id in _accepted(lines):
+        ids_of.setdefault(decision.inner.partition_of(actor_id, args.partitions), []).append(event_id)
+    partition_bytes = [len(dumps_state((decision.inner.stages[p], ids_of.get(p, []))))
+                       for p in range(args.partitions)]
 
     started = time.process_time()  # decode and dedupe alone: both stages pay it
     seen = SeenIds(settings.dedupe_capacity)
@@ -104,6 +126,9 @@ def main() -> None:
     print(f"  stage B (whole stream)        {stage_b * us:8.1f}   -> {1 / stage_b * n:9,.0f} events/s, one core")
     print(f"  stage B share of the work     {stage_b / (stage_a + stage_b):8.1%}   (the partitioned topology's "
           f"ceiling with one stage B is 1/B)")
+    print(f"state after the stream (dumps_state): the detectors' {detector_bytes / 1e6:.1f} MB (stage B); per actor "
+          f"partition (decision stage and dedupe ids) {min(partition_bytes) / 1e6:.2f}-{max(partition_bytes) / 1e6:.2f} MB, "
+          f"{sum(partition_bytes) / 1e6:.1f} MB in all, {sum(partition_bytes) / n:.0f} bytes per event")
 
 
 if __name__ == "__main__":
