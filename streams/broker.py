@@ -238,7 +238,8 @@ def partition_counts(settings: Settings, names: Iterable[str]) -> dict[str, int 
         counts: dict[str, int | None] = {name: None for name in names}
         present = [name for name in names if name in existing]
         for described in admin.describe_topics(present) if present else []:
-            counts[described["name"]] = len(described["partitions"])
+            # kafka-python 3 names the topic "name", 2.x "topic" (pyproject allows both)
+            counts[described.get("name") or described["topic"]] = len(described["partitions"])
         return counts
     finally:
         admin.close()
