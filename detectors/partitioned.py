@@ -71,7 +71,9 @@ class PartitionedDecision:
 
     def apply(self, signals: Iterable[Signal], now: float = 0.0) -> tuple[list[Flag], list[Outcome]]:
         """Each signal at its entity's stage (signals of one stage in their order), then the implications
-        they pass to events other stages hold."""
+        they pass to events other stages hold. Signals of partitions not held here are skipped, and so are
+        implications no held stage knows: a worker holding some partitions would have to forward them to the
+        partition's owner (not built: no detector names events today)."""
         by_stage: dict[int, list[Signal]] = {}
         for signal in signals:
             by_stage.setdefault(self.partition_of(signal.id, self.partitions), []).append(signal)

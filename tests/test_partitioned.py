@@ -120,3 +120,15 @@ def test_a_worker_holding_some_partitions_refuses_events_of_the_others():
     foreign_user = next(f"u{n}" for n in range(100) if split.partition_of(f"u{n}", 4) >= 2)
     with pytest.raises(ValueError, match="not held here"):
         split.admit(RatingEvent(event_id="x", ts=0.0, user_id=foreign_user, item_id="i", rating=3))
+
+
+def test_an_analysts_release_and_confirmation_reach_the_entitys_stage():
+    split = PartitionedDecision.build(4, lambda: DecisionStage(hold_seconds=60))
+    split.admit(RatingEvent(event_id="e", ts=0.0, user_id="u3", item_id="i", rating=1))
+    split.apply([Signal("user", "u3", "profile", 0.99)], 0.0)
+    assert verdicts(split.release(60.0)) == [("e", "quarantined")]
+    confirmed = split.confirm("user", "u3", by="ana")
+    assert confirmed is not None and confirmed.status == "confirmed"
+    flag, given_back = split.unflag("user", "u3", by="ana", reason="false_positive")
+    assert flag is not None and verdicts(given_back) == [("e", "clean")]
+    assert not split.is_flagged("user", "u3") and split.flags() == []
