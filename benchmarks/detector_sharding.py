@@ -1,7 +1,7 @@
 """How far each detector's findings move when it runs on shards of the stream instead of the whole: the
 question that decides which detectors a partitioned topology may split, and by what key.
 
-    python benchmarks/detector_sharding.py [--events FILE] [--n 60000] [--shards 3] [--detectors a,b]
+    python benchmarks/detector_sharding.py [--events FILE [--truth TRUTH]] [--n 60000] [--shards 3] [--detectors a,b]
 
 Each detector runs once on the whole stream and once as `--shards` independent instances, each fed the events
 of its shard (by actor: the user, seller or client; by item: the rated, clicked or edited item, a query by
@@ -15,6 +15,7 @@ needs a cross-key view (a user's newness seen from an item shard, ties between u
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import zlib
 from pathlib import Path
@@ -63,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=Path, default=None)
     parser.add_argument("--n", type=int, default=60_000)
+    parser.add_argument("--truth", type=Path, default=None, help="the simulator's truth.json for --events")
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--detectors", default="profile,rating_shift,coordination,extraction,dense_block,lockstep,"
                                                 "copies,sweep_coverage")
@@ -73,19 +75,31 @@ def main() -> None:
     from streams.demo import demo_events
     from streams.settings import Settings
 
-    lines = args.events.read_bytes().splitlines() if args.events else demo_events(args.n, seed=1)[0]
+    truth: dict = {}
+    if args.events:
+        lines = args.events.read_bytes().splitlines()
+        if args.truth:
+            truth = json.loads(args.truth.read_text())
+    else:
+        lines, truth = demo_events(args.n, seed=1)
+    planted = {(kind, str(entity)) for attack in truth.get("attacks", [])
+               for kind, ids in attack.get("entities", {}).items() for entity in ids}
+    planted |= {("item", str(item)) for attack in truth.get("attacks", []) for item in attack.get("target_items", [])}
     events = [e for e in (decode_event(line) for line in lines if line.strip()) if not isinstance(e, Rejection)]
     settings = Settings()
     batches = [events[i:i + settings.batch_size] for i in range(0, len(events), settings.batch_size)]
     configs = detector_configs(settings)
     n = len(events)
-    print(f"{n} events, {args.shards} shards; entities signalled at score >= {SCORE}:")
-    print(f"{'detector':<15} {'key':<6} {'whole':>6} {'shards':>7} {'both':>6} {'whole us/ev':>12} {'shards us/ev':>13}")
+    print(f"{n} events, {args.shards} shards; entities signalled at score >= {SCORE} (planted: of them, attackers "
+          f"and target items by the simulator's truth):")
+    print(f"{'detector':<15} {'key':<6} {'whole':>6} {'planted':>8} {'shards':>7} {'planted':>8} {'both':>6} "
+          f"{'whole us/ev':>12} {'shards us/ev':>13}")
     for name in args.detectors.split(","):
         whole, whole_seconds = run(name, configs, settings.false_flag_budget, batches, 1, "actor")
         for key in KEYS:
             sharded, seconds = run(name, configs, settings.false_flag_budget, batches, args.shards, key)
-            print(f"{name:<15} {key:<6} {len(whole):>6} {len(sharded):>7} {len(whole & sharded):>6} "
+            print(f"{name:<15} {key:<6} {len(whole):>6} {len(whole & planted):>8} {len(sharded):>7} "
+                  f"{len(sharded & planted):>8} {len(whole & sharded):>6} "
                   f"{whole_seconds / n * 1e6:>12.1f} {seconds / n * 1e6:>13.1f}")
 
 
