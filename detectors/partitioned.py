@@ -10,6 +10,8 @@ partition of the entity's id, for items too) and the events a passing signal nam
 them. Such implications cross partitions (a crowd detector names other users' events on an item it flags): the
 owning stage hands them out as `foreign` implications, applied before any stage releases.
 
+One difference in time, not in kind: each stage forgets state past the retraction horizon when it releases
+something, so what a year-old entity's stage forgets can fall at another decision point than in one stage.
 What does not partition: a learning fusion's weights and its calibrated flag threshold are global (they learn
 from analysts' labels over the whole population); here every partition's stage is built by one factory, and
 `control` records that train the fusion are not routed (`PartitionedDecision` serves the detection path).
