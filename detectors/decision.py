@@ -209,8 +209,11 @@ class DecisionStage:
             del self._risk[key]
 
     # -- signals ----------------------------------------------------------------------------
-    def apply(self, signals: Iterable[Signal], now: float = 0.0) -> tuple[list[Flag], list[Outcome]]:
-        """Fuse signals; return flags raised or strengthened, and retractions of released events."""
+    def apply(self, signals: Iterable[Signal], now: float = 0.0,
+              foreign: list[tuple[str, str]] | None = None) -> tuple[list[Flag], list[Outcome]]:
+        """Fuse signals; return flags raised or strengthened, and retractions of released events. With
+        `foreign`, the events a passing signal implicates that this stage neither holds nor released are
+        appended to it as (event_id, reason): another partition's stage holds them (`implicate` there)."""
         changed: dict[tuple[str, str], Flag] = {}
         retracted: list[Outcome] = []
         for signal in signals:
@@ -249,13 +252,22 @@ class DecisionStage:
             # Events named by a signal on a flagged entity are condemned even when the flag is old news.
             reason = f"implicated by {signal.detector} signal on {signal.kind} {signal.id}"
             for event_id in signal.event_ids:
-                owner = self._released_by_id.get(event_id)
-                if owner is not None:
-                    retracted.extend(self._retract_ids(owner, {event_id}, reason))
-                elif event_id in self._held_ids:
-                    self._implicated.setdefault(event_id, reason)
+                if not self.implicate(event_id, reason, retracted) and foreign is not None:
+                    foreign.append((event_id, reason))
         # Copies: a later update must not rewrite what was already announced.
         return [replace(flag) for flag in changed.values()], retracted
+
+    def implicate(self, event_id: str, reason: str, retracted: list[Outcome]) -> bool:
+        """A signal on a flagged entity names this event: retract it if released (appended to `retracted`),
+        quarantine it at release if held. False if this stage has never seen it (or forgot it)."""
+        owner = self._released_by_id.get(event_id)
+        if owner is not None:
+            retracted.extend(self._retract_ids(owner, {event_id}, reason))
+            return True
+        if event_id in self._held_ids:
+            self._implicated.setdefault(event_id, reason)
+            return True
+        return False
 
     def _retract_entity(self, key: tuple[str, str], flag: Flag, since: float) -> list[Outcome]:
         """Retract the entity's released events from event time `since` on; older ones stay remembered,

@@ -227,6 +227,24 @@ def create_topics(settings: Settings, names: Iterable[str], partitions: int | No
         admin.close()
 
 
+def partition_counts(settings: Settings, names: Iterable[str]) -> dict[str, int | None]:
+    """Each topic's partition count on the broker (None: the topic does not exist)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(**kafka_python_config(settings))
+    try:
+        names = list(dict.fromkeys(names))
+        existing = set(admin.list_topics())
+        counts: dict[str, int | None] = {name: None for name in names}
+        present = [name for name in names if name in existing]
+        for described in admin.describe_topics(present) if present else []:
+            # kafka-python 3 names the topic "name", 2.x "topic" (pyproject allows both)
+            counts[described.get("name") or described["topic"]] = len(described["partitions"])
+        return counts
+    finally:
+        admin.close()
+
+
 def _wait_for_metadata(admin: Any, names: list[str], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

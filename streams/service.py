@@ -48,9 +48,11 @@ def build_worker(settings: Any, loglevel: str = "info") -> tuple[Any, Any, Any]:
 
 
 def prepare_broker(settings: Any) -> Any:
-    """Start or adopt the embedded broker when no broker is configured; create the topics."""
-    from streams.broker import EmbeddedBroker, create_topics, is_embedded, wait_for_broker, kafka_python_config
-    from streams.topics import Topics
+    """Start or adopt the embedded broker when no broker is configured; create the topics; refuse input
+    topics that are not partitioned as the topology needs (streams.topics.partitioning_problem)."""
+    from streams.broker import (EmbeddedBroker, create_topics, is_embedded, kafka_python_config,
+                                partition_counts, wait_for_broker)
+    from streams.topics import Topics, partitioning_problem
 
     broker = None
     if is_embedded(settings):
@@ -61,6 +63,12 @@ def prepare_broker(settings: Any) -> Any:
     created = create_topics(settings, Topics.from_settings(settings).all)
     if created:
         log.info("created topics: %s", ", ".join(created))
+    topics = Topics.from_settings(settings)
+    problem = partitioning_problem(partition_counts(settings, topics.inputs), settings.partitions)
+    if problem:
+        if broker is not None and broker.process is not None:  # started here (an adopted one serves others)
+            broker.stop()
+        raise click.ClickException(problem)
     return broker
 
 

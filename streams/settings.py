@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     # in `state_key_file`, outside the state directory, created on first use.
     state_key: SecretStr | None = None
     state_key_file: Path | None = None  # default: $XDG_CONFIG_HOME/shillguard/state.key (~/.config/...)
-    partitions: int = 4  # for the topics `up` creates
+    # Of every topic `up` creates; input topics must have exactly this many (`up` refuses others). 12: room for
+    # a consumer group of up to 12 members once partitioned workers exist (streams/README-streaming.md).
+    partitions: int = 12
     # Topics
     topic_ratings: str = "events.ratings"
     topic_clicks: str = "events.clicks"

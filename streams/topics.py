@@ -1,7 +1,9 @@
 """Topic names (from settings) and which input topic each event type goes to.
 
 Inputs are keyed by the event's actor (user, seller or client), the key the guard stage needs: one actor's
-events stay in order on one partition. Outputs: clean events keyed by actor as well (a trainer reads one
+events stay in order on one partition, and every input topic has the same partition count
+(`SHILLGUARD_PARTITIONS`, checked by `up`: `partitioning_problem`), so an actor's events of every type share
+a partition number. Outputs: clean events keyed by actor as well (a trainer reads one
 user's history in order), dead letters by event id, flags and alerts by entity.
 """
 
@@ -60,3 +62,20 @@ class Topics:
     def for_type(self, event_type: object) -> str | None:
         entry = INPUT_OF_TYPE.get(event_type) if isinstance(event_type, str) else None
         return getattr(self, entry[0].removeprefix("topic_")) if entry else None
+
+
+def partitioning_problem(counts: dict[str, int | None], expected: int) -> str | None:
+    """Why input topics with these partition counts (None: missing) cannot serve, or None if they can.
+
+    Every input topic needs `expected` partitions: one actor's ratings, clicks, edits and queries must land
+    on the same partition number (co-partitioning, with the same default partitioner), so that the worker
+    that owns an actor's partition sees all of its events; and the partition count bounds the workers a
+    consumer group can use. Kafka only ever adds partitions, and adding them moves keys (an actor's order is
+    lost across the change), so a mismatch is refused rather than repaired."""
+    wrong = {topic: count for topic, count in counts.items() if count != expected}
+    if not wrong:
+        return None
+    found = ", ".join(f"{topic}: {'missing' if count is None else count}" for topic, count in sorted(wrong.items()))
+    return (f"input topics must each have SHILLGUARD_PARTITIONS={expected} partitions (co-partitioned by "
+            f"actor); found {found}. Set SHILLGUARD_PARTITIONS to the topics' partition count, or recreate the "
+            f"topics with {expected} partitions before data flows (adding partitions later moves actors' keys).")

@@ -316,6 +316,24 @@ def test_kill_9_mid_stream_still_one_outcome_per_event(broker, stream, tmp_path)
         service.stop()
 
 
+def test_up_refuses_input_topics_partitioned_otherwise(broker, tmp_path):
+    """An input topic with another partition count than SHILLGUARD_PARTITIONS: `up` stops before it consumes
+    anything, naming the topic and its count; with the setting matching the topics it starts."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    service = Service(broker, tmp_path)
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    admin.create_topics([NewTopic(f"{service.name}.clicks", 3, 1)])
+    admin.close()
+    refused = service.cli("up", check=False, timeout=120)
+    assert refused.returncode != 0
+    assert f"{service.name}.clicks: 3" in refused.stderr and "SHILLGUARD_PARTITIONS=2" in refused.stderr, refused.stderr
+    service.env["SHILLGUARD_PARTITIONS"] = "3"  # the other inputs now exist with 2: still refused, naming them
+    refused = service.cli("up", check=False, timeout=120)
+    assert refused.returncode != 0 and f"{service.name}.ratings: 2" in refused.stderr, refused.stderr
+
+
 def test_reader_finds_the_end_past_a_short_listed_offset(broker):
     """Tansu lists a partition's end as its last batch's base offset + 1: the reader must read past it."""
     import asyncio

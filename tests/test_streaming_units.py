@@ -502,3 +502,12 @@ def test_events_out_is_counted_when_the_broker_acknowledges_not_at_the_next_snap
         assert acked == [("clean", 3)]  # a refused batch is not counted
 
     asyncio.run(run())
+
+
+def test_partitioning_problem_names_each_input_topic_that_differs():
+    from streams.topics import partitioning_problem
+
+    assert partitioning_problem({"r": 12, "c": 12}, 12) is None
+    problem = partitioning_problem({"r": 12, "c": 4, "q": None}, 12)
+    assert "c: 4" in problem and "q: missing" in problem and "r:" not in problem
+    assert "SHILLGUARD_PARTITIONS=12" in problem
