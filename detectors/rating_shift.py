@@ -286,7 +286,7 @@ class RatingShiftDetector(Detector):
             self._after(row, event.user_id, level, ts)
         count = hist[0] + hist[1] + hist[2] + hist[3] + hist[4]
         cusum = item.cusum
-        if self._clock - self._first_ts < self.baseline_lag:
+        if not self._has_baseline():
             # No usable time yet (or at all: a ratings dump at one timestamp): neither opinions nor waves
             # exist before a baseline has had `baseline_lag` to form.
             item.last = ts if item.last != item.last else max(ts, item.last)
@@ -450,6 +450,11 @@ class RatingShiftDetector(Detector):
                 continue  # the item's own audience moved: its raters at the end are those at the other levels
             found.append((attackers / n, key, chart, raters, attackers))
         found.sort(key=lambda entry: -entry[0])
+        for _, key, chart, _, _ in found:
+            if chart.tied:
+                # The ties again, with the whole wave in: found on its first raters, they miss best sellers
+                # that only a larger cohort lifts above their popularity.
+                chart.tied = frozenset(self._ties(key[0], chart)) or chart.tied
         signals: list[Signal] = []
         for _ in range(3):
             # Until the names settle: the accounts one campaign names are known to those judged before it
@@ -552,10 +557,9 @@ class RatingShiftDetector(Detector):
         film's organic crowd). The raters who come after it, outside it, are a sample of the item's opinion
         that no attack chose: the wave is judged again, by the same test, against the item's history then
         and the ratings since (not the item's histogram, which its ratings join as any fallen wave's do); one
-        wave per item is kept. A wave
-        chart starts over after `baseline_lag`, so a push spread over weeks closes as a run of waves: one that
-        follows the kept wave within that lag is the same campaign, and joins it (its raters, counted as
-        later raters meanwhile, leave that count)."""
+        wave per item is kept. A wave chart starts over after `baseline_lag`, so a push spread over weeks
+        closes as a run of waves: one that follows the kept wave within that lag is the same campaign, and
+        joins it (its raters, counted as later raters meanwhile, leave that count)."""
         before = tuple(item.hist)  # the history the wave met, without its own ratings
         self._release(item, chart.held)
         chart.held = []
@@ -586,8 +590,9 @@ class RatingShiftDetector(Detector):
         if ts <= chart.last or user in chart.raters:
             return
         chart.after[level] += 1
-        done = sum(chart.after) >= self.max_history
-        if sum(chart.after) >= chart.next_test or done:
+        later = sum(chart.after)
+        done = later >= self.max_history
+        if later >= chart.next_test or done:
             self._second_look(row, chart, final=done)
 
     def _second_look(self, row: int, chart: _Chart, final: bool) -> None:
@@ -735,9 +740,6 @@ class RatingShiftDetector(Detector):
         row, direction = key[0], chart.alarmed
         item = self._items.ids[row]
         if chart.tied:
-            # The ties again, with the whole wave in: found on its first raters, they miss best sellers that
-            # only a larger cohort lifts above their popularity.
-            chart.tied = frozenset(self._ties(row, chart)) or chart.tied
             # A co-visitation wave: its cohort is the raters who rated the tied best sellers around it. Fans
             # rate best sellers too: the organic end raters tie as often as the raters at the other levels
             # do (Laplace-smoothed), and only the excess is the attack's.
