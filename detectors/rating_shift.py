@@ -35,7 +35,8 @@ Parameters: `baseline_half_life` of item histograms; `odds_ratio` of the shift e
 `allowance` (posterior sds) of organic latitude; `threshold` the CUSUM alarm; `alpha` of the attribution test; `min_members` raters at
 the campaign's end before anyone is named (fewer say too little about any one of them); `min_organic` raters
 at the other levels before the cohort is compared with them; `min_later` raters after a wave before it is
-judged again by them; `min_share` attributed share for a member signal; `max_pending`
+judged again by them, at `late_alpha` (a level of its own: a stream tests some thousand waves, and only the
+few hundred that fall back with a pile at one end are judged again); `min_share` attributed share for a member signal; `max_pending`
 raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
 signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
@@ -124,6 +125,7 @@ class _Chart:
     raters: dict = field(default_factory=dict)                    # user -> (level, profile bins, ts)
     held: list = field(default_factory=list)                      # (level, ts, user) of its end's ratings, waiting
     tied: frozenset = frozenset()                                 # a co-visitation wave's tied items
+    alike: bool = False                                           # a thin item's wave of look-alike raters
     last: float = -math.inf                                       # event time of its latest rating
     alarmed: int = -1                                             # the direction it alarmed in, -1 none yet
     alarmed_at: float = math.inf                                  # event time of the alarm
@@ -144,7 +146,8 @@ class RatingShiftDetector(Detector):
                  threshold: float = 10.0, rate_ratio: float = 10.0,
                  quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
                  max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 7 * 86400.0,
-                 min_members: int = 10, min_organic: int = 10, min_later: int = 5, cohort_alpha: float = 0.01,
+                 min_members: int = 10, min_organic: int = 10, min_later: int = 3, late_alpha: float = 1e-4,
+                 thin_alpha: float = 0.01, cohort_alpha: float = 0.01,
                  min_share: float = 0.5, tie_lift: float = 2.0, min_ties: int = 5, tie_alpha: float = 1e-9,
                  recent_ratings: int = 500_000, max_pending: int = 5000,
                  refresh_every: int = 5000, max_score: float = 0.95):
@@ -166,6 +169,8 @@ class RatingShiftDetector(Detector):
         self.min_members = min_members
         self.min_organic = min_organic
         self.min_later = min_later
+        self.late_alpha = late_alpha
+        self.thin_alpha = thin_alpha
         self.cohort_alpha = cohort_alpha
         self.min_share = min_share
         self.tie_lift = tie_lift
@@ -204,9 +209,10 @@ class RatingShiftDetector(Detector):
         self._recent_at = 0  # ratings written so far (the ring's position is this modulo its size)
         self._seen = 0  # absolute position of the rating being rated
         self._codes = 0
-        # The raters of all ratings, by activity and by account age bin (two rows), halved now and then: what
-        # an organic rater of any item looks like, for a wave whose item has too few raters of its own to say.
-        self._population = [[0.0] * _PROFILE_BINS, [0.0] * _PROFILE_BINS]  # plain floats: touched per rating
+        # The raters of all ratings, by activity bin x account age bin (flat; plain floats: touched per
+        # rating), halved now and then: what an organic rater of any item looks like, for a wave whose item
+        # has too few raters of its own to say.
+        self._population = [0.0] * _PROFILE_BINS ** 2
         self._population_count = 0.0
         self._attributed: dict[str, set[int]] = {}  # user -> item rows of the campaigns that named them
         self._emitted: dict[tuple[str, str], float] = {}
@@ -267,12 +273,10 @@ class RatingShiftDetector(Detector):
         ts, level = event.ts, min(_LEVELS, max(1, int(event.rating + 0.5))) - 1
         self._global[level] += 1.0
         rater = (event.user_id, level, _profile_bin(account[1], ts - account[0]))
-        activity, age = self._population
-        activity[rater[2][0]] += 1.0
-        age[rater[2][1]] += 1.0
+        self._population[rater[2][0] * _PROFILE_BINS + rater[2][1]] += 1.0
         self._population_count += 1.0
         if self._population_count > 200_000.0:  # a sliding memory of some 100,000-200,000 ratings
-            self._population = [[c * 0.5 for c in row] for row in self._population]
+            self._population = [c * 0.5 for c in self._population]
             self._population_count *= 0.5
         item = self._state[row]
         hist = item.hist
@@ -522,17 +526,42 @@ class RatingShiftDetector(Detector):
         hist, counts = np.array(self._state[row].hist), np.array(chart.levels)
         best, direction = self._opinion(counts, hist)
         if direction < 0 or 4 * best >= self.wave_alpha:
-            # Not beyond opinion alone (a young item may organically land anywhere): a push may still show
-            # in the ties it creates, its raters all rating the same best sellers around it.
-            if counts[_ENDS[PUSH]].sum() < max(self.min_members, 0.8 * total):
+            # Not beyond opinion alone (a young item may organically land anywhere). On an item too thin
+            # for its opinion to convict, a pile well beyond chance (`thin_alpha`) is a campaign where its
+            # raters are all one kind of account; and a push may show in the ties it creates, its raters
+            # all rating the same best sellers around it.
+            if (direction >= 0 and 4 * best < self.thin_alpha and hist.sum() < self.min_history
+                    and counts[_ENDS[direction]].sum() >= max(self.min_members, 0.8 * total)
+                    and self._alike(chart, direction)):
+                chart.alike = True
+            elif counts[_ENDS[PUSH]].sum() < max(self.min_members, 0.8 * total):
                 return False
-            tied = self._ties(row, chart)
-            if not tied:
-                return False
-            chart.tied, direction = frozenset(tied), PUSH
+            else:
+                tied = self._ties(row, chart)
+                if not tied:
+                    return False
+                chart.tied, direction = frozenset(tied), PUSH
         a, b = self._posterior("end", direction, float(hist[_ENDS[direction]].sum()), float(hist.sum()))
         chart.alarmed, chart.usual = direction, a / (a + b)
         return True
+
+    def _alike(self, chart: _Chart, direction: int, without: set[str] = frozenset()) -> bool:
+        """Are a wave's raters at one end one kind of account? The most common (activity, account age) bin
+        among them holds more of them than raters drawn from the population of all recent ratings would
+        put there (binomial tail, Bonferroni over the bins, at `tie_alpha`): accounts made and warmed up by
+        one operator's script look alike (a sleeper cell: weeks old, a handful of ratings each), where an
+        organic crowd, even one of newcomers, mixes the regulars in."""
+        if self._population_count < 1000.0:
+            return False
+        end = _ENDS[direction]
+        cells = [profile[0] * _PROFILE_BINS + profile[1] for user, (level, profile, _) in chart.raters.items()
+                 if end[level] and user not in without]
+        if len(cells) < self.min_members:
+            return False
+        counts = np.bincount(cells, minlength=_PROFILE_BINS ** 2)
+        cell = int(np.argmax(counts))
+        share = (self._population[cell] + 0.5) / (self._population_count + 0.5 * len(counts))
+        return len(counts) * bdtrc(int(counts[cell]) - 1, len(cells), share) < self.tie_alpha
 
     def _opinion(self, counts: np.ndarray, hist: np.ndarray) -> tuple[float, int]:
         """The smallest beta-binomial tail of a wave's ratings (`counts` per level) at an end or an extreme,
@@ -611,7 +640,7 @@ class RatingShiftDetector(Detector):
                 usual[d] = a / (a + b)
         if usual and sum(chart.after) >= self.min_later:
             best, direction = self._opinion(counts, reference)
-            if direction in usual and 4 * best < self.wave_alpha:
+            if direction in usual and 4 * best < self.late_alpha:
                 chart.alarmed, chart.alarmed_at, chart.usual, chart.closed = (direction, self._clock,
                                                                               usual[direction], True)
                 chart.rate = float(sum(chart.before)) * _LN2 / self.baseline_half_life
@@ -770,7 +799,12 @@ class RatingShiftDetector(Detector):
                 reference = (np.add(chart.before, chart.after) if key[1] == LATE
                              else np.array(self._state[row].hist))
                 best, found = self._opinion(counts, reference)
-                still = found == direction and 4 * best < self.wave_alpha
+                if chart.alike:  # found by its raters' likeness, beyond chance on a thin history
+                    still = (found == direction and 4 * best < self.thin_alpha
+                             and self._alike(chart, direction, known))
+                else:
+                    level = self.late_alpha if key[1] == LATE else self.wave_alpha
+                    still = found == direction and 4 * best < level
             else:
                 still = bdtrc(rest - 1, rest_total, chart.upper) < self.alpha
             if not still:
@@ -860,7 +894,8 @@ class RatingShiftDetector(Detector):
         elif self._population_count >= 1000.0:
             # Organic raters come at the item's usual rate, spread evenly over the period (a Poisson
             # process): a rater days after a burst is not the burst's.
-            references = [np.array(row) for row in self._population] + [np.ones(_PROFILE_BINS)]
+            joint = np.array(self._population).reshape(_PROFILE_BINS, _PROFILE_BINS)
+            references = [joint.sum(axis=1), joint.sum(axis=0), np.ones(_PROFILE_BINS)]
         else:
             return {}
         ratio = np.ones(len(raters))

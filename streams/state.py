@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3  # raised when a detector's state layout changes: an older snapshot is not loaded
 TP = tuple[str, int]
 MAGIC = b"shillguard-snapshot/hmac-sha256\n"  # then the 32-byte signature, then the pickle
 

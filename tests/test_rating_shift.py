@@ -126,6 +126,46 @@ def test_a_wave_on_a_film_with_little_history_is_judged_again_by_the_raters_afte
     assert flagged(signals, "later") <= 2
 
 
+def thin_film_push(raters: list[str], seed: int) -> list[RatingEvent]:
+    """A film rated five times over two months, then 4s and 5s from `raters` within three hours on day
+    61, and no one rates it after: all the evidence there will ever be is the wave itself."""
+    rng = np.random.default_rng(seed)
+    past = crowd("thin", [3, 2, 4, 3, 3], 5 * DAY, 50 * DAY, "early", seed=seed)
+    stars = rng.choice([4, 5, 5, 5], len(raters))
+    return past + [RatingEvent(event_id=f"push{k}", ts=61 * DAY + float(rng.uniform(0, 3 * 3600.0)),
+                               user_id=user, item_id="thin", rating=int(s))
+                   for k, (user, s) in enumerate(zip(raters, stars))]
+
+
+def test_a_sleeper_cells_push_on_a_thin_film_that_no_one_rates_after_is_named_by_its_likeness():
+    """Thirty accounts live three weeks as casual users (six ordinary ratings each), then push a film rated
+    five times. Its opinion alone cannot convict (p ~ 1e-3: a loved film's crowd might do it) and no later
+    rater ever comes; but its raters are all one kind of account, weeks old with a handful of ratings,
+    where the site's raters mix every kind: the cell is named, no one else."""
+    rng = np.random.default_rng(12)
+    cell = [f"sleeper{k}" for k in range(30)]
+    life = [RatingEvent(event_id=f"life{k}-{j}", ts=float(rng.uniform(35 * DAY, 55 * DAY)), user_id=user,
+                        item_id=f"film{int(rng.integers(30, 40))}", rating=int(rng.integers(3, 6)))
+            for k, user in enumerate(cell) for j in range(6)]
+    _, signals = run(background(12) + life + thin_film_push(cell, seed=12))
+    assert flagged(signals, "sleeper") >= 27
+    assert flagged(signals, "u") + flagged(signals, "early") == 0
+
+
+def test_a_crowd_of_every_kind_that_loves_a_thin_film_is_not_named_on_its_opinion_alone():
+    """The same wave from the site's own mix of raters (regulars, occasional raters, newcomers): its pile
+    of 4s and 5s is the same, but nothing says it was made; it stands unjudged."""
+    rng = np.random.default_rng(13)
+    events = background(13)
+    regulars = [RatingEvent(event_id=f"h{k}", ts=k * DAY / 20, user_id=f"regular{k % 10}",
+                            item_id=f"film{int(rng.integers(40))}", rating=int(rng.integers(2, 6)))
+                for k in range(60 * 20)]
+    fans = ([f"regular{k}" for k in range(10)] + [f"u{k}" for k in rng.choice(5000, 12, replace=False)]
+            + [f"newcomer{k}" for k in range(8)])
+    _, signals = run(events + regulars + thin_film_push(fans, seed=13))
+    assert not {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
+
+
 def test_a_loved_films_crowd_whose_later_raters_love_it_too_is_not_an_attack():
     rng = np.random.default_rng(8)
     story = obscure_film_story("gem", [5, 4, 5, 4, 5], rng.choice([3, 4, 5, 5, 5], 22),
