@@ -35,8 +35,7 @@ Parameters: `baseline_half_life` of item histograms; `odds_ratio` of the shift e
 `allowance` (posterior sds) of organic latitude; `threshold` the CUSUM alarm; `alpha` of the attribution test; `min_members` raters at
 the campaign's end before anyone is named (fewer say too little about any one of them); `min_organic` raters
 at the other levels before the cohort is compared with them; `min_later` raters after a wave before it is
-judged again by them, at `late_alpha` (a level of its own: a stream tests some thousand waves, and only the
-few hundred that fall back with a pile at one end are judged again); `min_share` attributed share for a member signal; `max_pending`
+judged again by them; `thin_alpha` of a thin item's wave whose raters look alike (`_alike`); `min_share` attributed share for a member signal; `max_pending`
 raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
 signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
@@ -146,8 +145,7 @@ class RatingShiftDetector(Detector):
                  threshold: float = 10.0, rate_ratio: float = 10.0,
                  quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
                  max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 7 * 86400.0,
-                 min_members: int = 10, min_organic: int = 10, min_later: int = 3, late_alpha: float = 1e-4,
-                 thin_alpha: float = 0.01, cohort_alpha: float = 0.01,
+                 min_members: int = 10, min_organic: int = 10, min_later: int = 5, thin_alpha: float = 0.01, cohort_alpha: float = 0.01,
                  min_share: float = 0.5, tie_lift: float = 2.0, min_ties: int = 5, tie_alpha: float = 1e-9,
                  recent_ratings: int = 500_000, max_pending: int = 5000,
                  refresh_every: int = 5000, max_score: float = 0.95):
@@ -169,7 +167,6 @@ class RatingShiftDetector(Detector):
         self.min_members = min_members
         self.min_organic = min_organic
         self.min_later = min_later
-        self.late_alpha = late_alpha
         self.thin_alpha = thin_alpha
         self.cohort_alpha = cohort_alpha
         self.min_share = min_share
@@ -550,7 +547,8 @@ class RatingShiftDetector(Detector):
         among them holds more of them than raters drawn from the population of all recent ratings would
         put there (binomial tail, Bonferroni over the bins, at `tie_alpha`): accounts made and warmed up by
         one operator's script look alike (a sleeper cell: weeks old, a handful of ratings each), where an
-        organic crowd, even one of newcomers, mixes the regulars in."""
+        organic crowd mixes the regulars in. Newcomers are alike in having no history, which says nothing:
+        a premiere's sign-ups are not judged by it."""
         if self._population_count < 1000.0:
             return False
         end = _ENDS[direction]
@@ -560,6 +558,8 @@ class RatingShiftDetector(Detector):
             return False
         counts = np.bincount(cells, minlength=_PROFILE_BINS ** 2)
         cell = int(np.argmax(counts))
+        if cell < _PROFILE_BINS:  # newcomers (no rating before): they have no history to look alike in
+            return False
         share = (self._population[cell] + 0.5) / (self._population_count + 0.5 * len(counts))
         return len(counts) * bdtrc(int(counts[cell]) - 1, len(cells), share) < self.tie_alpha
 
@@ -640,7 +640,7 @@ class RatingShiftDetector(Detector):
                 usual[d] = a / (a + b)
         if usual and sum(chart.after) >= self.min_later:
             best, direction = self._opinion(counts, reference)
-            if direction in usual and 4 * best < self.late_alpha:
+            if direction in usual and 4 * best < self.wave_alpha:
                 chart.alarmed, chart.alarmed_at, chart.usual, chart.closed = (direction, self._clock,
                                                                               usual[direction], True)
                 chart.rate = float(sum(chart.before)) * _LN2 / self.baseline_half_life
@@ -803,8 +803,7 @@ class RatingShiftDetector(Detector):
                     still = (found == direction and 4 * best < self.thin_alpha
                              and self._alike(chart, direction, known))
                 else:
-                    level = self.late_alpha if key[1] == LATE else self.wave_alpha
-                    still = found == direction and 4 * best < level
+                    still = found == direction and 4 * best < self.wave_alpha
             else:
                 still = bdtrc(rest - 1, rest_total, chart.upper) < self.alpha
             if not still:

@@ -44,7 +44,7 @@ READS_EMBEDDINGS = ("extraction", "sweep_coverage")
 WIRED = {"encoder", "item_vectors"}
 # The significance levels of each detector's tests (dotted: a field of a nested parameter).
 SIGNIFICANCE: dict[str, tuple[str, ...]] = {
-    "profile": ("target_alpha",), "rating_shift": ("alpha", "wave_alpha", "late_alpha", "tie_alpha"),
+    "profile": ("target_alpha",), "rating_shift": ("alpha", "wave_alpha", "thin_alpha", "tie_alpha"),
     "dense_block": ("test.alpha",), "lockstep": ("test.alpha",), "coordination": ("alpha",),
     "midas": ("alpha",), "copies": ("alpha",),
 }
