@@ -10,9 +10,9 @@ Each scenario is simulated (`shillguard simulate`, in process) on the `tune` hal
 with tune seeds (1000, 1001, ...) and on the disjoint `report` half with report seeds (2000, 2001, ...):
 choose and tune detectors on the tune rows, quote the report rows. Each stream is replayed in process
 (streams.replay, the pipeline `shillguard replay` builds) with the detectors of `--detectors`, else
-$SHILLGUARD_DETECTORS, else the default set without `catalog_drift` (the MiniLM text encoder: slow here,
-and no scenario plants catalog text), and scored with simulator.evaluate. Figures are pooled over a
-split's seeds: per-family recall (flagged / planted accounts), user precision (malicious flagged / all
+$SHILLGUARD_DETECTORS, else the default set without `catalog_drift` (the MiniLM text encoder: slow here;
+so `attacked`'s catalog_poison sellers, whom only it finds, read 0 unless it is named), and scored with
+simulator.evaluate. Figures are pooled over a split's seeds: per-family recall (flagged / planted accounts), user precision (malicious flagged / all
 flagged users), genuine users' events quarantined (benign ratings and clicks held back), false flags per
 million genuine events (benign users, sellers and clients flagged), targets flagged, and the members of
 benign crowds flagged.
@@ -103,6 +103,7 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, float] = defaultdict(float)
     families: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     crowds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    kinds: dict[str, str] = {}
     for run in runs:
         report = run["report"]
         users, events, items = report["users"], report["events"], report["items"]
@@ -118,6 +119,7 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
         total["targets_flagged"] += items["targets_flagged"]
         total["events"] += run["events"]
         for family, row in report["families"].items():
+            kinds[family] = row["kind"]
             for key in ("entities", "flagged", "false_positives", "targets", "targets_flagged"):
                 families[family][key] += row[key]
         for kind, row in report["benign_groups"].items():
@@ -136,7 +138,7 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "false_flags_per_million_genuine_events": (round(1e6 * total["false_flags"] / total["genuine_events"], 1)
                                                    if total["genuine_events"] else None),
         "targets_flagged": f"{int(total['targets_flagged'])}/{int(total['targets'])}",
-        "families": {family: {"recall": ratio(row["flagged"], row["entities"]),
+        "families": {family: {"kind": kinds[family], "recall": ratio(row["flagged"], row["entities"]),
                               "precision": ratio(row["flagged"], row["flagged"] + row["false_positives"]),
                               "accounts": int(row["entities"]),
                               "targets_flagged": f"{int(row['targets_flagged'])}/{int(row['targets'])}"}
@@ -169,8 +171,8 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
     families = list(dict.fromkeys(f for key in columns for f in results[key]["families"]))
     if not families:
         return
-    print("\nPer-family user recall (precision: the family's flagged accounts against the benign flags whose "
-          "evidence names it):\n")
+    print("\nPer-family recall of its accounts, users unless named (precision: the family's flagged accounts "
+          "against the benign flags whose evidence names it):\n")
     print("| family | " + " | ".join(k.replace(":", " ") for k in columns) + " |")
     print("|---|" + "---|" * len(columns))
     for family in families:
@@ -178,7 +180,9 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
         for key in columns:
             row = results[key]["families"].get(family)
             cells.append("" if row is None else f"{show(row['recall'], 2)} ({show(row['precision'], 2)})")
-        print(f"| {family} | " + " | ".join(cells) + " |")
+        kind = next(results[key]["families"][family]["kind"] for key in columns
+                    if family in results[key]["families"])
+        print(f"| {family}{'' if kind == 'user' else f' ({kind}s)'} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
