@@ -811,6 +811,7 @@ class RatingShiftDetector(Detector):
         posterior = self._cohort(chart, [user for user in raters if user not in known], share)
         evidence = {"item": item, "direction": _DIRECTIONS[direction], "since": chart.start,
                     "wave": key[1] >= WAVE, "judged_by_later_raters": key[1] == LATE,
+                    "raters_alike": chart.alike,
                     "raters_at_end": len(raters), "raters": sum(chart.levels),
                     "usual_share": round(chart.usual, 3), "attackers": round(attackers, 1),
                     "named_by_other_campaigns": len(known)}

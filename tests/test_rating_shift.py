@@ -150,6 +150,7 @@ def test_a_sleeper_cells_push_on_a_thin_film_that_no_one_rates_after_is_named_by
     _, signals = run(background(12) + life + thin_film_push(cell, seed=12))
     assert flagged(signals, "sleeper") >= 27
     assert flagged(signals, "u") + flagged(signals, "early") == 0
+    assert all(s.evidence["raters_alike"] for s in signals if s.id.startswith("sleeper"))
 
 
 def test_a_crowd_of_every_kind_that_loves_a_thin_film_is_not_named_on_its_opinion_alone():
