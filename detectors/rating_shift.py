@@ -35,8 +35,8 @@ Parameters: `baseline_half_life` of item histograms; `odds_ratio` of the shift e
 `allowance` (posterior sds) of organic latitude; `threshold` the CUSUM alarm; `alpha` of the attribution test; `min_members` raters at
 the campaign's end before anyone is named (fewer say too little about any one of them); `min_organic` raters
 at the other levels before the cohort is compared with them; `min_later` raters after a wave before it is
-judged again by them; `thin_alpha` of a thin item's wave whose raters look alike (`_alike`); `min_share` attributed share for a member signal; `max_pending`
-raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
+judged again by them; `thin_alpha` of the opinion test of a thin item's wave whose raters look alike
+(`_alike`); `min_share` attributed share for a member signal; `max_pending` raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
 signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
 With no usable time (every rating at one timestamp, as in a ratings dump) or less than `baseline_lag` of
@@ -145,7 +145,8 @@ class RatingShiftDetector(Detector):
                  threshold: float = 10.0, rate_ratio: float = 10.0,
                  quiet_days: float = 30.0, wave_threshold: float = 12.0, wave_alpha: float = 1e-5,
                  max_campaign_seconds: float = 45 * 86400.0, alpha: float = 1e-6, attribute_every: float = 6 * 3600.0, settle: float = 7 * 86400.0,
-                 min_members: int = 10, min_organic: int = 10, min_later: int = 5, thin_alpha: float = 0.01, cohort_alpha: float = 0.01,
+                 min_members: int = 10, min_organic: int = 10, min_later: int = 5, thin_alpha: float = 0.01,
+                 cohort_alpha: float = 0.01,
                  min_share: float = 0.5, tie_lift: float = 2.0, min_ties: int = 5, tie_alpha: float = 1e-9,
                  recent_ratings: int = 500_000, max_pending: int = 5000,
                  refresh_every: int = 5000, max_score: float = 0.95):
@@ -552,7 +553,7 @@ class RatingShiftDetector(Detector):
         if self._population_count < 1000.0:
             return False
         end = _ENDS[direction]
-        cells = [profile[0] * _PROFILE_BINS + profile[1] for user, (level, profile, _) in chart.raters.items()
+        cells = [activity * _PROFILE_BINS + age for user, (level, (activity, age), _) in chart.raters.items()
                  if end[level] and user not in without]
         if len(cells) < self.min_members:
             return False
