@@ -36,8 +36,8 @@ Parameters: `baseline_half_life` of item histograms; `odds_ratio` of the shift e
 the campaign's end before anyone is named (fewer say too little about any one of them); `min_organic` raters
 at the other levels before the cohort is compared with them; `min_later` raters after a wave before it is
 judged again by them; `thin_alpha` of the opinion test of a thin item's wave whose raters look alike
-(`_alike`); `min_share` attributed share for a member signal; `max_pending` raters kept per chart; `refresh_every` ratings between refits of the population prior; `max_score` caps a
-signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
+(`_alike`); `min_share` attributed share for a member signal; `max_pending` raters kept per chart;
+`refresh_every` ratings between refits of the population prior; `max_score` caps a signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
 With no usable time (every rating at one timestamp, as in a ratings dump) or less than `baseline_lag` of
 stream so far, there is no baseline and no wave: opinions are not judged, and only co-visitation ties are
