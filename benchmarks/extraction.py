@@ -122,7 +122,7 @@ def table(reports: list[dict]) -> str:
                      f"{flagged:>8} {np.mean([r['train_seconds'] for r in rs]):>8.0f} "
                      f"{np.mean([r['total_seconds'] for r in rs]):>8.0f}")
     for name in [n for n in by if not n.startswith("none")]:
-        base = "none" + (" [valid]" if name.endswith("[valid]") else "")  # compared within its own split
+        base = _label({**by[name][0], "defence": None})  # compared within its own split and schedule
         if (base, FIELDS[0]) not in means:
             continue
         drop = {f: 1 - means[(name, f)] / max(means[(base, f)], 1e-9) for f in FIELDS[1:]}
@@ -153,14 +153,15 @@ def _agreement(guard: dict, key: str) -> str:
 
 
 def _label(report: dict) -> str:
-    """The defence and its parameters, so that runs of different settings are never pooled."""
-    split = " [valid]" if report.get("split") == "valid" else ""
-    if not report["defence"]:
-        return "none" + split
+    """The defence, its parameters and the target's epochs, so that runs of different settings or schedules
+    are never pooled (and each defended row is compared with the undefended one of its own schedule)."""
     c = report["target_config"]
+    tail = f" ep={c['epochs']}" + (" [valid]" if report.get("split") == "valid" else "")
+    if not report["defence"]:
+        return "none" + tail
     return (f"gro l={c['gro_lambda']} c={c['gro_candidates']}" + (f" syn={c.get('gro_synthetic', 0)}"
             if c.get("gro_synthetic") else "") + (f" warm={c['gro_warmup']}" if c.get("gro_warmup") else "")
-            + (f" slr={c['gro_student_lr']}" if c.get("gro_student_lr") else "") + split)
+            + (f" slr={c['gro_student_lr']}" if c.get("gro_student_lr") else "") + tail)
 
 
 def main() -> None:
