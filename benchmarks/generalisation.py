@@ -12,8 +12,8 @@ choose and tune detectors on the tune rows, quote the report rows. Each stream i
 (streams.replay, the pipeline `shillguard replay` builds) with the detectors of `--detectors`, else
 $SHILLGUARD_DETECTORS, else the default set without `catalog_drift` (the MiniLM text encoder: slow here;
 so `attacked`'s catalog_poison sellers, whom only it finds, read 0 unless it is named), and scored with
-simulator.evaluate. Figures are pooled over a split's seeds: per-family recall (flagged / planted accounts), user precision (malicious flagged / all
-flagged users), genuine users' events quarantined (benign ratings and clicks held back), false flags per
+simulator.evaluate. Figures are pooled over a split's seeds: per-family recall (flagged / planted
+accounts), user precision (malicious flagged / all flagged users), genuine users' events quarantined (benign ratings and clicks held back), false flags per
 million genuine events (benign users, sellers and clients flagged), targets flagged, and the members of
 benign crowds flagged.
 

@@ -37,7 +37,8 @@ the campaign's end before anyone is named (fewer say too little about any one of
 at the other levels before the cohort is compared with them; `min_later` raters after a wave before it is
 judged again by them; `thin_alpha` of the opinion test of a thin item's wave whose raters look alike
 (`_alike`); `min_share` attributed share for a member signal; `max_pending` raters kept per chart;
-`refresh_every` ratings between refits of the population prior; `max_score` caps a signal. Ratings are 1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
+`refresh_every` ratings between refits of the population prior; `max_score` caps a signal. Ratings are
+1..5 stars; the ends are 4-5 (push) and 1-2 (nuke).
 
 With no usable time (every rating at one timestamp, as in a ratings dump) or less than `baseline_lag` of
 stream so far, there is no baseline and no wave: opinions are not judged, and only co-visitation ties are
@@ -98,6 +99,7 @@ _ENDS = (np.array([False, False, False, True, True]), np.array([True, True, Fals
 _EXTREMES = (np.array([False, False, False, False, True]), np.array([True, False, False, False, False]))
 _DIRECTIONS = ("push", "nuke")
 PUSH, NUKE, WAVE, LATE = 0, 1, 2, 3  # LATE: a wave found a campaign by the raters after it
+_MIN_POPULATION = 1000.0  # ratings in the population profile before raters are compared with it
 _LN2 = math.log(2.0)
 
 
@@ -244,9 +246,10 @@ class RatingShiftDetector(Detector):
         self._recent_item[positions] = rows
         self._recent_ts[positions] = [event.ts for event in ratings]
         self._recent_index[positions] = np.arange(start, start + len(ratings))
-        self._recent_level[positions] = [min(_LEVELS, max(1, int(event.rating + 0.5))) - 1 for event in ratings]
+        levels = [min(_LEVELS, max(1, int(event.rating + 0.5))) - 1 for event in ratings]  # 0-4
+        self._recent_level[positions] = levels
         self._recent_at = start + len(ratings)
-        for position, (event, row, account) in enumerate(zip(ratings, rows, codes)):
+        for position, (event, row, account, level) in enumerate(zip(ratings, rows, codes, levels)):
             self._seen = start + position
             if self._first_ts is None:
                 self._first_ts = event.ts
@@ -256,7 +259,7 @@ class RatingShiftDetector(Detector):
                 # Attribution rounds fall at the rating that makes them due, whatever the batches.
                 if self._campaigns and (self._round_at is None or event.ts // every > self._round_at // every):
                     signals += self._attribute(event.ts, final=False)
-            self._rate(row, event, account)
+            self._rate(row, event, level, account)
             account[1] += 1
             self._since_refresh += 1
             if self._since_refresh >= max(self.refresh_every, len(self._state)):
@@ -266,9 +269,9 @@ class RatingShiftDetector(Detector):
                 del accounts[user]
         return signals
 
-    def _rate(self, row: int, event: RatingEvent, account: list) -> None:
+    def _rate(self, row: int, event: RatingEvent, level: int, account: list) -> None:
         """Update the item's charts and baseline with one rating, and open the campaigns it reveals."""
-        ts, level = event.ts, min(_LEVELS, max(1, int(event.rating + 0.5))) - 1
+        ts = event.ts
         self._global[level] += 1.0
         rater = (event.user_id, level, _profile_bin(account[1], ts - account[0]))
         self._population[rater[2][0] * _PROFILE_BINS + rater[2][1]] += 1.0
@@ -528,11 +531,12 @@ class RatingShiftDetector(Detector):
             # for its opinion to convict, a pile well beyond chance (`thin_alpha`) is a campaign where its
             # raters are all one kind of account; and a push may show in the ties it creates, its raters
             # all rating the same best sellers around it.
+            def piled(d: int) -> bool:  # nearly the whole wave at that end
+                return counts[_ENDS[d]].sum() >= max(self.min_members, 0.8 * total)
             if (direction >= 0 and 4 * best < self.thin_alpha and hist.sum() < self.min_history
-                    and counts[_ENDS[direction]].sum() >= max(self.min_members, 0.8 * total)
-                    and self._alike(chart, direction)):
+                    and piled(direction) and self._alike(chart, direction)):
                 chart.alike = True
-            elif counts[_ENDS[PUSH]].sum() < max(self.min_members, 0.8 * total):
+            elif not piled(PUSH):
                 return False
             else:
                 tied = self._ties(row, chart)
@@ -550,7 +554,7 @@ class RatingShiftDetector(Detector):
         one operator's script look alike (a sleeper cell: weeks old, a handful of ratings each), where an
         organic crowd mixes the regulars in. Newcomers are alike in having no history, which says nothing:
         a premiere's sign-ups are not judged by it."""
-        if self._population_count < 1000.0:
+        if self._population_count < _MIN_POPULATION:
             return False
         end = _ENDS[direction]
         cells = [activity * _PROFILE_BINS + age for user, (level, (activity, age), _) in chart.raters.items()
@@ -892,7 +896,7 @@ class RatingShiftDetector(Detector):
         if len(organic) >= self.min_organic:
             references = [np.bincount([p[feature] for p in organic], minlength=_PROFILE_BINS)
                           for feature in range(len(mine[0]))]
-        elif self._population_count >= 1000.0:
+        elif self._population_count >= _MIN_POPULATION:
             # Organic raters come at the item's usual rate, spread evenly over the period (a Poisson
             # process): a rater days after a burst is not the burst's.
             joint = np.array(self._population).reshape(_PROFILE_BINS, _PROFILE_BINS)

@@ -60,10 +60,10 @@ def prepare_broker(settings: Any) -> Any:
     else:
         config = kafka_python_config(settings)
         wait_for_broker(config.pop("bootstrap_servers"), **config)
-    created = create_topics(settings, Topics.from_settings(settings).all)
+    topics = Topics.from_settings(settings)
+    created = create_topics(settings, topics.all)
     if created:
         log.info("created topics: %s", ", ".join(created))
-    topics = Topics.from_settings(settings)
     problem = partitioning_problem(partition_counts(settings, topics.inputs), settings.partitions)
     if problem:
         if broker is not None and broker.process is not None:  # started here (an adopted one serves others)
