@@ -36,6 +36,7 @@ DETECTORS: dict[str, str] = {
     "extraction": "detectors.extraction:ExtractionDetector",
     "copies": "detectors.copies:CopyDetector",
     "sweep_coverage": "detectors.sweep_coverage:SweepCoverageDetector",
+    "review_rings": "detectors.review_rings:ReviewRingDetector",
 }
 # Detectors that read the catalog's text embeddings (item_vectors) when they run in catalog_drift's process
 # (else they hash item ids instead). Extraction must run there; sweep_coverage only reports its distances.
@@ -46,7 +47,7 @@ WIRED = {"encoder", "item_vectors"}
 SIGNIFICANCE: dict[str, tuple[str, ...]] = {
     "profile": ("target_alpha",), "rating_shift": ("alpha", "wave_alpha", "thin_alpha", "tie_alpha"),
     "dense_block": ("test.alpha",), "lockstep": ("test.alpha",), "coordination": ("alpha",),
-    "midas": ("alpha",), "copies": ("alpha",),
+    "midas": ("alpha",), "copies": ("alpha",), "review_rings": ("alpha",),
 }
 DEFAULT_FALSE_FLAG_BUDGET = 25.0  # per million genuine events: the defaults' levels are tuned for it
 

@@ -32,11 +32,12 @@ class Settings(BaseSettings):
     # quiet spell) after its hold; lower it there.
     decide_every: int = 2048
     # Comma-separated names, see streams.assembly.DETECTORS. Off by default: midas (a reference anchor).
-    detectors: str = ("profile,rating_shift,dense_block,lockstep,coordination,copies,catalog_drift,extraction,"
-                      "sweep_coverage")
+    detectors: str = ("profile,rating_shift,dense_block,lockstep,coordination,copies,review_rings,catalog_drift,"
+                      "extraction,sweep_coverage")
     # Those of the chosen detectors that run in processes of their own beside the rest (streams.parallel),
     # `;` between processes; empty: all in one process. Ignored on a one-core machine.
-    offload_detectors: str = "dense_block,lockstep,coordination,midas,copies;catalog_drift,extraction,sweep_coverage"
+    offload_detectors: str = ("dense_block,lockstep,coordination,midas,copies,review_rings;catalog_drift,extraction,"
+                              "sweep_coverage")
     dedupe_capacity: int = 5_000_000
     # Evidence (detectors.fusion): the base rate at which detectors state their scores, and how far each
     # detector's evidence counts (JSON; missing: 1). Every detector counts fully by default: where two
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     coordination: dict[str, Any] = {}
     midas: dict[str, Any] = {}
     copies: dict[str, Any] = {}
+    review_rings: dict[str, Any] = {}
     catalog_drift: dict[str, Any] = {}
     extraction: dict[str, Any] = {}
     sweep_coverage: dict[str, Any] = {}

@@ -1,0 +1,142 @@
+"""review_rings: rings that promote the thin items only they rate, told apart from real fans of obscure items."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.events import RatingEvent
+from detectors.review_rings import ReviewRingDetector
+
+DAY = 86400.0
+
+
+def _population(rng: np.random.Generator, users: int = 600, items: int = 900, start: float = 0.0,
+                good_share: float = 0.0) -> list[RatingEvent]:
+    """Real raters over 60 days: a few ratings each, popular items first (Zipf), ratings around each item's
+    appeal; `good_share` of the items are obscure gems whose raters mostly give them 5s."""
+    weight = 1.0 / np.arange(1, items + 1) ** 0.8
+    appeal = rng.normal(3.3, 0.7, items)
+    gems = rng.random(items) < good_share
+    appeal[gems] = 4.8
+    events = []
+    for u in range(users):
+        n = int(rng.integers(2, 12))
+        for k, item in enumerate(rng.choice(items, n, replace=False, p=weight / weight.sum())):
+            rating = int(np.clip(np.rint(appeal[item] + rng.normal(0, 0.9)), 1, 5))
+            events.append(RatingEvent(event_id=f"r{u}-{k}", ts=start + float(rng.uniform(0, 60 * DAY)),
+                                      user_id=f"u{u}", item_id=f"i{item}", rating=rating))
+    return events
+
+
+def _ring(rng: np.random.Generator, members: int = 8, products: int = 6, share: float = 0.5,
+          start: float = 20 * DAY) -> list[RatingEvent]:
+    """Fresh accounts that each rate about `share` of the ring's own new products with 5s, over a few days."""
+    events = []
+    for m in range(members):
+        picks = rng.choice(products, max(1, int(round(share * products))), replace=False)
+        for p in picks:
+            events.append(RatingEvent(event_id=f"f{m}-{p}", ts=start + float(rng.uniform(0, 4 * DAY)),
+                                      user_id=f"f{m}", item_id=f"p{p}", rating=5))
+    return events
+
+
+def _detector(**kwargs) -> ReviewRingDetector:
+    """The defaults, but settled after 1,000 ratings of the stream: these streams hold a few thousand."""
+    return ReviewRingDetector(**{"settle_ratings": 1000, **kwargs})
+
+
+def _run(detector: ReviewRingDetector, events: list[RatingEvent], batch: int = 500) -> list:
+    events = sorted(events, key=lambda e: e.ts)
+    signals = []
+    for at in range(0, len(events), batch):
+        chunk = events[at:at + batch]
+        signals += detector.observe(chunk, now=chunk[-1].ts)
+    return signals + detector.observe([], now=events[-1].ts + 30 * DAY)
+
+
+def _flagged(signals, kind: str = "user") -> set[str]:
+    return {s.id for s in signals if s.kind == kind and s.score >= 0.5}
+
+
+def test_a_ring_on_its_own_products_is_named_and_real_raters_are_not():
+    rng = np.random.default_rng(1)
+    signals = _run(_detector(), _population(rng) + _ring(rng))
+    users = _flagged(signals)
+    assert {f"f{m}" for m in range(8)} <= users
+    assert not {u for u in users if u.startswith("u")}
+    assert _flagged(signals, "item") and all(i.startswith("p") for i in _flagged(signals, "item"))
+
+
+def test_small_rings_across_parameters_are_named_without_real_raters():
+    named = planted = 0
+    for seed in range(6):
+        rng = np.random.default_rng(100 + seed)
+        members, products = int(rng.integers(3, 15)), int(rng.integers(3, 15))
+        share = float(rng.uniform(0.3, 0.9))
+        signals = _run(_detector(), _population(rng, good_share=0.05) + _ring(rng, members, products, share))
+        users = _flagged(signals)
+        assert not {u for u in users if u.startswith("u")}, seed
+        named += sum(u.startswith("f") for u in users)
+        planted += members
+    assert named >= 0.8 * planted
+
+
+def test_fans_of_obscure_gems_are_not_a_ring():
+    # A fifth of the catalog is loved by everyone who finds it: pooled over everyone who rated them, a real
+    # rater's thin items are 5s far beyond the share of thin items' ratings. A ring's members meet again on
+    # their products; real raters seldom meet twice.
+    rng = np.random.default_rng(2)
+    events = _population(rng, good_share=0.2) + _ring(rng)
+    users = _flagged(_run(_detector(), events))
+    assert {f"f{m}" for m in range(8)} <= users and not {u for u in users if not u.startswith("f")}
+    everyone = _flagged(_run(_detector(min_shared=1), events))
+    assert {u for u in everyone if not u.startswith("f")}, "pooled over every co-rater, taste passes the test"
+
+
+def test_a_premiere_is_not_judged_by_its_first_hour():
+    # Two new films whose first raters (the same fans) give 5s within the hour; a week's audience follows.
+    rng = np.random.default_rng(3)
+    events = _population(rng)
+    for film in ("n1", "n2"):
+        for f in range(6):
+            events.append(RatingEvent(event_id=f"{film}-fan{f}", ts=30 * DAY + f * 60.0, user_id=f"fan{f}",
+                                      item_id=film, rating=5))
+        for a in range(40):
+            events.append(RatingEvent(event_id=f"{film}-a{a}", ts=30 * DAY + 3600.0 + a * 3600.0,
+                                      user_id=f"a{film}{a}", item_id=film, rating=int(rng.integers(1, 6))))
+    assert not _flagged(_run(_detector(), events))
+    assert _flagged(_run(_detector(settle_seconds=0.0, settle_ratings=0, test_seconds=1800.0), events)) >= {
+        f"fan{f}" for f in range(6)}, "judged before settling, the fans look like a ring"
+
+
+def test_same_signals_whatever_the_batches_and_across_a_restore():
+    rng = np.random.default_rng(4)
+    events = _population(rng) + _ring(rng)
+    whole = [(s.kind, s.id, s.score) for s in _run(_detector(), events, batch=len(events))]
+    ones = [(s.kind, s.id, s.score) for s in _run(_detector(), events, batch=1)]
+    assert whole == ones and whole
+    ordered = sorted(events, key=lambda e: e.ts)
+    first = _detector()
+    signals = first.observe(ordered[:2000], now=ordered[1999].ts)
+    second = _detector()
+    second.restore(first.snapshot())
+    signals += _run(second, ordered[2000:], batch=333)
+    assert [(s.kind, s.id, s.score) for s in signals] == whole
+
+
+def test_a_ratings_dump_without_time_is_judged_on_the_flush_tick():
+    rng = np.random.default_rng(5)
+    events = [RatingEvent(event_id=e.event_id, ts=1.0, user_id=e.user_id, item_id=e.item_id, rating=e.rating)
+              for e in _population(rng) + _ring(rng)]
+    detector = _detector()
+    assert not detector.observe(events, now=1.0)
+    assert {f"f{m}" for m in range(8)} <= _flagged(detector.observe([], now=1.0))
+
+
+def test_state_is_bounded():
+    rng = np.random.default_rng(6)
+    detector = _detector(max_users=200, max_items=300, max_user_items=3)
+    _run(detector, _population(rng))
+    assert len(detector._users) <= 200 and len(detector._items) <= 300
+    assert max(len(items) for items in detector._users.values()) <= 3
+    assert detector._thin_ratings == sum(len(i.raters) for i in detector._items.values() if i.raters is not None)
