@@ -16,7 +16,9 @@ flush or idle tick, so a replay with one timestamp is searched before it ends; `
 grown per search among those touched since the last, the most promising first (`blocks.promising_seeds`;
 on the flush tick, all of them); `peels` FRAUDAR blocks per search over the users touched since the last;
 `max_seed_degree` skips seeds so popular that a group cannot stand out; `test` (a `blocks.BlockTest`) the
-statistical bar; `max_score` caps a signal (structure is evidence, not proof). Members score
+statistical bar; `max_score` caps a signal (structure is evidence, not proof); `copy_jaccard`, the
+items' Jaccard of every pair that makes a block one of near-duplicate profiles, whose real profile (the one
+camouflaged copies replay) is not named (`_replayed_profile`). Members score
 1 - 1/lift of their own block edges, at least 0.9 with the default `min_lift` of 10.
 
 Scaling: a bounded window per worker. The search is amortised - one per `search_every` events, over the
@@ -94,8 +96,10 @@ class DenseBlockDetector(Detector):
 
     def __init__(self, window_seconds: float = 30 * 86400.0, max_edges: int = 1_000_000,
                  search_every: int = 40_000, max_seeds: int = 60, peels: int = 2,
-                 max_seed_degree: int = 2_000, test: BlockTest = BlockTest(), max_score: float = 0.95):
+                 max_seed_degree: int = 2_000, test: BlockTest = BlockTest(), max_score: float = 0.95,
+                 copy_jaccard: float = 0.6):
         self.window_seconds = window_seconds
+        self.copy_jaccard = copy_jaccard
         self.max_edges = max_edges
         self.search_every = search_every
         self.max_seeds = max_seeds
@@ -235,7 +239,10 @@ class DenseBlockDetector(Detector):
         # Score: the share of a member's block edges that the null does not explain (1 - 1/lift), which
         # the test already holds at >= 1 - 1/min_lift; capped, since no structure is proof.
         user_lift = block.user_edges / np.maximum(block.user_expected, 1e-12)
-        for uid, lift, edges in zip(user_ids, user_lift, block.user_edges):
+        source = _replayed_profile(graph, block.users, self.copy_jaccard)
+        for k, (uid, lift, edges) in enumerate(zip(user_ids, user_lift, block.user_edges)):
+            if k == source:
+                continue
             score = float(min(self.max_score, 1.0 - 1.0 / lift))
             if self._new_score("user", uid, score):
                 signals.append(Signal("user", uid, self.name, score,
@@ -260,3 +267,29 @@ class DenseBlockDetector(Detector):
             for old in list(self._emitted)[:100_000]:
                 del self._emitted[old]
         return True
+
+
+def _replayed_profile(graph: BlockGraph, users: np.ndarray, near: float) -> int:
+    """In a block of near-duplicate profiles (every pair's items at Jaccard `near` or more), the member whose
+    profile the others replay, else -1. Camouflaged copies replay a real user's profile, each dropping a
+    few of its items and adding its target: each copy's items lie within the real profile but for the
+    target, while any copy misses the items the others kept. So the real profile is the member that holds
+    the others' items best (the least share of any other member's items outside it), alone: in a ring whose
+    members rate the very same products no member stands out, and all are named (a ring whose members rate
+    most of the same products may lose the one that rated the most). The real profile lands in its copies' block, innocent; `copies` tells the copies
+    from it by what they add."""
+    rows = graph.A[users]
+    items = [set(graph.col_item[rows.indices[rows.indptr[k]:rows.indptr[k + 1]]].tolist())
+             for k in range(len(users))]
+    n = len(items)
+    if n < 3:
+        return -1
+    outside = np.zeros(n)  # per member: the largest share of another member's items outside its own
+    for s in range(n):
+        for v in range(n):
+            if v != s:
+                if len(items[s] & items[v]) < near * len(items[s] | items[v]):
+                    return -1
+                outside[s] = max(outside[s], len(items[v] - items[s]) / max(len(items[v]), 1))
+    first, second = np.sort(outside)[:2]
+    return int(np.argmin(outside)) if first < second else -1

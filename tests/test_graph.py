@@ -197,3 +197,25 @@ def test_edge_window_numbers_ids_in_order_of_first_appearance():
     assert window.user_ids == ["u3", "u1", "u2", "u0"]
     assert window.item_ids == ["i9", "i2", "i5", "i0"]
     assert window.u[: window.size].tolist() == [0, 1, 0, 2, 3, 1]
+
+
+def test_copies_of_a_real_profile_are_a_block_and_the_profile_is_spared():
+    # A real user's 20 ratings of rarely rated items, replayed by four camouflaged copies that each drop two
+    # and add the target: five near-identical profiles make one dense block, one of them innocent. A tight
+    # ring's members share products as copies do, but none of them replays the others: all are named.
+    rng = np.random.default_rng(8)
+    events = _background(rng, 12000)
+    real = [(f"i{k}", int(rng.integers(1, 6))) for k in rng.choice(np.arange(300, 800), 20, replace=False)]
+    events += [RatingEvent(event_id=f"r{k}", ts=float(DAY + k), user_id="real", item_id=item, rating=stars)
+               for k, (item, stars) in enumerate(real)]
+    for c in range(4):
+        kept = [real[k] for k in sorted(rng.choice(20, 18, replace=False))] + [("target", 5)]
+        events += [RatingEvent(event_id=f"c{c}-{k}", ts=float(2 * DAY + 100 * c + k), user_id=f"copy{c}",
+                               item_id=item, rating=stars) for k, (item, stars) in enumerate(kept)]
+    events.sort(key=lambda e: e.ts)
+    detector = DenseBlockDetector()
+    signals = detector.observe(events, events[-1].ts) + detector.observe([], events[-1].ts)
+    assert _users(signals) == {f"copy{c}" for c in range(4)}
+    every = DenseBlockDetector(copy_jaccard=1.01)  # no block counts as copies of one profile
+    signals = every.observe(events, events[-1].ts) + every.observe([], events[-1].ts)
+    assert _users(signals) == {f"copy{c}" for c in range(4)} | {"real"}
