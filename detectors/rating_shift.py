@@ -185,8 +185,9 @@ class RatingShiftDetector(Detector):
         self._charts: dict[tuple[int, int], _Chart] = {}
         self._campaigns: dict[tuple[int, int], _Chart] = {}  # alarmed charts, open or awaiting attribution
         self._suspects: dict[int, _Chart] = {}  # item row -> its latest closed wave, awaiting the raters after it
-        self._popularity_at: tuple[int, int] | None = None  # `_popularity`'s cache: its key and value
+        self._popularity_at: tuple[int, int] | None = None  # `_popularity`'s cache: its key and value,
         self._popularity_of = np.zeros(0)
+        self._moved: set[int] = set()  # and the item rows whose histogram changed since
         self._round_at: float | None = None  # event time of the last attribution round
         self._first_ts: float | None = None  # event time of the first rating seen
         # Ratings younger than `baseline_lag`, on their way into their item's histogram: (ts, row, level,
@@ -286,6 +287,7 @@ class RatingShiftDetector(Detector):
             if elapsed != math.inf:
                 factor = 0.5 ** (elapsed / self.baseline_half_life)
                 hist[:] = [h * factor for h in hist]
+                self._moved.add(row)
             item.updated = ts
         if row in self._suspects:  # before the counts: its verdict may move held ratings into the histogram
             self._after(row, event.user_id, level, ts)
@@ -346,7 +348,7 @@ class RatingShiftDetector(Detector):
                 elif which == WAVE:  # not a campaign by what the item had: judged again by what comes
                     self._suspect(row, item, chart)
                 else:  # a false alarm after all: what it held back joins the item's habit
-                    self._release(item, chart.held)
+                    self._release(row, chart.held)
             return None
         item.cusum[which] = value
         if chart is None:
@@ -382,6 +384,7 @@ class RatingShiftDetector(Detector):
                 continue
             item = state[row]
             item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
+            self._moved.add(row)
 
     def _posterior(self, kind: str, direction: int, hits: float, count: float) -> tuple[float, float]:
         """The beta posterior of the item's share, its history weighing at most `max_history` ratings: a real
@@ -473,13 +476,15 @@ class RatingShiftDetector(Detector):
         for key in [key for key, chart in ready.items() if chart.closed]:
             # Its attackers' ratings stay out of the item's habit; the rest of what it held back joins it.
             chart = self._campaigns.pop(key)
-            self._release(self._state[key[0]], [(level, ts, user) for level, ts, user in chart.held
+            self._release(key[0], [(level, ts, user) for level, ts, user in chart.held
                                                 if key[0] not in self._attributed.get(user, ())])
         return signals
 
-    def _release(self, item: _Item, held: list[tuple[int, float, str]]) -> None:
+    def _release(self, row: int, held: list[tuple[int, float, str]]) -> None:
+        item = self._state[row]
         for level, ts, _ in held:
             item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
+        self._moved.add(row)
 
     def _ready(self, clock: float, final: bool) -> dict[tuple[int, int], _Chart]:
         """The campaigns to attribute now: those that ended or were alarmed at least `settle` ago (all of
@@ -595,7 +600,7 @@ class RatingShiftDetector(Detector):
         closes as a run of waves: one that follows the kept wave within that lag is the same campaign, and
         joins it (its raters, counted as later raters meanwhile, leave that count)."""
         before = tuple(item.hist)  # the history the wave met, without its own ratings
-        self._release(item, chart.held)
+        self._release(row, chart.held)
         chart.held = []
         counts = np.array(chart.levels)
         if max(int(counts[_ENDS[PUSH]].sum()), int(counts[_ENDS[NUKE]].sum())) < self.min_members:
@@ -707,6 +712,12 @@ class RatingShiftDetector(Detector):
         tied = candidates[pdtrc(observed[candidates] - 1, np.maximum(expected[candidates], 1e-12)) < 0.01]
         return tied.tolist() if len(tied) >= self.min_ties else []
 
+    def restore(self, state: bytes) -> None:
+        del self._moved  # absent from snapshots taken before `_popularity` followed the moved items
+        super().restore(state)
+        if not hasattr(self, "_moved"):
+            self._moved, self._popularity_at = set(), None
+
     def _has_baseline(self) -> bool:
         return self._clock - self._first_ts >= self.baseline_lag
 
@@ -750,8 +761,16 @@ class RatingShiftDetector(Detector):
         users flagged instead of 5.)"""
         key = (self._seen, len(self._state))
         if self._popularity_at != key:
+            if self._popularity_at is None:
+                self._popularity_of = np.array([sum(item.hist) for item in self._state])
+            else:  # only the items whose histogram moved since: a few hundred of thousands, typically
+                self._popularity_of = np.concatenate([  # a new item's histogram is empty
+                    self._popularity_of, np.zeros(len(self._state) - len(self._popularity_of))])
+                state, popularity = self._state, self._popularity_of
+                for row in self._moved:
+                    popularity[row] = sum(state[row].hist)
             self._popularity_at = key
-            self._popularity_of = np.array([sum(item.hist) for item in self._state])
+            self._moved.clear()
         return self._popularity_of
 
     def _tying(self, row: int, chart: _Chart, raters: list[str]) -> set[str]:

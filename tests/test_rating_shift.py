@@ -306,3 +306,17 @@ def test_a_second_tick_with_nothing_new_names_no_one_anew():
     detector, signals = run(ratings, batch=2048)
     assert flagged(signals, "u-") > 0
     assert detector.observe([], now=ratings[-1].ts) == []
+
+
+def test_popularity_kept_up_to_date_item_by_item_equals_a_full_recount():
+    """The co-visitation test's popularity is updated only for the items whose histogram moved since it was
+    last read (decay, maturing ratings, a chart's held ratings let in): it must equal a full recount. Ten
+    days on one film only: the other films' last ratings mature into their histograms meanwhile."""
+    events = sorted(background(7, days=70, per_day=50) + crowd("film5", [5] * 40, 61 * DAY, 2 * DAY, "fake"),
+                    key=lambda e: e.ts)
+    detector, _ = run(events)
+    first = detector._popularity().copy()  # read once: later reads update it
+    run([RatingEvent(event_id=f"late{k}", ts=70 * DAY + k * 3600.0, user_id=f"late{k}", item_id="film0",
+                     rating=3) for k in range(240)], detector)
+    assert not np.array_equal(detector._popularity()[1:], first[1:])
+    assert np.array_equal(detector._popularity(), [sum(item.hist) for item in detector._state])
