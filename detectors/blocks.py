@@ -35,6 +35,8 @@ import numpy as np
 from scipy import sparse
 from scipy.special import gammaln, pdtrc  # pdtrc(k - 1, mu) = P(X >= k) for X ~ Poisson(mu)
 
+from detectors._arrays import distinct
+
 
 class EdgeWindow:
     """Edges (user, item, ts, rating) of the last `span` seconds of event time, at most `capacity` of them.
@@ -142,7 +144,7 @@ class BlockGraph:
         bin_ids, bs = np.unique(bins, return_inverse=True)
         col_key = its.astype(np.int64) * len(bin_ids) + bs
         col_keys, cols = np.unique(col_key, return_inverse=True)
-        pairs = np.unique(rows.astype(np.int64) * len(col_keys) + cols)
+        pairs = distinct(rows.astype(np.int64) * len(col_keys) + cols)
         rows, cols = pairs // len(col_keys), pairs % len(col_keys)
         shape = (len(row_ids), len(col_keys))
         A = sparse.csr_matrix((np.ones(len(rows), np.float64), (rows, cols)), shape=shape)
@@ -352,7 +354,7 @@ def grow(graph: BlockGraph, users: np.ndarray, test: BlockTest = BlockTest()) ->
         per_bin = np.bincount(graph.col_bin[their], minlength=n_bins)
         expected = pop[graph.col_item[cand]] * per_bin[graph.col_bin[cand]]
         new_cols = cand[_significant(count, expected, test.min_lift, alpha_c)]
-        if len(np.unique(graph.col_item[new_cols])) < test.min_cols:
+        if len(distinct(graph.col_item[new_cols])) < test.min_cols:
             return none
         members, hits = np.unique(_gather(graph.AT, new_cols), return_counts=True)
         enough = hits >= max(test.min_member_edges, test.coverage * len(new_cols))
@@ -374,7 +376,7 @@ def judge_block(graph: BlockGraph, block: tuple[np.ndarray, np.ndarray], test: B
                 ) -> Block | None:
     """Score a grown block against the leave-the-block-out null; None unless it passes as a whole."""
     users, cols = block
-    if len(users) < test.min_users or len(np.unique(graph.col_item[cols])) < test.min_cols:
+    if len(users) < test.min_users or len(distinct(graph.col_item[cols])) < test.min_cols:
         return None
     pop = _outside_popularity(graph, _gather(graph.A, users), test)
     sub = graph.A[users][:, cols]
@@ -394,7 +396,7 @@ def judge_block(graph: BlockGraph, block: tuple[np.ndarray, np.ndarray], test: B
     shapes = _log_choose(n_u, len(users)) + _log_choose(n_c, len(cols)) + np.log(1.0 / test.alpha)
     if edges < test.min_lift * expected or surprise / test.overdispersion < shapes:
         return None
-    return Block(users=users, cols=cols, items=np.unique(graph.col_item[cols]), user_edges=user_edges,
+    return Block(users=users, cols=cols, items=distinct(graph.col_item[cols]), user_edges=user_edges,
                  user_expected=user_expected, col_edges=col_edges, col_expected=col_expected,
                  edges=edges, expected=expected, surprise=float(surprise), threshold=float(shapes))
 

@@ -87,7 +87,7 @@ import numpy as np
 from scipy.special import bdtrc, pdtrc
 from scipy.stats import chi2
 
-from detectors._arrays import Interner, grown
+from detectors._arrays import Interner, distinct, grown
 from detectors.base import Detector, Signal
 from detectors.events import Event, RatingEvent
 from detectors.robust import betabinom_tail
@@ -679,7 +679,7 @@ class RatingShiftDetector(Detector):
         mine = cohort & (items != row)
         if not mine.any():
             return []
-        pairs = np.unique(users[mine] * (len(self._state) + 1) + items[mine])
+        pairs = distinct(users[mine] * (len(self._state) + 1) + items[mine])
         tied_items = pairs % (len(self._state) + 1)
         observed = np.bincount(tied_items, minlength=len(self._state))
         # Popularity as the items' established histograms hold it (the cohort's own recent ratings are not
@@ -783,7 +783,7 @@ class RatingShiftDetector(Detector):
             chart.tied, np.int64, len(chart.tied)))
         at = np.array([chart.raters[codes[code]][2] for code in users[hit].tolist()])
         hit[hit] = np.abs(self._recent_ts[:filled][hit] - at) <= 86400.0
-        pairs = np.unique(users[hit] * (len(self._state) + 1) + items[hit])
+        pairs = distinct(users[hit] * (len(self._state) + 1) + items[hit])
         per_user = np.bincount(np.searchsorted(np.fromiter(sorted(codes), np.int64, len(codes)),
                                                pairs // (len(self._state) + 1)), minlength=len(codes))
         return {codes[code] for code, n in zip(sorted(codes), per_user) if n >= 2}

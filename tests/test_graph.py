@@ -197,3 +197,12 @@ def test_edge_window_numbers_ids_in_order_of_first_appearance():
     assert window.user_ids == ["u3", "u1", "u2", "u0"]
     assert window.item_ids == ["i9", "i2", "i5", "i0"]
     assert window.u[: window.size].tolist() == [0, 1, 0, 2, 3, 1]
+
+
+def test_distinct_is_np_unique_of_integers():
+    from detectors._arrays import distinct
+    rng = np.random.default_rng(2)
+    for values in (rng.integers(0, 50, 1000), rng.integers(-10**12, 10**12, 300), rng.integers(0, 9, (4, 6)),
+                   np.zeros(0, np.int64), np.array([7], np.int32)):
+        got, want = distinct(values), np.unique(values)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
