@@ -224,10 +224,11 @@ class CoordinationDetector(Detector):
             keys = np.fromiter(waiting, np.uint64, len(waiting))
             order = np.argsort(keys)
             values = list(waiting.values())
+            ordered = [values[k] for k in order.tolist()]  # Python ints index a list much faster
             signals += self._test(at, w, baseline, keys[order],
-                                  np.array([values[k][0] for k in order], np.uint64),
-                                  np.array([values[k][1] for k in order], np.uint64),
-                                  [values[k][2] for k in order], [values[k][3] for k in order])
+                                  np.array([value[0] for value in ordered], np.uint64),
+                                  np.array([value[1] for value in ordered], np.uint64),
+                                  [value[2] for value in ordered], [value[3] for value in ordered])
         return signals
 
     def _count(self, rows: np.ndarray, t: np.ndarray, bits: np.ndarray, pkey: np.ndarray,
