@@ -320,3 +320,15 @@ def test_popularity_kept_up_to_date_item_by_item_equals_a_full_recount():
                      rating=3) for k in range(240)], detector)
     assert not np.array_equal(detector._popularity()[1:], first[1:])
     assert np.array_equal(detector._popularity(), [sum(item.hist) for item in detector._state])
+
+
+def test_five_level_sums_are_numpys_bit_for_bit():
+    """Charts' and items' five numbers are summed in plain Python, left to right, where they were numpy
+    arrays: the sums (and every outcome after them) are unchanged only while numpy sums five values in
+    that order."""
+    from detectors.rating_shift import _END_LEVELS, _EXTREME_LEVELS, _sum_at, _total
+    rng = np.random.default_rng(4)
+    for values in rng.uniform(0, 1, (2000, 5)) * 10.0 ** rng.integers(-3, 4, (2000, 5)):
+        assert _total(values.tolist()) == float(values.sum())
+        for levels in _END_LEVELS + _EXTREME_LEVELS:
+            assert _sum_at(values.tolist(), levels) == float(values[list(levels)].sum())
