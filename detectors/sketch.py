@@ -78,10 +78,10 @@ class DecayingCountMin:
             return np.ones_like(ts) if isinstance(ts, np.ndarray) else 1.0
         # Clipped: an event time centuries from the stored origin (valid input, if odd) must give a huge or
         # tiny scale, not inf or 0, which turn a query into inf/inf = NaN.
-        # (np.minimum and np.maximum: np.clip's Python wrapper costs more than the clipping, per call)
+        # (np.minimum and np.maximum in place: np.clip's Python wrapper costs more than the clipping)
         scaled = (ts - self.origin) / self.tau
         if isinstance(scaled, np.ndarray):
-            return np.exp(np.minimum(np.maximum(scaled, -700.0), 700.0))
+            return np.exp(np.minimum(np.maximum(scaled, -700.0, out=scaled), 700.0, out=scaled), out=scaled)
         return np.exp(min(max(scaled, -700.0), 700.0))
 
     def add(self, keys: np.ndarray, ts: np.ndarray, weights: np.ndarray | None = None,
@@ -98,7 +98,7 @@ class DecayingCountMin:
         rows = self._rows(keys) if rows is None else rows
         for d in range(self.depth):
             np.add.at(self.cells[d], rows[d], w)
-        self.total += float(np.sum(w))
+        self.total += float(w.sum())
 
     def add_runs(self, keys: np.ndarray, ts: np.ndarray, ends: list[int]) -> None:
         """As `add(keys[a:b], ts[a:b])` for each run [a, b) that ends at `ends` in turn, bit for bit (each
@@ -120,7 +120,7 @@ class DecayingCountMin:
             np.add.at(self.cells[d], rows[d], w)
         total = self.total
         for a, b in bounds:
-            total += float(np.sum(w[a:b]))
+            total += float(w[a:b].sum())
         self.total = total
 
     def _rebase(self, origin: float) -> None:
