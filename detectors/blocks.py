@@ -194,28 +194,30 @@ def peel(graph: BlockGraph, rows: np.ndarray | None = None, quantile: float = 0.
     n_u, n_c = W.shape
     alive_u = np.asarray(W.getnnz(axis=1) > 0)
     alive_c = np.asarray(WT.getnnz(axis=1) > 0)
-    prio_u = np.asarray(W.sum(axis=1)).ravel()
-    prio_c = np.asarray(WT.sum(axis=1)).ravel()
+    # Weighted degrees, users' then columns' (one array, so that a round reads the live ones at once)
+    prio = np.concatenate([np.asarray(W.sum(axis=1)).ravel(), np.asarray(WT.sum(axis=1)).ravel()])
+    prio_u, prio_c = prio[:n_u], prio[n_u:]  # views
     mass = prio_u.sum()
     size = alive_u.sum() + alive_c.sum()
     removed_at = np.full(n_u + n_c, -1, np.int64)  # round in which a node left; -1 never (was not live)
     removed_at[np.flatnonzero(alive_u)] = np.iinfo(np.int64).max
     removed_at[n_u + np.flatnonzero(alive_c)] = np.iinfo(np.int64).max
     best, best_round, rnd = (mass / size if size else 0.0), 0, 0
-    live = np.concatenate([np.flatnonzero(alive_u), n_u + np.flatnonzero(alive_c)])
+    live = np.concatenate([np.flatnonzero(alive_u), n_u + np.flatnonzero(alive_c)])  # ascending
     while size > 0:
         rnd += 1
-        prio = np.where(live < n_u, prio_u[np.minimum(live, n_u - 1)], prio_c[np.maximum(live - n_u, 0)])
+        live_prio = prio[live]
         # Every node below the current density can go at once (each removal raises the density); at least
         # the lowest `quantile` share goes, which bounds the rounds.
         k = max(1, int(quantile * size))
-        below = prio < mass / size
+        below = live_prio < mass / size
         if below.sum() < k:
             below = np.zeros(len(live), bool)
-            below[np.argpartition(prio, k - 1)[:k] if k < len(prio) else slice(None)] = True
+            below[np.argpartition(live_prio, k - 1)[:k] if k < len(live_prio) else slice(None)] = True
         out = live[below]
         live = live[~below]
-        out_u, out_c = out[out < n_u], out[out >= n_u] - n_u
+        split = int(np.searchsorted(out, n_u))  # `out` ascends, as `live` does: users first
+        out_u, out_c = out[:split], out[split:] - n_u
         if len(out_u):  # their edges to live columns leave the block
             at = _positions(W, out_u)
             at = at[alive_c[W.indices[at]]]
