@@ -419,9 +419,10 @@ def promising_seeds(graph: BlockGraph, cols: np.ndarray, test: BlockTest = Block
         return cols, np.zeros(0)
     seeds_T = graph.AT[cols]
     co = (seeds_T @ graph.A).tocsr()  # seed x column co-counts, rows in order
-    row = np.repeat(np.arange(len(cols)), np.diff(co.indptr))
-    enough = co.data >= test.min_users  # most co-counts are 1 or 2: drop them before any arithmetic
-    row, col, count = row[enough], co.indices[enough], co.data[enough]
+    # Most co-counts are 1 or 2: drop them before any arithmetic, and find the rows of the rest only
+    enough = np.flatnonzero(co.data >= test.min_users)
+    row = np.searchsorted(co.indptr, enough, side="right") - 1
+    col, count = co.indices[enough], co.data[enough]
     per_bin = (seeds_T @ graph.activity).toarray()  # seed x bin: the seed users' activity
     pop = graph.item_degree / max(graph.n_edges, 1)
     partner_item = graph.col_item[col]
