@@ -35,6 +35,8 @@ import numpy as np
 from scipy import sparse
 from scipy.special import gammaln, pdtrc  # pdtrc(k - 1, mu) = P(X >= k) for X ~ Poisson(mu)
 
+from detectors._arrays import distinct
+
 
 class EdgeWindow:
     """Edges (user, item, ts, rating) of the last `span` seconds of event time, at most `capacity` of them.
@@ -142,7 +144,7 @@ class BlockGraph:
         bin_ids, bs = np.unique(bins, return_inverse=True)
         col_key = its.astype(np.int64) * len(bin_ids) + bs
         col_keys, cols = np.unique(col_key, return_inverse=True)
-        pairs = np.unique(rows.astype(np.int64) * len(col_keys) + cols)
+        pairs = distinct(rows.astype(np.int64) * len(col_keys) + cols)
         rows, cols = pairs // len(col_keys), pairs % len(col_keys)
         shape = (len(row_ids), len(col_keys))
         A = sparse.csr_matrix((np.ones(len(rows), np.float64), (rows, cols)), shape=shape)
@@ -192,41 +194,44 @@ def peel(graph: BlockGraph, rows: np.ndarray | None = None, quantile: float = 0.
     n_u, n_c = W.shape
     alive_u = np.asarray(W.getnnz(axis=1) > 0)
     alive_c = np.asarray(WT.getnnz(axis=1) > 0)
-    prio_u = np.asarray(W.sum(axis=1)).ravel()
-    prio_c = np.asarray(WT.sum(axis=1)).ravel()
-    mass = prio_u.sum()
-    size = alive_u.sum() + alive_c.sum()
+    # Weighted degrees, users' then columns' (one array, so that a round reads the live ones at once)
+    prio = np.concatenate([np.asarray(W.sum(axis=1)).ravel(), np.asarray(WT.sum(axis=1)).ravel()])
+    prio_u, prio_c = prio[:n_u], prio[n_u:]  # views
+    # The block's mass and size as Python numbers: numpy scalars cost microseconds per operation
+    mass = float(prio_u.sum())
+    size = int(alive_u.sum() + alive_c.sum())
     removed_at = np.full(n_u + n_c, -1, np.int64)  # round in which a node left; -1 never (was not live)
     removed_at[np.flatnonzero(alive_u)] = np.iinfo(np.int64).max
     removed_at[n_u + np.flatnonzero(alive_c)] = np.iinfo(np.int64).max
     best, best_round, rnd = (mass / size if size else 0.0), 0, 0
-    live = np.concatenate([np.flatnonzero(alive_u), n_u + np.flatnonzero(alive_c)])
+    live = np.concatenate([np.flatnonzero(alive_u), n_u + np.flatnonzero(alive_c)])  # ascending
     while size > 0:
         rnd += 1
-        prio = np.where(live < n_u, prio_u[np.minimum(live, n_u - 1)], prio_c[np.maximum(live - n_u, 0)])
+        live_prio = prio[live]
         # Every node below the current density can go at once (each removal raises the density); at least
         # the lowest `quantile` share goes, which bounds the rounds.
         k = max(1, int(quantile * size))
-        below = prio < mass / size
-        if below.sum() < k:
+        below = live_prio < mass / size
+        if np.count_nonzero(below) < k:
             below = np.zeros(len(live), bool)
-            below[np.argpartition(prio, k - 1)[:k] if k < len(prio) else slice(None)] = True
+            below[np.argpartition(live_prio, k - 1)[:k] if k < len(live_prio) else slice(None)] = True
         out = live[below]
         live = live[~below]
-        out_u, out_c = out[out < n_u], out[out >= n_u] - n_u
+        split = np.count_nonzero(out < n_u)  # `out` ascends, as `live` does: users first
+        out_u, out_c = out[:split], out[split:] - n_u
         if len(out_u):  # their edges to live columns leave the block
             at = _positions(W, out_u)
             at = at[alive_c[W.indices[at]]]
             lost = np.bincount(W.indices[at], weights=W.data[at], minlength=n_c)
             prio_c -= lost
-            mass -= lost.sum()
+            mass -= float(lost.sum())
             alive_u[out_u] = False
         if len(out_c):
             at = _positions(WT, out_c)
             at = at[alive_u[WT.indices[at]]]
             lost = np.bincount(WT.indices[at], weights=WT.data[at], minlength=n_u)
             prio_u -= lost
-            mass -= lost.sum()
+            mass -= float(lost.sum())
             alive_c[out_c] = False
         removed_at[out] = rnd
         size -= len(out)
@@ -352,7 +357,7 @@ def grow(graph: BlockGraph, users: np.ndarray, test: BlockTest = BlockTest()) ->
         per_bin = np.bincount(graph.col_bin[their], minlength=n_bins)
         expected = pop[graph.col_item[cand]] * per_bin[graph.col_bin[cand]]
         new_cols = cand[_significant(count, expected, test.min_lift, alpha_c)]
-        if len(np.unique(graph.col_item[new_cols])) < test.min_cols:
+        if len(distinct(graph.col_item[new_cols])) < test.min_cols:
             return none
         members, hits = np.unique(_gather(graph.AT, new_cols), return_counts=True)
         enough = hits >= max(test.min_member_edges, test.coverage * len(new_cols))
@@ -374,7 +379,7 @@ def judge_block(graph: BlockGraph, block: tuple[np.ndarray, np.ndarray], test: B
                 ) -> Block | None:
     """Score a grown block against the leave-the-block-out null; None unless it passes as a whole."""
     users, cols = block
-    if len(users) < test.min_users or len(np.unique(graph.col_item[cols])) < test.min_cols:
+    if len(users) < test.min_users or len(distinct(graph.col_item[cols])) < test.min_cols:
         return None
     pop = _outside_popularity(graph, _gather(graph.A, users), test)
     sub = graph.A[users][:, cols]
@@ -394,7 +399,7 @@ def judge_block(graph: BlockGraph, block: tuple[np.ndarray, np.ndarray], test: B
     shapes = _log_choose(n_u, len(users)) + _log_choose(n_c, len(cols)) + np.log(1.0 / test.alpha)
     if edges < test.min_lift * expected or surprise / test.overdispersion < shapes:
         return None
-    return Block(users=users, cols=cols, items=np.unique(graph.col_item[cols]), user_edges=user_edges,
+    return Block(users=users, cols=cols, items=distinct(graph.col_item[cols]), user_edges=user_edges,
                  user_expected=user_expected, col_edges=col_edges, col_expected=col_expected,
                  edges=edges, expected=expected, surprise=float(surprise), threshold=float(shapes))
 
@@ -414,9 +419,10 @@ def promising_seeds(graph: BlockGraph, cols: np.ndarray, test: BlockTest = Block
         return cols, np.zeros(0)
     seeds_T = graph.AT[cols]
     co = (seeds_T @ graph.A).tocsr()  # seed x column co-counts, rows in order
-    row = np.repeat(np.arange(len(cols)), np.diff(co.indptr))
-    enough = co.data >= test.min_users  # most co-counts are 1 or 2: drop them before any arithmetic
-    row, col, count = row[enough], co.indices[enough], co.data[enough]
+    # Most co-counts are 1 or 2: drop them before any arithmetic, and find the rows of the rest only
+    enough = np.flatnonzero(co.data >= test.min_users)
+    row = np.searchsorted(co.indptr, enough, side="right") - 1
+    col, count = co.indices[enough], co.data[enough]
     per_bin = (seeds_T @ graph.activity).toarray()  # seed x bin: the seed users' activity
     pop = graph.item_degree / max(graph.n_edges, 1)
     partner_item = graph.col_item[col]

@@ -153,6 +153,8 @@ class CoordinationDetector(Detector):
         signals: list[Signal] = []
         uncounted: list[np.ndarray] = []  # decayed counts add in any order: brought up to date only
         # before a test reads them, in one call rather than per slice
+        long_run: list[np.ndarray] = []  # slices not yet in the long-run counts: read only through
+        # snapshots, they are added (slice by slice, in one pass) before a test takes one, and at the end
         for chunk in np.split(order, np.flatnonzero(np.diff(piece)) + 1):
             begins = float(t[chunk[0]])
             due = [w for w in self.windows if self._pending[w]
@@ -161,32 +163,51 @@ class CoordinationDetector(Detector):
                 if uncounted:
                     self._count(np.concatenate(uncounted), t, bits, pkey, kind_keys)
                     uncounted = []
+                if long_run and self._snapshot_due(self._last_at):
+                    self._count_long_run(long_run, t, bits, ikey, rkey, pkey)
+                    long_run = []
                 signals += self._test_due(due)
-            self._count_long_run(chunk, t, bits, ikey, rkey, pkey)
+            long_run.append(chunk)
             uncounted.append(chunk)
             # a key's item and rating are the same whichever event names it: one entry per key serves all
-            touched = {int(pkey[k]): (int(ikey[k]), int(rkey[k]), items[k], ratings[k])
-                       for k in chunk[bits[chunk] > 0].tolist()}
+            fresh = chunk[bits[chunk] > 0]
+            touched = {p: (i, r, items[k], ratings[k]) for p, i, r, k in zip(
+                pkey[fresh].tolist(), ikey[fresh].tolist(), rkey[fresh].tolist(), fresh.tolist())}
             for w in self.windows:
                 self._pending[w].update(touched)
             self._last_at = max(self._last_at, float(t[chunk[-1]]))
         if uncounted:
             self._count(np.concatenate(uncounted), t, bits, pkey, kind_keys)
+        if long_run:
+            self._count_long_run(long_run, t, bits, ikey, rkey, pkey)
         # Bounded: a window whose waiting keys outgrow the newcomer buffer is tested now.
         overfull = [w for w in self.windows if len(self._pending[w]) > self.buffer_size]
         return signals + (self._test_due(overfull) if overfull else [])
 
-    def _count_long_run(self, rows: np.ndarray, t: np.ndarray, bits: np.ndarray, ikey: np.ndarray,
+    def _count_long_run(self, chunks: list[np.ndarray], t: np.ndarray, bits: np.ndarray, ikey: np.ndarray,
                         rkey: np.ndarray, pkey: np.ndarray) -> None:
-        """Add events `rows` to the long-run counts (read by tests only through a lagged snapshot)."""
+        """Add the slices `chunks` (event rows, in turn) to the long-run counts, each sketch slice by slice as
+        when they were added one at a time (read by tests only through a lagged snapshot)."""
+        rows = np.concatenate(chunks)
         times = t[rows]
-        self._slow.add(np.concatenate([ikey[rows], pkey[rows]]), np.concatenate([times, times]))
-        self._ratings.add(rkey[rows], times)
-        ones = np.zeros(1, np.uint64)
+        ends = np.cumsum([len(chunk) for chunk in chunks]).tolist()
+        # a slice's items, then its (item, rating) pairs
+        self._slow.add_runs(np.concatenate([k for chunk in chunks for k in (ikey[chunk], pkey[chunk])]),
+                            np.concatenate([times[a - len(chunk):a] for chunk, a in zip(chunks, ends)
+                                            for _ in range(2)]), [2 * a for a in ends])
+        self._ratings.add_runs(rkey[rows], times, ends)
+        # Newcomers per kind; `_slow_item_kind` took a slice's thin ones, then its new ones
+        slice_of = np.repeat(np.arange(len(chunks)), [len(chunk) for chunk in chunks])
+        which = [np.flatnonzero((bits[rows] >> b) & 1 == 1) for b in range(len(KINDS))]
         for b, kind in enumerate(KINDS):
-            mine = (bits[rows] >> b) & 1 == 1
-            self._slow_kind[kind].add(np.repeat(ones, mine.sum()), times[mine])
-            self._slow_item_kind.add(combine(ikey[rows][mine], _KIND_KEYS[b : b + 1]), times[mine])
+            runs = np.cumsum(np.bincount(slice_of[which[b]], minlength=len(chunks))).tolist()
+            self._slow_kind[kind].add_runs(np.zeros(len(which[b]), np.uint64), times[which[b]], runs)
+        kind_of = np.repeat(np.arange(len(KINDS)), [len(w) for w in which])
+        at = np.concatenate(which)
+        order = np.lexsort((at, kind_of, slice_of[at]))  # by slice, kind, then event
+        at, kind_of = at[order], kind_of[order]
+        runs = np.cumsum(np.bincount(slice_of[at] * len(KINDS) + kind_of, minlength=len(chunks) * len(KINDS)))
+        self._slow_item_kind.add_runs(combine(ikey[rows][at], _KIND_KEYS[kind_of]), times[at], runs.tolist())
 
     def _test_due(self, windows: list[float]) -> list[Signal]:
         """Test `windows` at the latest event time seen, on the keys their newcomers touched since."""
@@ -203,10 +224,11 @@ class CoordinationDetector(Detector):
             keys = np.fromiter(waiting, np.uint64, len(waiting))
             order = np.argsort(keys)
             values = list(waiting.values())
+            ordered = [values[k] for k in order.tolist()]  # Python ints index a list much faster
             signals += self._test(at, w, baseline, keys[order],
-                                  np.array([values[k][0] for k in order], np.uint64),
-                                  np.array([values[k][1] for k in order], np.uint64),
-                                  [values[k][2] for k in order], [values[k][3] for k in order])
+                                  np.array([value[0] for value in ordered], np.uint64),
+                                  np.array([value[1] for value in ordered], np.uint64),
+                                  [value[2] for value in ordered], [value[3] for value in ordered])
         return signals
 
     def _count(self, rows: np.ndarray, t: np.ndarray, bits: np.ndarray, pkey: np.ndarray,
@@ -221,8 +243,11 @@ class CoordinationDetector(Detector):
             self._fast[w].add(keys, times, rows=cells)
             self._fast_total[w].add(totals[0], t[rows], rows=totals)
 
+    def _snapshot_due(self, now: float) -> bool:
+        return not self._snapshots or now - self._snapshots[-1][0] >= self.baseline_lag / 2
+
     def _baseline(self, now: float) -> dict | None:
-        if not self._snapshots or now - self._snapshots[-1][0] >= self.baseline_lag / 2:
+        if self._snapshot_due(now):
             self._snapshots.append((now, copy.deepcopy({
                 "slow": self._slow, "item_kind": self._slow_item_kind, "kind": self._slow_kind,
                 "ratings": self._ratings})))
@@ -253,11 +278,12 @@ class CoordinationDetector(Detector):
 
     def _remember(self, idx: np.ndarray, t: np.ndarray, pkey: np.ndarray, bits: np.ndarray,
                   users: list[str]) -> None:
-        for k in idx[-self.buffer_size:]:  # a ring: the oldest newcomer events are overwritten
-            pos = self._buf_pos
-            self._buf_ts[pos], self._buf_key[pos], self._buf_bits[pos] = t[k], pkey[k], bits[k]
+        idx = idx[-self.buffer_size:]  # a ring: the oldest newcomer events are overwritten
+        at = (self._buf_pos + np.arange(len(idx))) % self.buffer_size
+        self._buf_ts[at], self._buf_key[at], self._buf_bits[at] = t[idx], pkey[idx], bits[idx]
+        for pos, k in zip(at.tolist(), idx.tolist()):
             self._buf_user[pos] = users[k]
-            self._buf_pos = (pos + 1) % self.buffer_size
+        self._buf_pos = (self._buf_pos + len(idx)) % self.buffer_size
 
     def _test(self, now: float, w: float, base: dict, all_keys: np.ndarray, all_ikeys: np.ndarray,
               all_rkeys: np.ndarray, all_items: list[str], all_ratings: list[str]) -> list[Signal]:

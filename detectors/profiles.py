@@ -69,7 +69,7 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import norm, rankdata
 
-from detectors._arrays import Interner, grown, robust_z
+from detectors._arrays import Interner, distinct, grown, robust_z
 from detectors.base import Detector, Signal
 from detectors.events import Event, RatingEvent
 
@@ -387,7 +387,7 @@ class ProfileDetector(Detector):
         strongest = np.argsort(-effect[chosen], kind="stable")
         explained = self._members.copy()
         for k, item_z, item_effect in zip(busy[chosen][strongest], z[chosen][strongest], effect[chosen][strongest]):
-            group = np.unique(users[key == k])
+            group = distinct(users[key == k])
             share, posterior = _attack_posterior(anomaly[group], mean0, sd0)
             if share < self.min_attack_share:
                 # The odd part is a minority of the item's extreme raters: an odd audience (a wave of new

@@ -87,7 +87,7 @@ import numpy as np
 from scipy.special import bdtrc, pdtrc
 from scipy.stats import chi2
 
-from detectors._arrays import Interner, grown
+from detectors._arrays import Interner, distinct, grown
 from detectors.base import Detector, Signal
 from detectors.events import Event, RatingEvent
 from detectors.robust import betabinom_tail
@@ -97,6 +97,9 @@ _LEVELS = 5
 # or the other, and each has its own organic range (MovieLens' items reach 91% 4-5s but 62% 5s).
 _ENDS = (np.array([False, False, False, True, True]), np.array([True, True, False, False, False]))
 _EXTREMES = (np.array([False, False, False, False, True]), np.array([True, False, False, False, False]))
+# The same as level numbers, for a chart's or an item's five numbers held as a plain list (numpy's per-call
+# cost would be most of the work on five numbers); sums run left to right, as numpy's do on five values.
+_END_LEVELS, _EXTREME_LEVELS = ((3, 4), (0, 1)), ((4,), (0,))
 _DIRECTIONS = ("push", "nuke")
 PUSH, NUKE, WAVE, LATE = 0, 1, 2, 3  # LATE: a wave found a campaign by the raters after it
 _MIN_POPULATION = 1000.0  # ratings in the population profile before raters are compared with it
@@ -185,8 +188,9 @@ class RatingShiftDetector(Detector):
         self._charts: dict[tuple[int, int], _Chart] = {}
         self._campaigns: dict[tuple[int, int], _Chart] = {}  # alarmed charts, open or awaiting attribution
         self._suspects: dict[int, _Chart] = {}  # item row -> its latest closed wave, awaiting the raters after it
-        self._popularity_at: tuple[int, int] | None = None  # `_popularity`'s cache: its key and value
+        self._popularity_at: tuple[int, int] | None = None  # `_popularity`'s cache: its key and value,
         self._popularity_of = np.zeros(0)
+        self._moved: set[int] = set()  # and the item rows whose histogram changed since
         self._round_at: float | None = None  # event time of the last attribution round
         self._first_ts: float | None = None  # event time of the first rating seen
         # Ratings younger than `baseline_lag`, on their way into their item's histogram: (ts, row, level,
@@ -286,6 +290,7 @@ class RatingShiftDetector(Detector):
             if elapsed != math.inf:
                 factor = 0.5 ** (elapsed / self.baseline_half_life)
                 hist[:] = [h * factor for h in hist]
+                self._moved.add(row)
             item.updated = ts
         if row in self._suspects:  # before the counts: its verdict may move held ratings into the histogram
             self._after(row, event.user_id, level, ts)
@@ -346,7 +351,7 @@ class RatingShiftDetector(Detector):
                 elif which == WAVE:  # not a campaign by what the item had: judged again by what comes
                     self._suspect(row, item, chart)
                 else:  # a false alarm after all: what it held back joins the item's habit
-                    self._release(item, chart.held)
+                    self._release(row, chart.held)
             return None
         item.cusum[which] = value
         if chart is None:
@@ -382,6 +387,7 @@ class RatingShiftDetector(Detector):
                 continue
             item = state[row]
             item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
+            self._moved.add(row)
 
     def _posterior(self, kind: str, direction: int, hits: float, count: float) -> tuple[float, float]:
         """The beta posterior of the item's share, its history weighing at most `max_history` ratings: a real
@@ -473,13 +479,15 @@ class RatingShiftDetector(Detector):
         for key in [key for key, chart in ready.items() if chart.closed]:
             # Its attackers' ratings stay out of the item's habit; the rest of what it held back joins it.
             chart = self._campaigns.pop(key)
-            self._release(self._state[key[0]], [(level, ts, user) for level, ts, user in chart.held
+            self._release(key[0], [(level, ts, user) for level, ts, user in chart.held
                                                 if key[0] not in self._attributed.get(user, ())])
         return signals
 
-    def _release(self, item: _Item, held: list[tuple[int, float, str]]) -> None:
+    def _release(self, row: int, held: list[tuple[int, float, str]]) -> None:
+        item = self._state[row]
         for level, ts, _ in held:
             item.hist[level] += 0.5 ** (max(item.updated - ts, 0.0) / self.baseline_half_life)
+        self._moved.add(row)
 
     def _ready(self, clock: float, final: bool) -> dict[tuple[int, int], _Chart]:
         """The campaigns to attribute now: those that ended or were alarmed at least `settle` ago (all of
@@ -524,7 +532,7 @@ class RatingShiftDetector(Detector):
         if total < chart.next_test:
             return False
         chart.next_test = max(total + 1, int(1.25 * total))
-        hist, counts = np.array(self._state[row].hist), np.array(chart.levels)
+        hist, counts = list(self._state[row].hist), list(chart.levels)
         best, direction = self._opinion(counts, hist)
         if direction < 0 or 4 * best >= self.wave_alpha:
             # Not beyond opinion alone (a young item may organically land anywhere). On an item too thin
@@ -532,8 +540,8 @@ class RatingShiftDetector(Detector):
             # raters are all one kind of account; and a push may show in the ties it creates, its raters
             # all rating the same best sellers around it.
             def piled(d: int) -> bool:  # nearly the whole wave at that end
-                return counts[_ENDS[d]].sum() >= max(self.min_members, 0.8 * total)
-            if (direction >= 0 and 4 * best < self.thin_alpha and hist.sum() < self.min_history
+                return _sum_at(counts, _END_LEVELS[d]) >= max(self.min_members, 0.8 * total)
+            if (direction >= 0 and 4 * best < self.thin_alpha and _total(hist) < self.min_history
                     and piled(direction) and self._alike(chart, direction)):
                 chart.alike = True
             elif not piled(PUSH):
@@ -543,7 +551,7 @@ class RatingShiftDetector(Detector):
                 if not tied:
                     return False
                 chart.tied, direction = frozenset(tied), PUSH
-        a, b = self._posterior("end", direction, float(hist[_ENDS[direction]].sum()), float(hist.sum()))
+        a, b = self._posterior("end", direction, _sum_at(hist, _END_LEVELS[direction]), _total(hist))
         chart.alarmed, chart.usual = direction, a / (a + b)
         return True
 
@@ -568,17 +576,17 @@ class RatingShiftDetector(Detector):
         share = (self._population[cell] + 0.5) / (self._population_count + 0.5 * len(counts))
         return len(counts) * bdtrc(int(counts[cell]) - 1, len(cells), share) < self.tie_alpha
 
-    def _opinion(self, counts: np.ndarray, hist: np.ndarray) -> tuple[float, int]:
+    def _opinion(self, counts: list[int], hist: list[float]) -> tuple[float, int]:
         """The smallest beta-binomial tail of a wave's ratings (`counts` per level) at an end or an extreme,
         under the posterior of an item whose ratings are `hist`, and its direction (-1: no pile to test)."""
-        total, count = int(counts.sum()), float(hist.sum())
+        total, count = _total(counts), _total(hist)
         best, direction = 1.0, -1
-        for kind, sets in (("end", _ENDS), ("extreme", _EXTREMES)):
+        for kind, sets in (("end", _END_LEVELS), ("extreme", _EXTREME_LEVELS)):
             for d, levels in enumerate(sets):
-                k = int(counts[levels].sum())
+                k = _sum_at(counts, levels)
                 if k < 5:  # too few to tell a pile from chance
                     continue
-                a, b = self._posterior(kind, d, float(hist[levels].sum()), count)
+                a, b = self._posterior(kind, d, _sum_at(hist, levels), count)
                 p = betabinom_tail(k, total, a, b)
                 if p < best:
                     best, direction = p, d
@@ -595,10 +603,9 @@ class RatingShiftDetector(Detector):
         closes as a run of waves: one that follows the kept wave within that lag is the same campaign, and
         joins it (its raters, counted as later raters meanwhile, leave that count)."""
         before = tuple(item.hist)  # the history the wave met, without its own ratings
-        self._release(item, chart.held)
+        self._release(row, chart.held)
         chart.held = []
-        counts = np.array(chart.levels)
-        if max(int(counts[_ENDS[PUSH]].sum()), int(counts[_ENDS[NUKE]].sum())) < self.min_members:
+        if max(_sum_at(chart.levels, _END_LEVELS[PUSH]), _sum_at(chart.levels, _END_LEVELS[NUKE])) < self.min_members:
             return
         previous = self._suspects.pop(row, None)
         if previous is not None and chart.start - previous.last <= self.baseline_lag:
@@ -634,14 +641,14 @@ class RatingShiftDetector(Detector):
         by a quarter); a campaign joins the others for attribution, else the wave is let go when `final`."""
         total_after = sum(chart.after)
         chart.next_test = max(total_after + 1, int(1.25 * total_after), 3)
-        reference, counts = np.add(chart.before, chart.after), np.array(chart.levels)
+        reference, counts = [b + a for b, a in zip(chart.before, chart.after)], list(chart.levels)
         # Beyond chance is not enough: a large crowd is significant at any drift (a film's early fans, its
         # later public). The wave's odds at an end must be `odds_ratio` times the usual, the shift the
         # opinion charts look for; checked first, as it is cheap and most waves fail it.
         usual = {}
         for d in (PUSH, NUKE):
-            a, b = self._posterior("end", d, float(reference[_ENDS[d]].sum()), float(reference.sum()))
-            if counts[_ENDS[d]].sum() >= _shifted(a / (a + b), self.odds_ratio) * counts.sum():
+            a, b = self._posterior("end", d, _sum_at(reference, _END_LEVELS[d]), _total(reference))
+            if _sum_at(counts, _END_LEVELS[d]) >= _shifted(a / (a + b), self.odds_ratio) * _total(counts):
                 usual[d] = a / (a + b)
         if usual and sum(chart.after) >= self.min_later:
             best, direction = self._opinion(counts, reference)
@@ -674,7 +681,7 @@ class RatingShiftDetector(Detector):
         mine = cohort & (items != row)
         if not mine.any():
             return []
-        pairs = np.unique(users[mine] * (len(self._state) + 1) + items[mine])
+        pairs = distinct(users[mine] * (len(self._state) + 1) + items[mine])
         tied_items = pairs % (len(self._state) + 1)
         observed = np.bincount(tied_items, minlength=len(self._state))
         # Popularity as the items' established histograms hold it (the cohort's own recent ratings are not
@@ -706,6 +713,12 @@ class RatingShiftDetector(Detector):
         candidates = np.flatnonzero(observed >= np.maximum(self.min_members, self.tie_lift * expected))
         tied = candidates[pdtrc(observed[candidates] - 1, np.maximum(expected[candidates], 1e-12)) < 0.01]
         return tied.tolist() if len(tied) >= self.min_ties else []
+
+    def restore(self, state: bytes) -> None:
+        del self._moved  # absent from snapshots taken before `_popularity` followed the moved items
+        super().restore(state)
+        if not hasattr(self, "_moved"):
+            self._moved, self._popularity_at = set(), None
 
     def _has_baseline(self) -> bool:
         return self._clock - self._first_ts >= self.baseline_lag
@@ -750,8 +763,16 @@ class RatingShiftDetector(Detector):
         users flagged instead of 5.)"""
         key = (self._seen, len(self._state))
         if self._popularity_at != key:
+            if self._popularity_at is None:
+                self._popularity_of = np.array([sum(item.hist) for item in self._state])
+            else:  # only the items whose histogram moved since: a few hundred of thousands, typically
+                self._popularity_of = np.concatenate([  # a new item's histogram is empty
+                    self._popularity_of, np.zeros(len(self._state) - len(self._popularity_of))])
+                state, popularity = self._state, self._popularity_of
+                for row in self._moved:
+                    popularity[row] = sum(state[row].hist)
             self._popularity_at = key
-            self._popularity_of = np.array([sum(item.hist) for item in self._state])
+            self._moved.clear()
         return self._popularity_of
 
     def _tying(self, row: int, chart: _Chart, raters: list[str]) -> set[str]:
@@ -764,7 +785,7 @@ class RatingShiftDetector(Detector):
             chart.tied, np.int64, len(chart.tied)))
         at = np.array([chart.raters[codes[code]][2] for code in users[hit].tolist()])
         hit[hit] = np.abs(self._recent_ts[:filled][hit] - at) <= 86400.0
-        pairs = np.unique(users[hit] * (len(self._state) + 1) + items[hit])
+        pairs = distinct(users[hit] * (len(self._state) + 1) + items[hit])
         per_user = np.bincount(np.searchsorted(np.fromiter(sorted(codes), np.int64, len(codes)),
                                                pairs // (len(self._state) + 1)), minlength=len(codes))
         return {codes[code] for code, n in zip(sorted(codes), per_user) if n >= 2}
@@ -798,11 +819,11 @@ class RatingShiftDetector(Detector):
             # keeps its own audience.
             rest_total = max(sum(chart.levels) - len(known), rest)
             if key[1] >= WAVE:
-                counts = np.array(chart.levels)
+                counts = list(chart.levels)
                 for user in known & chart.raters.keys():
                     counts[chart.raters[user][0]] -= 1
-                reference = (np.add(chart.before, chart.after) if key[1] == LATE
-                             else np.array(self._state[row].hist))
+                reference = ([b + a for b, a in zip(chart.before, chart.after)] if key[1] == LATE
+                             else list(self._state[row].hist))
                 best, found = self._opinion(counts, reference)
                 if chart.alike:  # found by its raters' likeness, beyond chance on a thin history
                     still = (found == direction and 4 * best < self.thin_alpha
@@ -938,6 +959,14 @@ def _profile_bin(ratings_before: int, age_seconds: float) -> tuple[int, int]:
     days = age_seconds / 86400.0
     age = 0 if days < 1 else 1 if days < 7 else 2 if days < 30 else 3 if days < 180 else 4
     return activity, age
+
+
+def _total(values: list) -> float:
+    return values[0] + values[1] + values[2] + values[3] + values[4]
+
+
+def _sum_at(values: list, levels: tuple[int, ...]) -> float:
+    return values[levels[0]] + values[levels[1]] if len(levels) == 2 else values[levels[0]]
 
 
 def _shifted(share: float, odds_ratio: float) -> float:

@@ -104,6 +104,7 @@ import numpy as np
 from scipy.special import pdtr
 from scipy.stats import binom, shapiro
 
+from detectors._arrays import distinct
 from detectors.base import Detector, Signal, dumps_state
 from detectors.demand import ItemDemand
 from detectors.events import Event, RecQueryEvent
@@ -538,7 +539,7 @@ class SweepCoverageDetector(Detector):
                 continue
             client.emitted = score
             group_ids = [candidates[r] for r in detail["group"]]
-            union = np.unique(code_of[np.isin(row_of, detail["group"]) & (seed_strata < half_strata)])
+            union = distinct(code_of[np.isin(row_of, detail["group"]) & (seed_strata < half_strata)])
             evidence = {
                 "group": sorted(group_ids)[:MAX_GROUP_EVIDENCE], "group_size": len(group_ids),
                 "union_tail_share": round(len(union) / max(float((catalog_strata < half_strata).sum()), 1.0), 4),

@@ -219,3 +219,12 @@ def test_copies_of_a_real_profile_are_a_block_and_the_profile_is_spared():
     every = DenseBlockDetector(copy_jaccard=1.01)  # no block counts as copies of one profile
     signals = every.observe(events, events[-1].ts) + every.observe([], events[-1].ts)
     assert _users(signals) == {f"copy{c}" for c in range(4)} | {"real"}
+
+
+def test_distinct_is_np_unique_of_integers():
+    from detectors._arrays import distinct
+    rng = np.random.default_rng(2)
+    for values in (rng.integers(0, 50, 1000), rng.integers(-10**12, 10**12, 300), rng.integers(0, 9, (4, 6)),
+                   np.zeros(0, np.int64), np.array([7], np.int32)):
+        got, want = distinct(values), np.unique(values)
+        assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -306,3 +306,29 @@ def test_a_second_tick_with_nothing_new_names_no_one_anew():
     detector, signals = run(ratings, batch=2048)
     assert flagged(signals, "u-") > 0
     assert detector.observe([], now=ratings[-1].ts) == []
+
+
+def test_popularity_kept_up_to_date_item_by_item_equals_a_full_recount():
+    """The co-visitation test's popularity is updated only for the items whose histogram moved since it was
+    last read (decay, maturing ratings, a chart's held ratings let in): it must equal a full recount. Ten
+    days on one film only: the other films' last ratings mature into their histograms meanwhile."""
+    events = sorted(background(7, days=70, per_day=50) + crowd("film5", [5] * 40, 61 * DAY, 2 * DAY, "fake"),
+                    key=lambda e: e.ts)
+    detector, _ = run(events)
+    first = detector._popularity().copy()  # read once: later reads update it
+    run([RatingEvent(event_id=f"late{k}", ts=70 * DAY + k * 3600.0, user_id=f"late{k}", item_id="film0",
+                     rating=3) for k in range(240)], detector)
+    assert not np.array_equal(detector._popularity()[1:], first[1:])
+    assert np.array_equal(detector._popularity(), [sum(item.hist) for item in detector._state])
+
+
+def test_five_level_sums_are_numpys_bit_for_bit():
+    """Charts' and items' five numbers are summed in plain Python, left to right, where they were numpy
+    arrays: the sums (and every outcome after them) are unchanged only while numpy sums five values in
+    that order."""
+    from detectors.rating_shift import _END_LEVELS, _EXTREME_LEVELS, _sum_at, _total
+    rng = np.random.default_rng(4)
+    for values in rng.uniform(0, 1, (2000, 5)) * 10.0 ** rng.integers(-3, 4, (2000, 5)):
+        assert _total(values.tolist()) == float(values.sum())
+        for levels in _END_LEVELS + _EXTREME_LEVELS:
+            assert _sum_at(values.tolist(), levels) == float(values[list(levels)].sum())

@@ -169,3 +169,20 @@ def test_tests_fall_where_they_are_due_whatever_the_batches():
     pieces = _run(CoordinationDetector(), [events[k:k + 50] for k in range(0, len(events), 50)], tick=True)
     assert sorted(map(key, pieces)) == sorted(map(key, whole))
     assert {f"thin{k}" for k in range(30)} <= _flagged(whole)
+
+
+def test_count_min_runs_add_bit_for_bit_as_one_add_per_run():
+    """`add_runs` is the long-run counts' fast path: it must leave a sketch exactly (not nearly) as adding
+    its runs one at a time does, empty runs and a run that forces a rebase included."""
+    rng = np.random.default_rng(3)
+    keys = stable_hash([f"k{k}" for k in rng.integers(0, 500, 3000)])
+    ts = np.sort(rng.uniform(0.0, 5000.0, 3000))
+    ends = sorted(rng.choice(np.arange(1, 3000), 60, replace=False).tolist()) + [3000]
+    ends[5] = ends[4]  # an empty run
+    for half_life in (3600.0, 10.0, None):  # 10 s: runs past 30 time constants rebase
+        one, runs = (DecayingCountMin(half_life, width=1 << 10) for _ in range(2))
+        for a, b in zip([0, *ends[:-1]], ends):
+            one.add(keys[a:b], ts[a:b])
+        runs.add_runs(keys, ts, ends)
+        assert runs.origin == one.origin and runs.total == one.total
+        assert np.array_equal(runs.cells, one.cells)
