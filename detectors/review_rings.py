@@ -119,7 +119,8 @@ class ReviewRingDetector(Detector):
         self.max_users = max_users
         self.max_items = max_items
         self._items: dict[str, _Item] = {}
-        self._users: dict[str, list[str]] = {}  # account -> the thin items it rated (while they were thin)
+        # account -> the thin items it rated, (id, item), while they are thin
+        self._users: dict[str, list[tuple[str, _Item]]] = {}
         self._thin_ratings = 0  # ratings on items thin now, and how many of them at the top
         self._thin_top = 0
         self._dirty: set[str] = set()  # accounts whose pool changed since the last round
@@ -181,6 +182,10 @@ class ReviewRingDetector(Detector):
             self._thin_ratings -= len(raters)
             self._thin_top -= item.top
             self._dirty.update(raters)
+            for rater in raters:  # and its raters' lists, which then hold only thin items
+                mine = self._users.get(rater)
+                if mine is not None:
+                    mine[:] = [entry for entry in mine if entry[1] is not item]
             item.raters = None
             return
         raters[user] = top
@@ -193,7 +198,7 @@ class ReviewRingDetector(Detector):
                 self._forget_users()
             mine = self._users[user] = []
         if len(mine) < self.max_user_items:
-            mine.append(item_id)
+            mine.append((item_id, item))
         self._dirty.update(raters)
 
     # -- rounds ---------------------------------------------------------------------------------------
@@ -221,8 +226,10 @@ class ReviewRingDetector(Detector):
             if evidence is None:
                 continue
             top, ratings, items = evidence
+            if top < self.min_top_share * ratings:
+                continue
             p = float(binom.sf(top - 1, ratings, share))
-            if p < level and top >= self.min_top_share * ratings:
+            if p < level:
                 self._members.add(user)
                 found.append(user)
                 signals.append(Signal("user", user, self.name, self.member_score, {
@@ -234,19 +241,20 @@ class ReviewRingDetector(Detector):
 
     def _thin_of(self, user: str) -> list[tuple[str, _Item]]:
         """The settled items, thin now, that the account rated."""
-        found = []
-        for item_id in self._users.get(user, ()):
-            item = self._items.get(item_id)
-            if item is not None and item.raters and item.settled and user in item.raters:
-                found.append((item_id, item))
-        return found
+        return [(item_id, item) for item_id, item in self._users.get(user, ())
+                if item.settled and item.raters and user in item.raters]
 
     def _pool(self, user: str) -> tuple[int, int, list[str]] | None:
         """(top ratings, ratings, items): the ratings that the account and its repeat co-raters (accounts
         that rated at least `min_shared` of the same thin items) gave the settled thin items it rated;
-        None without `min_items` items or `min_coraters` ratings by repeat co-raters."""
+        None without `min_items` items, `min_top_share` of its own ratings of them at the top, or
+        `min_coraters` ratings by repeat co-raters."""
+        if len(self._users.get(user, ())) < self.min_items:
+            return None
         thin = self._thin_of(user)
-        if len(thin) < self.min_items:
+        # A member gives its products top ratings itself: checked first, on its own ratings (cheap), before
+        # its co-raters are counted (a heavy rater meets hundreds of them on its thin items).
+        if len(thin) < self.min_items or sum(item.raters[user] for _, item in thin) < self.min_top_share * len(thin):
             return None
         seen = Counter(other for _, item in thin for other in item.raters if other != user)
         pool = {other for other, n in seen.items() if n >= self.min_shared}
@@ -266,9 +274,10 @@ class ReviewRingDetector(Detector):
         signals: list[Signal] = []
         while found:
             joined: list[str] = []
-            for item_id in sorted({i for user in found for i in self._users.get(user, ())} - self._owned):
-                item = self._items.get(item_id)
-                if item is None or not item.raters or not item.settled:
+            carried = {item_id: item for user in found for item_id, item in self._users.get(user, ())}
+            for item_id in sorted(set(carried) - self._owned):
+                item = carried[item_id]
+                if not item.raters or not item.settled:
                     continue
                 owners = [u for u, top in item.raters.items() if top and u in self._members]
                 if len(owners) < self.min_owners or item.top < self.min_top_share * len(item.raters):
@@ -304,4 +313,5 @@ class ReviewRingDetector(Detector):
             if item.raters is not None:
                 self._thin_ratings -= len(item.raters)
                 self._thin_top -= item.top
+                item.raters = None  # its raters' lists skip it from now on
             self._owned.discard(item_id)
