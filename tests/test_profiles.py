@@ -98,17 +98,22 @@ def test_benign_population_raises_no_flag():
     assert [s for s in signals if s.score >= 0.5] == []
 
 
-def test_average_push_attack_is_found_with_its_target():
-    rng = np.random.default_rng(5)
+def _average_push(rng: np.random.Generator, fakes: int) -> list[RatingEvent]:
+    """The population, and `fakes` average-attack profiles (30 fillers near each item's mean) pushing i299."""
     events = _population(rng)
-    means = {}
+    means: dict[str, list[float]] = {}
     for e in events:
         means.setdefault(e.item_id, []).append(e.rating)
-    for f in range(25):
+    for f in range(fakes):
         for item in rng.choice(sorted(means), 30, replace=False):
             stars = int(np.clip(np.rint(rng.normal(np.mean(means[item]), 1.0)), 1, 5))
             events.append(rating(f"fake{f}", item, stars, 240_000.0 + f))
         events.append(rating(f"fake{f}", "i299", 5, 240_000.0 + f))
+    return events
+
+
+def test_average_push_attack_is_found_with_its_target():
+    events = _average_push(np.random.default_rng(5), 25)
     detector = ProfileDetector()
     signals = detector.observe(events, now=240_100.0) + detector.observe([], now=240_100.0)
     flagged = {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
@@ -209,16 +214,7 @@ def test_a_targets_ordinary_fans_are_not_named_with_its_attackers():
     # Sixty average-attack profiles push i299; ten real users gave it a 5 as well. A fan whose profile is
     # ordinary (anomaly below `suspect_z`) is not named even where the mixture's attack component is wide
     # enough to give it a posterior above one half (the code before named one, at anomaly 0.31).
-    rng = np.random.default_rng(5)
-    events = _population(rng)
-    means: dict[str, list[float]] = {}
-    for e in events:
-        means.setdefault(e.item_id, []).append(e.rating)
-    for f in range(60):
-        for item in rng.choice(sorted(means), 30, replace=False):
-            stars = int(np.clip(np.rint(rng.normal(np.mean(means[item]), 1.0)), 1, 5))
-            events.append(rating(f"fake{f}", item, stars, 240_000.0 + f))
-        events.append(rating(f"fake{f}", "i299", 5, 240_000.0 + f))
+    events = _average_push(np.random.default_rng(5), 60)
     users = sorted({e.user_id for e in events if e.user_id.startswith("u")})
     fans = users[::len(users) // 10][:10]
     events += [rating(user, "i299", 5, 240_050.0 + k) for k, user in enumerate(fans)]
