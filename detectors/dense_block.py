@@ -52,6 +52,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Sequence
 
@@ -276,20 +277,17 @@ def _replayed_profile(graph: BlockGraph, users: np.ndarray, near: float) -> int:
     target, while any copy misses the items the others kept. So the real profile is the member that holds
     the others' items best (the least share of any other member's items outside it), alone: in a ring whose
     members rate the very same products no member stands out, and all are named (a ring whose members rate
-    most of the same products may lose the one that rated the most). The real profile lands in its copies' block, innocent; `copies` tells the copies
-    from it by what they add."""
+    most of the same products may lose the one that rated the most). The real profile lands in its copies'
+    block, innocent; `copies` tells the copies from it by what they add."""
     rows = graph.A[users]
     items = [set(graph.col_item[rows.indices[rows.indptr[k]:rows.indptr[k + 1]]].tolist())
              for k in range(len(users))]
     n = len(items)
-    if n < 3:
+    if n < 3 or any(len(items[a] & items[b]) < near * len(items[a] | items[b])
+                    for a, b in itertools.combinations(range(n), 2)):
         return -1
-    outside = np.zeros(n)  # per member: the largest share of another member's items outside its own
-    for s in range(n):
-        for v in range(n):
-            if v != s:
-                if len(items[s] & items[v]) < near * len(items[s] | items[v]):
-                    return -1
-                outside[s] = max(outside[s], len(items[v] - items[s]) / max(len(items[v]), 1))
-    first, second = np.sort(outside)[:2]
-    return int(np.argmin(outside)) if first < second else -1
+    # per member: the largest share of another member's items outside its own
+    outside = [max(len(items[v] - items[s]) / max(len(items[v]), 1) for v in range(n) if v != s)
+               for s in range(n)]
+    first, second = sorted(outside)[:2]
+    return outside.index(first) if first < second else -1

@@ -205,8 +205,9 @@ class ReviewRingDetector(Detector):
     def _round(self, now: float) -> list[Signal]:
         """Test the accounts whose pools changed (or whose items settled) since the last round; then the
         products the members carry."""
-        self._round_at = now if now != float("inf") else self._round_at
         untimed = now == float("inf")
+        if not untimed:
+            self._round_at = now
         while self._settling and (untimed or (self._settling[0][0] <= now - self.settle_seconds and
                                               self._settling[0][1] <= self._ratings - self.settle_ratings)):
             item = self._items.get(self._settling.popleft()[2])
@@ -240,17 +241,15 @@ class ReviewRingDetector(Detector):
         return signals
 
     def _thin_of(self, user: str) -> list[tuple[str, _Item]]:
-        """The settled items, thin now, that the account rated."""
-        return [(item_id, item) for item_id, item in self._users.get(user, ())
-                if item.settled and item.raters and user in item.raters]
+        """The settled items, thin now, that the account rated (its list holds only items it rated while they
+        were thin; one that stops being thin, or is forgotten, has no raters)."""
+        return [(item_id, item) for item_id, item in self._users.get(user, ()) if item.settled and item.raters]
 
     def _pool(self, user: str) -> tuple[int, int, list[str]] | None:
         """(top ratings, ratings, items): the ratings that the account and its repeat co-raters (accounts
         that rated at least `min_shared` of the same thin items) gave the settled thin items it rated;
         None without `min_items` items, `min_top_share` of its own ratings of them at the top, or
         `min_coraters` ratings by repeat co-raters."""
-        if len(self._users.get(user, ())) < self.min_items:
-            return None
         thin = self._thin_of(user)
         # A member gives its products top ratings itself: checked first, on its own ratings (cheap), before
         # its co-raters are counted (a heavy rater meets hundreds of them on its thin items).
