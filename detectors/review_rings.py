@@ -27,7 +27,9 @@ Then the ring's products: a thin item with at least `min_owners` members among i
 `min_top_share` of its ratings at the top belongs to the ring and is signalled as a target. Accounts that
 rated at least `min_items` thin items, all at the top, at least half of them the ring's products, join the
 ring (a member with two or three products has too small a pool of its own; a real fan of one product rated
-other thin items otherwise, and a casual rater of one product is not judged).
+other thin items otherwise, and a casual rater of one product is not judged), whenever they rate them. So
+does a tested member's repeat co-rater whose thin ratings are all at the top: its ratings made the member's
+pool significant. Joined accounts do not recruit, so no chain runs from one to the next.
 
 Time: an item is judged thin only once `settle_seconds` of event time and `settle_ratings` ratings of the
 stream have passed since its first rating and it still has at most `thin_raters` raters: a premiere's
@@ -127,10 +129,15 @@ class ReviewRingDetector(Detector):
         self._settling: deque[tuple[float, int, str]] = deque()  # (first rating's time and number, item)
         self._ratings = 0  # ratings seen
         self._members: set[str] = set()
+        self._tested: set[str] = set()  # the members that passed the pool test themselves
         self._owned: set[str] = set()
         self._first_ts: float | None = None
         self._clock = float("-inf")
         self._round_at: float | None = None
+
+    def __setstate__(self, state: dict) -> None:  # snapshots from before pool joins lack `_tested`
+        state.setdefault("_tested", set(state["_members"]))
+        self.__dict__.update(state)
 
     # -- streaming ------------------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
@@ -232,12 +239,14 @@ class ReviewRingDetector(Detector):
             p = float(binom.sf(top - 1, ratings, share))
             if p < level:
                 self._members.add(user)
+                self._tested.add(user)
                 found.append(user)
                 signals.append(Signal("user", user, self.name, self.member_score, {
                     "test": "pool", "items": items[:20], "top_ratings": top, "ratings": ratings,
                     "top_share_expected": round(share, 4), "p_value": p, "level": level}, whole_history=True))
         # Products are looked at again wherever a member's items changed or settled, not only at a new member.
         signals += self._products(found + sorted(dirty & self._members))
+        signals += self._joiners(sorted(dirty & self._tested), sorted(dirty - self._members))
         return signals
 
     def _thin_of(self, user: str) -> list[tuple[str, _Item]]:
@@ -255,7 +264,7 @@ class ReviewRingDetector(Detector):
         # its co-raters are counted (a heavy rater meets hundreds of them on its thin items).
         if len(thin) < self.min_items or sum(item.raters[user] for _, item in thin) < self.min_top_share * len(thin):
             return None
-        seen = Counter(other for _, item in thin for other in item.raters if other != user)
+        seen = self._shared(thin, user)
         pool = {other for other, n in seen.items() if n >= self.min_shared}
         if sum(seen[other] for other in pool) < self.min_coraters:
             return None
@@ -267,6 +276,36 @@ class ReviewRingDetector(Detector):
                     ratings += 1
                     top += at_top
         return top, ratings, [item_id for item_id, _ in thin]
+
+    @staticmethod
+    def _shared(thin: list[tuple[str, _Item]], user: str) -> Counter:
+        """How many of these thin items each other account rated."""
+        return Counter(other for _, item in thin for other in item.raters if other != user)
+
+    def _coraters(self, user: str) -> list[str]:
+        """The account's repeat co-raters: accounts that rated `min_shared` or more of its settled thin items."""
+        return [other for other, n in self._shared(self._thin_of(user), user).items() if n >= self.min_shared]
+
+    def _joiners(self, tested: list[str], others: list[str]) -> list[Signal]:
+        """Accounts that join the ring without a pool of their own to test, then the products they carry.
+
+        A tested member's repeat co-rater that gave every thin item it rated the top rating is one of the
+        accounts that made the member's pool significant (joined by pool; only tested members recruit so,
+        so that no chain runs from one joined account to the next). An account that rated the ring's
+        products after they were found joins as it would have joined then (by product)."""
+        joined: list[Signal] = []
+        for member in tested:
+            for user in self._coraters(member):
+                if user not in self._members and self._carries(user, owned=False):
+                    self._members.add(user)
+                    joined.append(Signal("user", user, self.name, self.joined_score, {
+                        "test": "joined", "via": "pool", "member": member}, whole_history=True))
+        for user in others if self._owned else ():
+            if user not in self._members and self._carries(user):
+                self._members.add(user)
+                joined.append(Signal("user", user, self.name, self.joined_score, {
+                    "test": "joined", "via": "product"}, whole_history=True))
+        return joined + self._products([signal.id for signal in joined])
 
     def _products(self, found: list[str]) -> list[Signal]:
         """The thin items the new members carry, and the accounts that join through them (until none)."""
@@ -289,22 +328,28 @@ class ReviewRingDetector(Detector):
                         self._members.add(user)
                         joined.append(user)
                         signals.append(Signal("user", user, self.name, self.joined_score, {
-                            "test": "joined", "item": item_id, "members": len(owners)}, whole_history=True))
+                            "test": "joined", "via": "product", "item": item_id, "members": len(owners)},
+                            whole_history=True))
             found = joined
         return signals
 
-    def _carries(self, user: str) -> bool:
-        """Whether the account rated `min_items` thin items or more, all at the top, half of them or more the
-        ring's products."""
+    def _carries(self, user: str, owned: bool = True) -> bool:
+        """Whether the account rated `min_items` thin items or more, all at the top, (where `owned`) half of
+        them or more the ring's products."""
+        # Every thin item it rated counts toward "all at the top", settled or not: a low rating judged later
+        # is as much its own opinion.
+        if not all(item.raters[user] for _, item in self._users.get(user, ()) if item.raters):
+            return False
         thin = self._thin_of(user)
-        return (len(thin) >= self.min_items and all(item.raters[user] for _, item in thin)
-                and 2 * sum(item_id in self._owned for item_id, _ in thin) >= len(thin))
+        return (len(thin) >= self.min_items
+                and (not owned or 2 * sum(item_id in self._owned for item_id, _ in thin) >= len(thin)))
 
     # -- bounds ---------------------------------------------------------------------------------------
     def _forget_users(self) -> None:
         for user in list(self._users)[: len(self._users) // 2]:
             del self._users[user]
             self._members.discard(user)
+            self._tested.discard(user)
 
     def _forget_items(self) -> None:
         for item_id in list(self._items)[: len(self._items) // 2]:

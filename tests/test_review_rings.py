@@ -140,3 +140,41 @@ def test_state_is_bounded():
     assert len(detector._users) <= 200 and len(detector._items) <= 300
     assert max(len(items) for items in detector._users.values()) <= 3
     assert detector._thin_ratings == sum(len(i.raters) for i in detector._items.values() if i.raters is not None)
+
+
+def _rate(user: str, item: str, rating: int, ts: float) -> RatingEvent:
+    return RatingEvent(event_id=f"{user}-{item}", ts=ts, user_id=user, item_id=item, rating=rating)
+
+
+def test_a_members_all_top_co_rater_joins_by_pool_and_a_mixed_one_does_not():
+    # A ring of six on products p0-p5 (each member rates all of them: a significant pool). Member f0 also
+    # 5-stars x0 and x1, which only an accomplice rates besides: the accomplice's own pool (two accounts,
+    # four ratings) is too small to test, but it is in f0's pool and gave every thin item it rated a 5.
+    # A real rater who met f0 on y0 and y1 the same way but rated another thin item low is not named.
+    rng = np.random.default_rng(7)
+    ring = [_rate(f"f{m}", f"p{p}", 5, 20 * DAY + 3600.0 * (6 * m + p)) for m in range(6) for p in range(6)]
+    at = 22 * DAY
+    extra = [_rate(user, item, rating, at + 60.0 * k) for k, (user, item, rating) in enumerate([
+        ("f0", "x0", 5), ("f0", "x1", 5), ("accomplice", "x0", 5), ("accomplice", "x1", 5),
+        ("f0", "y0", 5), ("f0", "y1", 5), ("fan", "y0", 5), ("fan", "y1", 5), ("fan", "q9", 2)])]
+    signals = _run(_detector(), _population(rng) + ring + extra)
+    joined = {s.id: s.evidence for s in signals if s.kind == "user" and s.evidence.get("test") == "joined"}
+    assert joined.get("accomplice", {}).get("via") == "pool"
+    assert "fan" not in _flagged(signals)
+
+
+def test_an_account_that_rates_the_rings_products_after_they_were_found_joins():
+    # The ring (six members on p0-p5, and p6 and p7 that two members each 5-star) is found and its products
+    # owned before the late account 5-stars p6 and p7. It meets no member twice, so it has no pool to test;
+    # it must be judged when it rates the ring's products, not only when a product first becomes the ring's.
+    rng = np.random.default_rng(8)
+    ring = [_rate(f"f{m}", f"p{p}", 5, 20 * DAY + 3600.0 * (6 * m + p)) for m in range(6) for p in range(6)]
+    ring += [_rate(user, item, 5, 21 * DAY + 60.0 * k) for k, (user, item) in enumerate(
+        [("f0", "p6"), ("f1", "p6"), ("f2", "p7"), ("f3", "p7")])]
+    detector = _detector()
+    _run(detector, _population(rng) + ring)
+    assert {"p6", "p7"} <= detector._owned, "the ring's products were not found"
+    later = 100 * DAY
+    signals = detector.observe([_rate("late", "p6", 5, later), _rate("late", "p7", 5, later + 60)], now=later + 60)
+    signals += detector.observe([], now=later + 30 * DAY)
+    assert "late" in _flagged(signals)
