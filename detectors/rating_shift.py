@@ -42,7 +42,10 @@ judged again by them; `thin_alpha` of the opinion test of a thin item's wave who
 
 With no usable time (every rating at one timestamp, as in a ratings dump) or less than `baseline_lag` of
 stream so far, there is no baseline and no wave: opinions are not judged, and only co-visitation ties are
-looked for (each item's raters taken as one wave, on idle and flush ticks).
+looked for (each item's raters taken as one wave, on idle and flush ticks). The same scan runs on every
+stream's ticks, since time may be there and carry nothing (a dump whose dates were drawn at random spreads
+a push over the whole of it: no wave, and its target's habit formed by the push itself); it looks only at
+items whose raters in the ring are piled at the push end, as a wave's must be for its ties to count.
 
 Scaling: per item five floats of histogram, three charts and, while a chart is up, its raters (at most
 `max_pending`); a wave that fell back keeps them until `max_history` later ratings or `baseline_half_life`
@@ -140,6 +143,7 @@ class _Chart:
     next_test: int = 0                                            # a wave's size at its next test
     before: tuple = ()                                            # a closed wave's item histogram then
     after: list = field(default_factory=lambda: [0] * _LEVELS)   # and the item's ratings since, per level
+    whole: bool = False                                           # an item's raters taken whole (a scan)
 
 
 class RatingShiftDetector(Detector):
@@ -225,7 +229,7 @@ class RatingShiftDetector(Detector):
     # -- streaming ------------------------------------------------------------------------------------
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
         if not events:  # a tick (idle or flush): attribute every campaign, settled or not
-            if self._first_ts is not None and not self._has_baseline():
+            if self._first_ts is not None:
                 self._scan_without_time()
             return self._attribute(self._clock, final=True)
         ratings = [event for event in events if type(event) is RatingEvent]
@@ -671,28 +675,30 @@ class RatingShiftDetector(Detector):
         end = _ENDS[PUSH]
         codes = [self._accounts[user][2] for user, (level, _, _) in chart.raters.items()
                  if end[level] and user in self._accounts]
-        # The ratings before this one, within the ring, from a day before the wave began.
         filled = min(self._recent_at, len(self._recent_ts))
-        index = self._recent_index[:filled]
-        valid = (index < self._seen) & (index >= self._seen - len(self._recent_ts))
-        valid &= self._recent_ts[:filled] >= chart.start - 86400.0
-        users, items = self._recent_user[:filled][valid], self._recent_item[:filled][valid]
-        cohort = np.isin(users, np.array(codes, np.int64))
+        if chart.whole:  # an item's raters taken whole (a scan): the ring as it is
+            users, items = self._recent_user[:filled], self._recent_item[:filled]
+        else:  # the ratings before this one, within the ring, from a day before the wave began
+            index = self._recent_index[:filled]
+            valid = (index < self._seen) & (index >= self._seen - len(self._recent_ts))
+            valid &= self._recent_ts[:filled] >= chart.start - 86400.0
+            users, items = self._recent_user[:filled][valid], self._recent_item[:filled][valid]
+        member = np.zeros(self._codes, bool)  # a lookup, not np.isin: a scan calls this for every item
+        member[codes] = True
+        cohort = member[users]
         mine = cohort & (items != row)
         if not mine.any():
             return []
-        pairs = distinct(users[mine] * (len(self._state) + 1) + items[mine])
-        tied_items = pairs % (len(self._state) + 1)
-        observed = np.bincount(tied_items, minlength=len(self._state))
         # Popularity as the items' established histograms hold it (the cohort's own recent ratings are not
         # in them yet, so they cannot make their ties, nor the target, look popular): the head of the
         # catalogue a push reaches for is the one of the recommender's training data, not a week's noise.
-        # Without a baseline (no usable time), the ring's ratings outside the cohort stand for it.
-        if self._has_baseline():
+        # Without a baseline (no usable time), and for an item's raters taken whole (a scan, whose cohort's
+        # ratings are spread over the histograms as the stream's time spread them), the ring's ratings
+        # outside the cohort stand for it.
+        if self._has_baseline() and not chart.whole:
             outside = self._popularity() + 0.5
         else:
             outside = np.bincount(items[~cohort], minlength=len(self._state)) + 0.5
-        expected = len(pairs) * outside / outside.sum()
         # The cohort's other ratings land in the head of the catalogue (the best sellers holding a quarter
         # of the ratings outside it) at least `tie_lift` times as often as raters choosing by popularity
         # would put them there (binomial, `tie_alpha`), and on at least `min_ties` of the same items each
@@ -700,10 +706,14 @@ class RatingShiftDetector(Detector):
         by_popularity = np.argsort(-outside, kind="stable")
         cumulative = np.cumsum(outside[by_popularity]) / outside.sum()
         head = by_popularity[: int(np.searchsorted(cumulative, 0.25)) + 1]
-        if row in set(by_popularity[: int(np.searchsorted(cumulative, 0.5)) + 1].tolist()):
+        if np.any(by_popularity[: int(np.searchsorted(cumulative, 0.5)) + 1] == row):
             # A popular item gains nothing from ties to best sellers (the wave is an echo of a push
             # elsewhere, whose accounts rate best sellers too): ties are pushed onto the long tail.
             return []
+        pairs = distinct(users[mine] * (len(self._state) + 1) + items[mine])
+        tied_items = pairs % (len(self._state) + 1)
+        observed = np.bincount(tied_items, minlength=len(self._state))
+        expected = len(pairs) * outside / outside.sum()
         head_share = float(outside[head].sum() / outside.sum())
         in_head = int(observed[head].sum())
         if in_head < self.tie_lift * head_share * len(pairs):
@@ -725,10 +735,12 @@ class RatingShiftDetector(Detector):
 
     def _scan_without_time(self) -> None:
         """With no usable time (a ratings dump, or under `baseline_lag` of stream so far) there is neither a
-        baseline nor a wave, but a co-visitation push still shows in its ties: on a tick, every item with
-        `min_members` raters at its push end in the ring is tested as one wave of all its raters, and a
-        tied one becomes a campaign (attributed as a wave's: only its raters who rate the tied best sellers,
-        less as many as its other raters do). Once per tick that finds new ratings."""
+        baseline nor a wave, and with time that carries no signal no wave shows, but a co-visitation push
+        still shows in its ties: on a tick, every item with `min_members` raters at its push end in the
+        ring, and at least four in five of its raters there, is tested as one wave of all its raters (the
+        whole ring its cohort's other ratings, whenever they came), and a tied one becomes a campaign
+        (attributed as a wave's: only its raters who rate the tied best sellers, less as many as its other
+        raters do). Once per tick that finds new ratings; an item already a wave's campaign is left to it."""
         if self._scanned_at == self._recent_at:
             return
         self._scanned_at = self._recent_at
@@ -736,15 +748,19 @@ class RatingShiftDetector(Detector):
         users, items = self._recent_user[:filled], self._recent_item[:filled]
         levels, times = self._recent_level[:filled], self._recent_ts[:filled]
         at_end = np.bincount(items[levels >= 3], minlength=len(self._state))
-        candidates = [row for row in np.flatnonzero(at_end >= self.min_members).tolist()
-                      if (row, WAVE) not in self._campaigns]
+        # Piled at the push end as a wave must be for its ties to be looked at (`_wave_is_campaign`).
+        piled = at_end >= np.maximum(self.min_members, 0.8 * np.bincount(items, minlength=len(self._state)))
+        candidates = [row for row in np.flatnonzero(piled).tolist() if (row, WAVE) not in self._campaigns]
         if not candidates:
             return
         by_code = {account[2]: (user, account) for user, account in self._accounts.items()}
         a, b = self._posterior("end", PUSH, 0.0, 0.0)
-        for row in candidates:
-            mine = np.flatnonzero(items == row)
-            chart = _Chart(start=float(times[mine].min()), last=float(times[mine].max()))
+        by_item = np.argsort(items, kind="stable")  # each candidate's ratings in ring order, found once
+        ordered = items[by_item]
+        starts, stops = np.searchsorted(ordered, candidates, "left"), np.searchsorted(ordered, candidates, "right")
+        for row, start, stop in zip(candidates, starts.tolist(), stops.tolist()):
+            mine = by_item[start:stop]
+            chart = _Chart(start=float(times[mine].min()), last=float(times[mine].max()), whole=True)
             for code, level, ts in zip(users[mine].tolist(), levels[mine].tolist(), times[mine].tolist()):
                 if code in by_code:
                     user, account = by_code[code]
@@ -783,8 +799,9 @@ class RatingShiftDetector(Detector):
         users, items = self._recent_user[:filled], self._recent_item[:filled]
         hit = np.isin(users, np.fromiter(codes, np.int64, len(codes))) & np.isin(items, np.fromiter(
             chart.tied, np.int64, len(chart.tied)))
-        at = np.array([chart.raters[codes[code]][2] for code in users[hit].tolist()])
-        hit[hit] = np.abs(self._recent_ts[:filled][hit] - at) <= 86400.0
+        if not chart.whole:  # a scan's raters rated the item whenever the stream's time says they did
+            at = np.array([chart.raters[codes[code]][2] for code in users[hit].tolist()])
+            hit[hit] = np.abs(self._recent_ts[:filled][hit] - at) <= 86400.0
         pairs = distinct(users[hit] * (len(self._state) + 1) + items[hit])
         per_user = np.bincount(np.searchsorted(np.fromiter(sorted(codes), np.int64, len(codes)),
                                                pairs // (len(self._state) + 1)), minlength=len(codes))

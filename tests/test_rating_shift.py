@@ -243,22 +243,30 @@ def test_signals_name_the_direction_and_the_item(direction):
     assert users and all(s.evidence["direction"] == direction and s.evidence["item"] == item for s in users)
 
 
-def ratings_dump(seed: int, extra: list[tuple[str, str, int]]) -> list[RatingEvent]:
-    """A dump with no usable time (every rating at one timestamp): 3,000 users rate 5 of 200 films each,
-    chosen by a Zipf-like popularity, plus the `extra` (user, film, stars) ratings."""
+def ratings_dump(seed: int, extra: list[tuple[str, str, int]], spread: float = 0.0) -> list[RatingEvent]:
+    """A dump with no usable time: 3,000 users rate 5 of 200 films each, chosen by a Zipf-like popularity,
+    plus the `extra` (user, film, stars) ratings; every rating at one timestamp, or (`spread` seconds) at
+    times drawn at random, which carry no signal either."""
     rng = np.random.default_rng(seed)
+    clock = np.random.default_rng(seed + 1)
     weight = 1 / np.arange(1, 201) ** 0.6
-    events = [RatingEvent(event_id=f"d{u}-{i}", ts=0.0, user_id=f"u{u}", item_id=f"film{i}",
+
+    def ts() -> float:
+        return float(clock.uniform(0.0, spread)) if spread else 0.0
+    events = [RatingEvent(event_id=f"d{u}-{i}", ts=ts(), user_id=f"u{u}", item_id=f"film{i}",
                           rating=int(rng.integers(2, 6)))
               for u in range(3000) for i in rng.choice(200, 5, replace=False, p=weight / weight.sum())]
-    return events + [RatingEvent(event_id=f"x{k}", ts=0.0, user_id=user, item_id=item, rating=stars)
+    return events + [RatingEvent(event_id=f"x{k}", ts=ts(), user_id=user, item_id=item, rating=stars)
                      for k, (user, item, stars) in enumerate(extra)]
 
 
-def test_a_co_visitation_push_in_a_dump_without_time_is_found_by_its_ties():
+@pytest.mark.parametrize("spread", [0.0, 200 * DAY], ids=["one timestamp", "random timestamps"])
+def test_a_co_visitation_push_in_a_dump_without_time_is_found_by_its_ties(spread):
     """No waves without time, but a push that ties an obscure film to the best sellers still shows: its
     forty accounts each rate the film 5 and four of the eight best sellers; forty real fans of another
-    obscure film rate other films as popularity has it, and are left alone."""
+    obscure film rate other films as popularity has it, and are left alone. Random timestamps hide it from
+    the waves as well as one timestamp does (the push is spread over the whole dump): the item's raters are
+    taken whole on the flush tick in either case."""
     rng = np.random.default_rng(9)
     weight = 1 / np.arange(1, 201) ** 0.6
     extra = []
@@ -268,7 +276,7 @@ def test_a_co_visitation_push_in_a_dump_without_time_is_found_by_its_ties():
         extra.append((f"fan{k}", "niche", int(rng.integers(4, 6))))
         extra += [(f"fan{k}", f"film{i}", int(rng.integers(2, 6)))
                   for i in rng.choice(200, 4, replace=False, p=weight / weight.sum())]
-    _, signals = run(ratings_dump(9, extra))
+    _, signals = run(ratings_dump(9, extra, spread))
     assert flagged(signals, "pusher") >= 36
     assert flagged(signals, "fan") + flagged(signals, "u") == 0
 
