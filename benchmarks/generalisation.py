@@ -21,6 +21,7 @@ Scenarios (`shillguard simulate` options; MovieLens-100K via $SHILLGUARD_MOVIELE
   attacked      --attacks all --max-events N        every family, the new ones too
   attack_free   --attacks none --max-events N       only benign traffic: crowds, casual raters, waves
   review_site   --sparse --timestamps none --contamination 0.35    the stand-in for a labelled review site
+  review_site_random_time   the same with --timestamps random: dates that are there and carry nothing
   covisit       --attacks covisit --max-events N
   sleeper       --attacks sleeper --max-events N
   slow_nuke     --attacks slow_nuke --max-events N
@@ -55,6 +56,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "attack_free": {"attacks": "none", "capped": True},
     "review_site": {"attacks": "none", "capped": False,
                     "shape": {"sparse": True, "timestamps": "none", "contamination": 0.35}},
+    "review_site_random_time": {"attacks": "none", "capped": False,
+                                "shape": {"sparse": True, "timestamps": "random", "contamination": 0.35}},
     "covisit": {"attacks": "covisit", "capped": True},
     "sleeper": {"attacks": "sleeper", "capped": True},
     "slow_nuke": {"attacks": "slow_nuke", "capped": True},

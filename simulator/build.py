@@ -57,7 +57,7 @@ CLASSIC = ("random", "average", "bandwagon", "segment", "review_bomb", "camoufla
            "catalog_poison", "sweep")
 NO_RATINGS = {"click_farm", "catalog_poison", "sweep"}  # families that a ratings-only stream cannot hold
 BENIGN_MODES = ("full", "base")
-TIMESTAMP_MODES = ("real", "none")
+TIMESTAMP_MODES = ("real", "none", "random")
 TRUTH_VERSION = 1
 EVENTS_PER_RATING = 3.0  # about what a base rating brings along (clicks, queries, attacks) at defaults
 
@@ -115,7 +115,8 @@ class Shape:
     benign: str = "full"          # full: with the benign crowds; base: as before them
     ranges: str = "full"          # the half of simulator.ranges to draw from: full, tune or report
     contamination: float = 0.0    # share of all accounts that are spammers of mixed families
-    timestamps: str = "real"      # none: every event at one timestamp, in random order
+    timestamps: str = "real"      # none: every event at one timestamp, in random order; random: times drawn
+                                  # at random over the span, in their order
     sparse: bool = False          # a review site: base users keep 3-30 ratings; ratings only
 
     def check(self, attacks: Sequence[AttackSpec]) -> None:
@@ -215,6 +216,13 @@ def _finalize(world: World, cap: int | None, shape: Shape = Shape()) -> Simulati
         order = world.rng("finalize", "no time").permutation(len(ts))
         for event in events:
             event["ts"] = world.t0
+    elif shape.timestamps == "random":
+        # Dates that carry nothing (a data set whose dates were lost or scrambled): each event at a time drawn
+        # uniformly over the span, in time order; no burst, no order of arrival, no account age survives.
+        drawn = world.rng("finalize", "random time").integers(world.t0, world.t1 + 1, len(ts))
+        order = np.argsort(drawn, kind="stable")
+        for event, at in zip(events, drawn.tolist()):
+            event["ts"] = at
     events, labels = [events[i] for i in order], labels[order]
     for event, event_id in zip(events, world.ids.mint("event", len(events))):
         event["event_id"] = event_id

@@ -66,7 +66,8 @@ def _show_ranges(ctx: click.Context, _param: click.Parameter, value: bool) -> No
               help="Share of all accounts that are spammers of mixed families (collusive rings, shilling, "
                    "camouflaged copies, co-visitation groups).")
 @click.option("--timestamps", type=click.Choice(TIMESTAMP_MODES), default="real", show_default=True,
-              help="none: every event at one timestamp, in random order (time carries no signal).")
+              help="none: every event at one timestamp, in random order; random: each at a time drawn at "
+                   "random over the span (either way time carries no signal).")
 @click.option("--sparse", is_flag=True,
               help="A review site's shape: each real user keeps 3-30 of their ratings; ratings only.")
 def simulate(data: str, out_dir: Path, attacks: str | None, attack_size: float, filler_size: float,

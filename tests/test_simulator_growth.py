@@ -306,6 +306,18 @@ def test_review_site_shape_without_time():
         build(base(), plan_attacks("click_farm"), seed=6, shape=Shape(sparse=True))
 
 
+def test_random_timestamps_are_spread_over_the_span_and_carry_no_label():
+    sim = build(base(), [], seed=6, shape=Shape(contamination=0.35, sparse=True, timestamps="random"))
+    stream = Stream(sim)
+    ts = np.array([e["ts"] for e in sim.events], dtype=float)
+    assert np.all(np.diff(ts) >= 0) and len(np.unique(ts)) > 0.9 * len(ts)
+    # Every kind of account's events spread evenly over the span: no burst, no late arrivals.
+    span = (ts - ts.min()) / (ts.max() - ts.min())
+    spam = np.array([e["event_id"] in stream.malicious_events for e in sim.events])
+    assert 0.45 < float(span[spam].mean()) < 0.55 and 0.45 < float(span[~spam].mean()) < 0.55
+    assert sim.truth["shape"]["timestamps"] == "random"
+
+
 def test_nothing_in_ids_timestamps_or_clicks_tells_a_fake(attacked):
     # Ids: one minter for all, so fakes are spread through the id order and look alike.
     users = sorted(attacked.by_user)
