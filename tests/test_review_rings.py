@@ -161,20 +161,3 @@ def test_a_members_all_top_co_rater_joins_by_pool_and_a_mixed_one_does_not():
     joined = {s.id: s.evidence for s in signals if s.kind == "user" and s.evidence.get("test") == "joined"}
     assert joined.get("accomplice", {}).get("via") == "pool"
     assert "fan" not in _flagged(signals)
-
-
-def test_an_account_that_rates_the_rings_products_after_they_were_found_joins():
-    # The ring (six members on p0-p5, and p6 and p7 that two members each 5-star) is found and its products
-    # owned before the late account 5-stars p6 and p7. It meets no member twice, so it has no pool to test;
-    # it must be judged when it rates the ring's products, not only when a product first becomes the ring's.
-    rng = np.random.default_rng(8)
-    ring = [_rate(f"f{m}", f"p{p}", 5, 20 * DAY + 3600.0 * (6 * m + p)) for m in range(6) for p in range(6)]
-    ring += [_rate(user, item, 5, 21 * DAY + 60.0 * k) for k, (user, item) in enumerate(
-        [("f0", "p6"), ("f1", "p6"), ("f2", "p7"), ("f3", "p7")])]
-    detector = _detector()
-    _run(detector, _population(rng) + ring)
-    assert {"p6", "p7"} <= detector._owned, "the ring's products were not found"
-    later = 100 * DAY
-    signals = detector.observe([_rate("late", "p6", 5, later), _rate("late", "p7", 5, later + 60)], now=later + 60)
-    signals += detector.observe([], now=later + 30 * DAY)
-    assert "late" in _flagged(signals)
