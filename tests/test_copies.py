@@ -136,6 +136,31 @@ def test_items_that_copies_drop_by_chance_do_not_make_their_sources_a_group():
     assert flagged(signals, "item") == {"target"}
 
 
+def casual_users(rng: np.random.Generator, n: int, n_items: int = 300) -> dict[str, list[tuple[str, int]]]:
+    """A review site's users: 3-8 ratings each over a popularity-skewed catalog, so that many small profiles
+    are near-duplicates by chance (the same few hits); each item has its own opinion."""
+    weights = 1.0 / np.arange(1, n_items + 1) ** 1.1
+    weights /= weights.sum()
+    opinion = rng.uniform(2.0, 4.6, n_items)
+    profiles = {}
+    for u in range(n):
+        items = rng.choice(n_items, int(rng.integers(3, 9)), replace=False, p=weights)
+        stars = np.clip(np.rint(opinion[items] + rng.normal(0, 0.8, len(items))), 1, 5).astype(int)
+        profiles[f"u{u}"] = [(f"i{i}", int(r)) for i, r in zip(items, stars)]
+    return profiles
+
+
+def test_copies_of_casual_users_are_found_and_chance_twins_among_them_are_not():
+    rng = np.random.default_rng(8)
+    real = casual_users(rng, 1500)
+    sources = [user for user, ratings in real.items() if len(ratings) >= 4][:8]
+    copies = {f"c{k}": copy_of(rng, real[user], [("target", 5)]) for k, user in enumerate(sources)}
+    signals = run(CopyDetector(), events_of(real, 0.0) + events_of(copies, 30 * DAY))
+    assert len(flagged(signals) & set(copies)) >= 6
+    assert flagged(signals) <= set(copies)  # no real user, though small profiles pair up by chance
+    assert flagged(signals, "item") == {"target"}
+
+
 def test_snapshot_and_restore_carry_on_where_they_left_off():
     rng = np.random.default_rng(5)
     real = real_users(rng)
