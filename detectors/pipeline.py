@@ -22,6 +22,15 @@ batch that straddles a decision point is observed in two parts. So a stream cut 
 2048 lines, a worker's batches and a restarted worker's different ones all get the same outcomes: a
 worker restored from a snapshot (which holds the position and the waiting signals) and fed the same input
 decides what one that never stopped decides. Without it (0), every batch's end is a decision point.
+
+Some detectors' signals may reach the decision stage `lag` decision points late (`lagged`, with
+`decide_every` set): those of the catalog path, whose text encoder takes seconds over a catalogue sync, so
+that ratings and clicks do not wait behind it. A lagged detector's signals from the lines up to a decision
+point are applied `lag` decision points later, a fixed place in the input whatever the batches, so replay
+and a worker still decide alike; an offloaded process of lagged detectors is collected only when its
+answer is due, and works meanwhile. The price is the delay itself: on a stream whose `lag x decide_every`
+lines span more event time than the hold, an entity those detectors flag has events released first, which
+its flag then retracts.
 """
 
 from __future__ import annotations
@@ -61,7 +70,8 @@ class Started:
     parts, each part ending at a decision point or at the end of the batch (`decide` says which)."""
 
     step: Step
-    parts: list[tuple[list[Event], bool]]
+    parts: list[tuple[list[Event], bool, int]]  # the part's events, whether it ends at a decision point, and
+    # its end: the input lines started up to it
 
 
 class SeenIds:
@@ -104,7 +114,8 @@ class Pipeline:
 
     def __init__(self, detectors: Sequence[Detector], decision: DecisionStage,
                  seen: SeenIds | None = None, offloaded: Sequence[Offloaded] = (),
-                 order: Sequence[str] | None = None, decide_every: int = 0):
+                 order: Sequence[str] | None = None, decide_every: int = 0, lagged: Sequence[str] = (),
+                 lag: int = 0):
         self.detectors = list(detectors)
         self.offloaded = list(offloaded)
         self.decision = decision
@@ -121,6 +132,17 @@ class Pipeline:
         if sorted(self.order) != sorted(names):
             raise ValueError(f"order {self.order} does not name the detectors {names}")
         self.detector_seconds = {name: 0.0 for name in self.order}
+        # Lagged detectors (the module's note): off without fixed decision points
+        self.lag_lines = lag * decide_every if lag > 0 else 0
+        self.lagged = set(lagged) & set(names) if self.lag_lines else set()
+        for group in self.offloaded:
+            if self.lagged & set(group.names) and not set(group.names) <= self.lagged:
+                raise ValueError(f"detectors {group.names} share a process: lag all of them or none")
+        # Per lagged process, the ends of the parts it was given and has not answered yet, oldest first
+        self._due: dict[int, deque[int]] = {id(group): deque() for group in self.offloaded
+                                            if set(group.names) <= self.lagged}
+        # State (a snapshot holds it): lagged signals in hand, (part end, detector, signals), not due yet
+        self.late: list[tuple[int, str, list[Signal]]] = []
         self.drift = ScoreDrift()  # each detector's score distribution, watched (a snapshot holds it)
         self._started: deque[Started] = deque()
         self._ahead = 0.0  # the watermark of the last batch started
@@ -151,20 +173,21 @@ class Pipeline:
             decoded_all.append(decoded)
             position += 1
             if every and position % every == 0:  # a decision point: the part so far is observed and decided
-                self._start_part(parts, events, accepted, True)
+                self._start_part(parts, events, accepted, True, position)
                 events, accepted = [], []
         if events or not parts:
-            self._start_part(parts, events, accepted, not every)
+            self._start_part(parts, events, accepted, not every, position)
         self._started_position = position
         started = Started(step, parts)
         self._started.append(started)
         return started
 
-    def _start_part(self, parts: list, events: list[Event], accepted: list[bytes | str], decide: bool) -> None:
+    def _start_part(self, parts: list, events: list[Event], accepted: list[bytes | str], decide: bool,
+                    end: int) -> None:
         if events:  # the watermark this part will bring the decision stage to
             self._ahead = max(self._ahead, max(event.ts for event in events))
-        self._submit(accepted, self._ahead)
-        parts.append((events, decide))
+        self._submit(accepted, self._ahead, end)
+        parts.append((events, decide, end))
 
     def finish(self, started: Started) -> Step:
         """Detect (and, at decision points, decide) a started batch: the oldest one not finished yet."""
@@ -172,10 +195,10 @@ class Pipeline:
             raise RuntimeError("batches must be finished in the order they were started")
         self._started.popleft()
         step = started.step
-        for events, decide in started.parts:
-            self._detect(events)
+        for events, decide, end in started.parts:
+            self._detect(events, end)
             if decide:
-                self._decide(step)
+                self._decide(step, end)
         self.position += len(step.decoded)
         return step
 
@@ -188,32 +211,64 @@ class Pipeline:
         if self._started:
             raise RuntimeError(f"finish the started batches before {before}")
 
-    def _submit(self, lines: list[bytes | str], now: float) -> None:
+    def _submit(self, lines: list[bytes | str], now: float, end: int) -> None:
         for group in self.offloaded:
             group.submit(lines, now)
+            due = self._due.get(id(group))
+            if due is not None:
+                due.append(end)
 
-    def _detect(self, events: list[Event], tick: bool = False) -> None:
-        """Admit a part's events and let every detector observe them; their signals wait for a decision."""
+    def _detect(self, events: list[Event], end: int, tick: bool = False) -> None:
+        """Admit a part's events and let every detector observe them; their signals wait for a decision (a
+        lagged detector's, with the part's end, for theirs)."""
         self.decision.admit(*events)
         if events:
             self.watermark = max(self.watermark, max(event.ts for event in events))
         if tick:  # an empty batch: detectors finish their periodic work on it (idle, flush)
-            self._submit([], self.watermark)
-        waiting = self.waiting
+            self._submit([], self.watermark, end)
         for detector in self.detectors:
             started = time.perf_counter()
             found = detector.observe(events, self.watermark)
             self.detector_seconds[detector.name] += time.perf_counter() - started
-            if found:
-                waiting.setdefault(detector.name, []).extend(found)
+            self._hold(detector.name, found, end)
         for group in self.offloaded:
-            for name, found, seconds in group.collect():
-                self.detector_seconds[name] += seconds
-                if found:
-                    waiting.setdefault(name, []).extend(found)
+            if id(group) not in self._due:
+                self._collect(group, end)
 
-    def _decide(self, step: Step) -> Step:
-        """A decision point: the waiting signals, detector by detector in the configured order, then release."""
+    def _collect(self, group: Offloaded, end: int) -> None:
+        for name, found, seconds in group.collect():
+            self.detector_seconds[name] += seconds
+            self._hold(name, found, end)
+
+    def _hold(self, name: str, found: list[Signal], end: int) -> None:
+        if not found:
+            return
+        if name in self.lagged:
+            self.late.append((end, name, found))
+        else:
+            self.waiting.setdefault(name, []).extend(found)
+
+    def _catch_up(self, at: int | None) -> None:
+        """The lagged signals due at the decision point after input line `at` (None: all of them), waiting
+        for a lagged process only when its answer is due."""
+        limit = None if at is None else at - self.lag_lines
+        for group in self.offloaded:
+            due = self._due.get(id(group))
+            while due and (limit is None or due[0] <= limit):
+                self._collect(group, due.popleft())
+        if self.late:
+            late, self.late = self.late, []
+            for end, name, found in late:
+                if limit is None or end <= limit:
+                    self.waiting.setdefault(name, []).extend(found)
+                else:
+                    self.late.append((end, name, found))
+
+    def _decide(self, step: Step, at: int | None) -> Step:
+        """A decision point after input line `at` (None: the end of the input): the waiting signals,
+        detector by detector in the configured order, then release."""
+        if self.lagged:
+            self._catch_up(at)
         waiting, self.waiting = self.waiting, {}
         for name in self.order:
             signals = waiting.get(name)
@@ -237,8 +292,8 @@ class Pipeline:
         """No input for `seconds` of wall time: let event time move on so held events still leave."""
         self._require_finished("idle")
         self.watermark += seconds
-        self._detect([], tick=True)
-        return self._decide(Step())
+        self._detect([], self.position, tick=True)
+        return self._decide(Step(), self.position)
 
     def control(self, records: Iterable[dict]) -> Step:
         """Decisions and signals from outside the stream (the control topic: analysts, the trainer), applied
@@ -293,14 +348,20 @@ class Pipeline:
     def flush(self) -> Step:
         """End of input: release everything that is still held."""
         self._require_finished("flush")
-        self._detect([], tick=True)
-        step = self._decide(Step())
+        self._detect([], self.position, tick=True)
+        step = self._decide(Step(), None)
         step.outcomes.extend(self.decision.flush())
         return step
 
     # -- detector state, wherever the detectors run ------------------------------------------
     def snapshot_detectors(self) -> dict[str, bytes]:
+        """Every detector's state; the lagged processes' answers in flight are taken into `late` first (the
+        snapshot must hold them: a restored pipeline applies them where this one would have)."""
         self._require_finished("a snapshot")
+        for group in self.offloaded:
+            due = self._due.get(id(group))
+            while due:
+                self._collect(group, due.popleft())
         states = {detector.name: detector.snapshot() for detector in self.detectors}
         for group in self.offloaded:
             states.update(group.snapshot())

@@ -206,4 +206,5 @@ def build_pipeline(settings: Settings) -> Pipeline:
     if "catalog_drift" in order and set(READS_EMBEDDINGS) & set(order):
         order.sort(key=lambda name: name != "catalog_drift")
     return Pipeline(local, decision, SeenIds(settings.dedupe_capacity), offloaded=offloaded, order=order,
-                    decide_every=settings.decide_every)
+                    decide_every=settings.decide_every, lagged=_names(settings.lagged_detectors),
+                    lag=settings.detector_lag)

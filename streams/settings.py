@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # `;` between processes; empty: all in one process. Ignored on a one-core machine.
     offload_detectors: str = ("dense_block,lockstep,coordination,midas,copies,review_rings;catalog_drift,extraction,"
                               "sweep_coverage")
+    # Detectors whose signals reach the decision stage `detector_lag` decision points late (detectors.pipeline),
+    # so that a catalogue sync's seconds of text embedding do not hold up the ratings and clicks behind it; a
+    # process of offloaded detectors is lagged whole or not at all. 0 or empty: none.
+    lagged_detectors: str = "catalog_drift,extraction,sweep_coverage"
+    detector_lag: int = 16
     dedupe_capacity: int = 5_000_000
     # Evidence (detectors.fusion): the base rate at which detectors state their scores, and how far each
     # detector's evidence counts (JSON; missing: 1). Every detector counts fully by default: where two

@@ -187,12 +187,14 @@ def capture(pipeline: Any, input_offsets: dict[TP, int] | None = None,
             output_offsets: dict[TP, int] | None = None, extra: dict[str, Any] | None = None) -> Snapshot:
     """The pipeline's whole state (its detectors wherever they run, the decision stage, the dedupe ids,
     the watermark) with the offsets it covers. Every started batch must be finished first."""
+    detectors = pipeline.snapshot_detectors()  # first: it takes lagged answers in flight into `late`
     return Snapshot(input_offsets=dict(input_offsets or {}), output_offsets=dict(output_offsets or {}),
-                    detectors=pipeline.snapshot_detectors(), decision=pipeline.decision,
+                    detectors=detectors, decision=pipeline.decision,
                     seen=(pipeline.seen.capacity, list(pipeline.seen._ids)),  # noqa: SLF001 - a list pickles fast
                     watermark=pipeline.watermark,
                     extra={**(extra or {}), "position": pipeline.position, "drift": pipeline.drift,
-                           "waiting": {name: list(found) for name, found in pipeline.waiting.items()}})
+                           "waiting": {name: list(found) for name, found in pipeline.waiting.items()},
+                           "late": list(pipeline.late)})
 
 
 def restore_into(pipeline: Any, snapshot: Snapshot) -> list[str]:
@@ -213,4 +215,5 @@ def restore_into(pipeline: Any, snapshot: Snapshot) -> list[str]:
     if snapshot.extra.get("drift") is not None:
         pipeline.drift = snapshot.extra["drift"]
     pipeline.waiting = {name: list(found) for name, found in snapshot.extra.get("waiting", {}).items()}
+    pipeline.late = list(snapshot.extra.get("late", []))
     return unknown
