@@ -30,7 +30,7 @@ point are applied `lag` decision points later, a fixed place in the input whatev
 and a worker still decide alike; an offloaded process of lagged detectors is collected only when its
 answer is due, and works meanwhile. The price is the delay itself: on a stream whose `lag x decide_every`
 lines span more event time than the hold, an entity those detectors flag has events released first, which
-its flag then retracts.
+its flag then retracts. An idle tick (no input to hold up) applies every lagged signal in hand.
 """
 
 from __future__ import annotations
@@ -293,7 +293,7 @@ class Pipeline:
         self._require_finished("idle")
         self.watermark += seconds
         self._detect([], self.position, tick=True)
-        return self._decide(Step(), self.position)
+        return self._decide(Step(), None)  # nothing to hold up: the lagged signals in hand are applied too
 
     def control(self, records: Iterable[dict]) -> Step:
         """Decisions and signals from outside the stream (the control topic: analysts, the trainer), applied

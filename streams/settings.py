@@ -40,9 +40,11 @@ class Settings(BaseSettings):
                               "sweep_coverage")
     # Detectors whose signals reach the decision stage `detector_lag` decision points late (detectors.pipeline),
     # so that a catalogue sync's seconds of text embedding do not hold up the ratings and clicks behind it; a
-    # process of offloaded detectors is lagged whole or not at all. 0 or empty: none.
+    # process of offloaded detectors is lagged whole or not at all. Off (0) by default: the lag is in lines,
+    # and where lines carry much event time (a replay of a dump, the demo) lagged flags come after the hold and
+    # turn quarantines into retractions; the deployments set 16 (16 x 2048 lines, seconds of a live stream).
     lagged_detectors: str = "catalog_drift,extraction,sweep_coverage"
-    detector_lag: int = 16
+    detector_lag: int = 0
     dedupe_capacity: int = 5_000_000
     # Evidence (detectors.fusion): the base rate at which detectors state their scores, and how far each
     # detector's evidence counts (JSON; missing: 1). Every detector counts fully by default: where two

@@ -65,6 +65,15 @@ def test_a_lagged_flag_still_quarantines_or_retracts_and_flush_applies_what_is_i
     assert "e4" in retracted  # an early event of u4, released before the flag: taken back
 
 
+def test_an_idle_tick_applies_the_lagged_signals_in_hand():
+    pipeline = Pipeline([FlagAt("late", "e35", "u0")], DecisionStage(hold_seconds=500), decide_every=10,
+                        lagged=["late"], lag=16)
+    assert not any(pipeline.process(stream(40)[k:k + 10]).flags for k in range(0, 40, 10))
+    idle = pipeline.idle(1.0)  # no input to hold up: the flag comes now, while u0's events are still held
+    assert [flag.id for flag in idle.flags] == ["u0"]
+    assert not [o for o in idle.outcomes if o.verdict == "retracted"]
+
+
 class Recorder:
     """An offloaded group that answers at once, recording when it was asked."""
 
