@@ -80,7 +80,8 @@ def run(args) -> list[dict]:
                                       defence=None if args.defence == "none" else args.defence,
                                       gro_lambda=args.gro_lambda, gro_swaps=args.gro_swaps,
                                       gro_candidates=args.gro_candidates, gro_warmup=args.gro_warmup,
-                                      gro_synthetic=args.gro_synthetic, gro_student_lr=args.gro_student_lr))
+                                      gro_ramp=args.gro_ramp, gro_synthetic=args.gro_synthetic,
+                                      gro_student_lr=args.gro_student_lr))
         trainer.ingest(events)
         stats = trainer.fit()
         train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -161,6 +162,7 @@ def _label(report: dict) -> str:
         return "none" + tail
     return (f"gro l={c['gro_lambda']} c={c['gro_candidates']}" + (f" syn={c.get('gro_synthetic', 0)}"
             if c.get("gro_synthetic") else "") + (f" warm={c['gro_warmup']}" if c.get("gro_warmup") else "")
+            + (f" ramp={c['gro_ramp']}" if c.get("gro_ramp") else "")
             + (f" slr={c['gro_student_lr']}" if c.get("gro_student_lr") else "") + tail)
 
 
@@ -171,6 +173,7 @@ def main() -> None:
     parser.add_argument("--gro-swaps", type=int, default=3)
     parser.add_argument("--gro-candidates", type=int, default=50)
     parser.add_argument("--gro-warmup", type=int, default=0)
+    parser.add_argument("--gro-ramp", type=int, default=0)
     parser.add_argument("--gro-synthetic", type=float, default=0.0)
     parser.add_argument("--gro-student-lr", type=float, default=None)
     parser.add_argument("--split", default="test", choices=["test", "valid"],

@@ -152,3 +152,23 @@ def test_attacker_like_queries_follow_the_targets_own_answers():
     for row in queries:
         items = row[row > 0].tolist()
         assert any(seq[seq > 0].tolist()[: len(items)] == items for seq in pool)
+
+
+def test_ramp_scales_the_swap_loss_up_over_the_first_joint_epochs(monkeypatch):
+    from trainer import gro
+
+    monkeypatch.setattr(gro, "swap_loss", lambda *args: torch.tensor(1.0))  # a swap loss of 1
+    trainer = Trainer(TrainConfig(model="sasrec", dim=8, epochs=1, max_len=10, defence="gro", gro_lambda=0.3,
+                                  gro_warmup=1, gro_ramp=2))
+    trainer.ingest(synthetic_events(n_users=20, n_items=20, per_user=6, seed=1))
+    batch = next(trainer._batches(trainer.split()[0])[1])
+    added = []
+    for epochs_trained in (1, 2, 3, 7):  # the first joint epoch is the one after the warm-up
+        trainer.epochs_trained = epochs_trained
+        trainer.model.eval()  # no dropout: the recommendation loss is the same in both calls
+        plain = trainer._gro_loss(batch, swap=False).item()
+        added.append(trainer._gro_loss(batch).item() - plain)
+    assert added == pytest.approx([0.1, 0.2, 0.3, 0.3], abs=1e-5)
+    # the ramp is recorded with the other GRO parameters in a version's meta
+    from trainer.checkpoint import _defence
+    assert _defence(trainer.config)["ramp"] == 2

@@ -73,6 +73,8 @@ class TrainConfig:
     gro_queries: int = 256
     gro_warmup: int = 0            # epochs before the swap loss joins: the target trains plainly, the student
                                    # already imitates it, so the swaps are aimed by a trained imitator
+    gro_ramp: int = 0              # joint epochs over which the swap loss's weight rises linearly to lambda
+                                   # (1/(N+1), 2/(N+1), ... of it), so the target learns its ranking first
     gro_student_lr: float | None = None  # the student's Adam step (None: the target's `lr`)
     # Share of GRO's queries that are attacker-like (SASRec): autoregressive synthetic sequences from random
     # items through the target's own top-k, as a data-free extractor asks, rather than training prefixes.
@@ -236,7 +238,13 @@ class Trainer:
             return loss
         positions, incoming = gro.swap_targets(student_scores.detach().float().clamp_min(-1e4), lists, pool,
                                                cfg.gro_swaps)
-        return loss + cfg.gro_lambda * gro.swap_loss(target_scores, lists, positions, incoming)
+        return loss + self.gro_weight() * gro.swap_loss(target_scores, lists, positions, incoming)
+
+    def gro_weight(self) -> float:
+        """The swap loss's weight this epoch: lambda, scaled down over the first `gro_ramp` joint epochs."""
+        cfg = self.config
+        joint = self.epochs_trained - cfg.gro_warmup  # 0 in the first epoch with the swap loss
+        return cfg.gro_lambda * min(1.0, (joint + 1) / (cfg.gro_ramp + 1))
 
     @torch.no_grad()
     def _synthetic_queries(self, count: int, width: int, device: torch.device) -> torch.Tensor:
