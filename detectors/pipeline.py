@@ -248,14 +248,18 @@ class Pipeline:
         else:
             self.waiting.setdefault(name, []).extend(found)
 
-    def _catch_up(self, at: int | None) -> None:
-        """The lagged signals due at the decision point after input line `at` (None: all of them), waiting
-        for a lagged process only when its answer is due."""
-        limit = None if at is None else at - self.lag_lines
+    def _take_answers(self, limit: int | None) -> None:
+        """Collect the lagged processes' answers for parts ending at or before line `limit` (None: all in
+        flight) into `late`: a lagged process is waited for only when its answer is due."""
         for group in self.offloaded:
             due = self._due.get(id(group))
             while due and (limit is None or due[0] <= limit):
                 self._collect(group, due.popleft())
+
+    def _catch_up(self, at: int | None) -> None:
+        """The lagged signals due at the decision point after input line `at` (None: all of them)."""
+        limit = None if at is None else at - self.lag_lines
+        self._take_answers(limit)
         if self.late:
             late, self.late = self.late, []
             for end, name, found in late:
@@ -358,10 +362,7 @@ class Pipeline:
         """Every detector's state; the lagged processes' answers in flight are taken into `late` first (the
         snapshot must hold them: a restored pipeline applies them where this one would have)."""
         self._require_finished("a snapshot")
-        for group in self.offloaded:
-            due = self._due.get(id(group))
-            while due:
-                self._collect(group, due.popleft())
+        self._take_answers(None)
         states = {detector.name: detector.snapshot() for detector in self.detectors}
         for group in self.offloaded:
             states.update(group.snapshot())
