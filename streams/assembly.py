@@ -23,6 +23,7 @@ from detectors.base import Detector
 from detectors.decision import DecisionStage
 from detectors.fusion import EvidenceFusion
 from detectors.pipeline import Pipeline, SeenIds
+from detectors.stages import SignalLog
 from streams.settings import Settings
 
 DETECTORS: dict[str, str] = {
@@ -169,14 +170,19 @@ def fusion_of(settings: Settings) -> EvidenceFusion:
                          budget=settings.false_flag_budget)
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
+def build_decision(settings: Settings) -> DecisionStage:
+    """The decision stage: one pipeline's, or one actor partition's where the stages are split."""
+    return DecisionStage(hold_seconds=settings.hold_seconds, flag_threshold=settings.flag_threshold,
+                         retraction_horizon=settings.retraction_horizon_seconds,
+                         recent_retraction=settings.recent_retraction_seconds, fusion=fusion_of(settings))
+
+
+def build_pipeline(settings: Settings, detection_only: bool = False) -> Pipeline:
     """The configured detectors; the groups named in `offload_detectors` (`;` between processes) each in a
-    process of their own (streams.parallel) when the machine has more than one core. Close the pipeline when
-    done with it."""
-    decision = DecisionStage(hold_seconds=settings.hold_seconds, flag_threshold=settings.flag_threshold,
-                             retraction_horizon=settings.retraction_horizon_seconds,
-                             recent_retraction=settings.recent_retraction_seconds,
-                             fusion=fusion_of(settings))
+    process of their own (streams.parallel) when the machine has more than one core. With `detection_only`
+    its decision stage is a `detectors.stages.SignalLog` (the detection stage of a split topology). Close the
+    pipeline when done with it."""
+    decision = SignalLog() if detection_only else build_decision(settings)
     chosen = _names(settings.detectors)
     unknown = sorted(set(chosen) - set(DETECTORS))
     if unknown:
