@@ -65,16 +65,28 @@ class SignalLog:
 
     fusion = None
     flag_threshold = 0.0
-    held_count = 0
 
-    def __init__(self) -> None:
+    def __init__(self, hold_seconds: float = 0.0) -> None:
+        self.hold_seconds = hold_seconds
         self.number = 0  # decision points so far (a snapshot holds it)
+        self._latest = float("-inf")  # the latest event time admitted
+        self._watermark = float("-inf")  # the last point's
         self._admitted: list[str] = []
         self._signals: list[tuple[str, list[Signal]]] = []
         self._points: deque[Point] = deque()
 
+    @property
+    def held_count(self) -> int:
+        """Nonzero while an event observed may still be held by its actor partition (no point has named it
+        yet, or its hold was not over at the last point's watermark): a driver's idle ticks, which let held
+        events leave a quiet stream, come while this is nonzero, as for a decision stage that holds events."""
+        return len(self._admitted) or int(self._latest + self.hold_seconds > self._watermark)
+
     def admit(self, *events: Event) -> None:
-        self._admitted.extend(event.event_id for event in events)
+        for event in events:
+            self._admitted.append(event.event_id)
+            if event.ts > self._latest:
+                self._latest = event.ts
 
     def apply(self, signals: Iterable[Signal], now: float = 0.0) -> tuple[list[Flag], list[Outcome]]:
         signals = list(signals)
@@ -84,6 +96,7 @@ class SignalLog:
 
     def release(self, watermark: float) -> list[Outcome]:
         self.number += 1
+        self._watermark = watermark
         self._points.append(Point(self.number, watermark, self._admitted, self._signals))
         self._admitted, self._signals = [], []
         return []
@@ -102,26 +115,32 @@ class ActorStage:
 
     def __init__(self, decision: DecisionStage):
         self.decision = decision
-        self.number = 0  # the last point decided (a restarted stage skips points up to it)
-        self._waiting: dict[str, deque[Event]] = {}  # arrived, not yet named by a point: id -> events
+        self.number = 0  # the last point decided
+        self._waiting: dict[str, deque[tuple[Event, Any]]] = {}  # arrived, not named by a point yet
 
-    def hold(self, event: Event) -> None:
-        self._waiting.setdefault(event.event_id, deque()).append(event)
+    def hold(self, event: Event, source: Any = None) -> None:
+        """An event arrived; `source`, the driver's note of where from, comes back with it if it is rejected."""
+        self._waiting.setdefault(event.event_id, deque()).append((event, source))
 
     @property
     def waiting(self) -> int:
         return sum(len(events) for events in self._waiting.values())
 
-    def decide(self, point: Point) -> tuple[list[Flag], list[Outcome], list[Event]]:
-        """Flags raised, outcomes (released, quarantined, retracted), and duplicates to reject. A point at or
-        before the last one decided is skipped (a detection stage that restarted publishes some again)."""
-        if point.number <= self.number:
-            return [], [], []
-        self.number = point.number
-        decision, waiting = self.decision, self._waiting
+    def decide(self, point: Point) -> tuple[list[Flag], list[Outcome], list[tuple[Event, Any]]]:
+        """Flags raised, outcomes (released, quarantined, retracted), and duplicates to reject (with their
+        sources).
+
+        A detection stage that restarted from its snapshot publishes points again, their lines cut
+        differently; so deciding is idempotent: a named event no longer waiting was admitted before (the
+        driver makes sure every event a point names has arrived: `Point` numbers and the input positions it
+        carries), and a signal applied twice changes nothing (the stage keeps each detector's highest score)."""
+        self.number = max(self.number, point.number)
+        decision = self.decision
         for event_id in point.admitted:
-            decision.admit(self._take(event_id, "admitted"))
-        rejected = [self._take(event_id, "rejected as a duplicate") for event_id in point.duplicates]
+            taken = self._take(event_id)
+            if taken is not None:
+                decision.admit(taken[0])
+        rejected = [event for event in map(self._take, point.duplicates) if event is not None]
         flags: list[Flag] = []
         outcomes: list[Outcome] = []
         for _, signals in point.signals:
@@ -131,10 +150,10 @@ class ActorStage:
         outcomes.extend(decision.release(point.watermark))
         return flags, outcomes, rejected
 
-    def _take(self, event_id: str, why: str) -> Event:
+    def _take(self, event_id: str) -> tuple[Event, Any] | None:
         events = self._waiting.get(event_id)
         if not events:
-            raise KeyError(f"event {event_id} {why} by the detection stage never arrived at this partition")
+            return None
         event = events.popleft()
         if not events:
             del self._waiting[event_id]

@@ -100,14 +100,19 @@ def scan_published(settings: Settings, topics: Topics, start: dict[TP, int]) -> 
 
 
 class Guard:
-    """Owns the worker's pipeline, its offsets, its pending sends and its snapshots."""
+    """Owns the worker's pipeline, its offsets, its pending sends and its snapshots. `decides`: its pipeline
+    decides and it publishes outcomes (the detection stage of the split topology, streams.detection, does
+    neither)."""
+
+    decides = True
 
     def __init__(self, settings: Settings, topics: Topics, metrics: Metrics | None = None,
                  pipeline: Pipeline | None = None):
         self.settings = settings
         self.topics = topics
         self.metrics = metrics or Metrics()
-        self.pipeline = pipeline or build_pipeline(settings)
+        self.pipeline = pipeline or build_pipeline(settings, detection_only=not self.decides)
+        self.inputs = self.input_topics()
         self.state_dir = StateDir(settings.state_dir, settings.app_id, snapshot_key(settings))
         self.epoch: str | None = None  # the topic epoch (streams.store): new when the topics are new
         self.app: Any = None
@@ -160,7 +165,7 @@ class Guard:
         config = kafka_python_config(self.settings)
         new_topics = False
         if snapshot is not None:
-            ends = end_offsets(config, {topic for topic, _ in snapshot.input_offsets} | set(self.topics.inputs))
+            ends = end_offsets(config, {topic for topic, _ in snapshot.input_offsets} | set(self.inputs))
             behind = [tp for tp, offset in snapshot.input_offsets.items() if ends.get(tp, -1) < offset]
             if behind:
                 log.warning("the broker's topics are behind the snapshot (%s: %s < %s): a new broker. Keeping "
@@ -174,7 +179,9 @@ class Guard:
         elif self.state_dir.snapshot_path.is_file():
             self.state_dir.discard()
         group = f"{self.settings.app_id}-{self.state_dir.incarnation()}"
-        if snapshot is None or new_topics:
+        if not self.decides:
+            self.output_offsets = {}
+        elif snapshot is None or new_topics:
             # Reading the inputs from their beginning: anything already on the output topics (a run whose
             # state was lost) is suppressed, nothing is decided twice.
             self.published, self.output_offsets = scan_published(self.settings, self.topics, {})
@@ -193,6 +200,16 @@ class Guard:
                      len(self.published))
         return group
 
+    def input_topics(self) -> tuple[str, ...]:
+        return self.topics.inputs
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        """More state for the snapshot (a subclass's); `restore_extra` gets it back."""
+        return {}
+
+    def restore_extra(self, extra: dict[str, Any]) -> None:
+        pass
+
     def output_offsets_reached(self) -> bool:
         """Has anything been published on the output topics?"""
         return any(offset > 0 for offset in self.output_offsets.values())
@@ -203,6 +220,7 @@ class Guard:
         for name in state_module.restore_into(self.pipeline, snapshot):
             log.warning("snapshot has state for detector %s, which is not configured", name)
         self.counts.update(snapshot.extra.get("counts", {}))
+        self.restore_extra(snapshot.extra)
         if not offsets:
             log.info("restored the detectors and decision stage: watermark %.0f, %d events held",
                      snapshot.watermark, self.pipeline.decision.held_count)
@@ -297,7 +315,7 @@ class Guard:
             assignment = consumer.assignment()
         except Exception:  # noqa: BLE001 - not started
             return False
-        inputs = self.topics.inputs
+        inputs = self.inputs
         for faust_tp in assignment:
             if faust_tp.topic not in inputs:
                 continue
@@ -551,9 +569,10 @@ class Guard:
             finished = self._unfinished is not None
             await self._finish_started()
             step = self.pipeline.idle(seconds)
-            if step.outcomes or step.flags:
+            news = bool(step.outcomes or step.flags) or not self.decides  # the detection worker's point is
+            if news:
                 self._publish(step)
-            if finished or step.outcomes or step.flags:
+            if finished or news:
                 await self.publisher.send()
             self.dirty = True
 
@@ -568,7 +587,7 @@ class Guard:
                 snapshot = state_module.capture(
                     self.pipeline, self.input_offsets, self.output_offsets,
                     extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch,
-                           "control_offsets": dict(self.control_offsets)})
+                           "control_offsets": dict(self.control_offsets), **self.snapshot_extra()})
                 data = state_module.dumps(snapshot)
                 acks, self.unacked = self.unacked, []
                 self.since_snapshot = 0
@@ -608,7 +627,7 @@ class Guard:
             assignment = consumer.assignment()
         except Exception:  # noqa: BLE001 - not started yet
             return
-        inputs = self.topics.inputs
+        inputs = self.inputs
         for tp in assignment:
             if tp.topic not in inputs:
                 continue
@@ -661,7 +680,7 @@ def _faust_tp(tp: TP) -> Any:
 def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None:
     """The guard agent, its timer and its lifecycle hooks on `app`."""
     guard.app = app
-    source = app.topic(*topics.inputs, value_serializer="raw", key_serializer="raw")
+    source = app.topic(*guard.inputs, value_serializer="raw", key_serializer="raw")
 
     @app.agent(source, name="guard", concurrency=1)
     async def guard_agent(stream: Any) -> None:
@@ -676,12 +695,13 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
         if in_flight is not None:
             await in_flight
 
-    control = app.topic(topics.control, value_serializer="raw", key_serializer="raw")
+    if guard.decides:
+        control = app.topic(topics.control, value_serializer="raw", key_serializer="raw")
 
-    @app.agent(control, name="control", concurrency=1)
-    async def control_agent(stream: Any) -> None:
-        async for messages in stream.noack_take(100, within=0.2):
-            await guard.control([event.message for event in messages])
+        @app.agent(control, name="control", concurrency=1)
+        async def control_agent(stream: Any) -> None:
+            async for messages in stream.noack_take(100, within=0.2):
+                await guard.control([event.message for event in messages])
 
     @app.task
     async def guard_tick() -> None:
@@ -698,10 +718,10 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
         app.sensors._sensors.discard(app.monitor)  # noqa: SLF001
         # Every input partition holds the others back until it has spoken or proved empty: otherwise the
         # first to answer after a (re)start would run the watermark ahead of the rest.
-        guard.aligner.track((tp.topic, tp.partition) for tp in assigned if tp.topic in topics.inputs)
+        guard.aligner.track((tp.topic, tp.partition) for tp in assigned if tp.topic in guard.inputs)
         guard.last_input = time.monotonic()  # waiting for a group is no quiet spell
         guard.assigned = True
-        log.info("assigned %d input partitions", len([tp for tp in assigned if tp.topic in topics.inputs]))
+        log.info("assigned %d input partitions", len([tp for tp in assigned if tp.topic in guard.inputs]))
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: Any, **kwargs: Any) -> None:

@@ -182,7 +182,7 @@ def build_pipeline(settings: Settings, detection_only: bool = False) -> Pipeline
     process of their own (streams.parallel) when the machine has more than one core. With `detection_only`
     its decision stage is a `detectors.stages.SignalLog` (the detection stage of a split topology). Close the
     pipeline when done with it."""
-    decision = SignalLog() if detection_only else build_decision(settings)
+    decision = SignalLog(settings.hold_seconds) if detection_only else build_decision(settings)
     chosen = _names(settings.detectors)
     unknown = sorted(set(chosen) - set(DETECTORS))
     if unknown:

@@ -54,8 +54,9 @@ class BatchPublisher:
             await self.producer.client._wait_on_metadata(topic)  # noqa: SLF001 - what send() does too
 
     def add(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None,
-            timestamp: float | None = None) -> None:
-        tp = (topic, self.partition(topic, key))
+            timestamp: float | None = None, partition: int | None = None) -> None:
+        """One message; on `partition` where given, else on its key's (the Java client's partitioner)."""
+        tp = (topic, self.partition(topic, key) if partition is None else partition)
         builder = self._builders.get(tp)
         if builder is None:
             builder = self._builders[tp] = self.producer.create_batch()

@@ -57,14 +57,19 @@ def end_offsets(config: Mapping[str, Any], topics: Iterable[str], timeout: float
 
 
 def read(config: Mapping[str, Any], topics: Iterable[str], start: Mapping[TP, int] | None = None,
-         settle_seconds: float = 0.5, max_records: int = 10_000) -> Iterator[Any]:
-    """Every message of `topics` from `start` (default: the beginning) to the end, partition order kept."""
+         settle_seconds: float = 0.5, max_records: int = 10_000,
+         partitions: Iterable[int] | None = None) -> Iterator[Any]:
+    """Every message of `topics` (of those `partitions` only, where given) from `start` (default: the
+    beginning) to the end, partition order kept."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, fetch_max_bytes=16 * 1024 * 1024,
                              max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=100, **config)
     try:
         tps = partitions_of(consumer, topics)
+        if partitions is not None:
+            wanted = set(partitions)
+            tps = [tp for tp in tps if tp.partition in wanted]
         if not tps:
             return
         consumer.assign(tps)

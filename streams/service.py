@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def build_worker(settings: Any, loglevel: str = "info") -> tuple[Any, Any, Any]:
-    """The Faust app and worker with every agent registered, state restored; (app, worker, guard)."""
-    import faust
-
+    """The Faust app and worker with every agent registered, state restored; (app, worker, guard). The
+    role (`SHILLGUARD_ROLE`) picks the guard: one that detects and decides, the split topology's detection
+    worker (streams.detection), or an actor worker (streams.actors)."""
     from streams import agents, sinks, web
     from streams.agents import Guard
     from streams.app import create_app
@@ -30,21 +30,54 @@ def build_worker(settings: Any, loglevel: str = "info") -> tuple[Any, Any, Any]:
 
     topics = Topics.from_settings(settings)
     store = open_store(settings.db.get_secret_value())
-    guard = Guard(settings, topics)
+    if settings.role == "actors":
+        return build_actor_worker(settings, topics, store, loglevel)
+    if settings.role == "detect":
+        from streams.detection import DetectionGuard
+
+        guard = DetectionGuard(settings, topics)
+    else:
+        guard = Guard(settings, topics)
     group = guard.recover(store.current_epoch())
     if guard.epoch != store.current_epoch():
         log.info("topic epoch %s: quarantine rows of earlier epochs (topics that are gone) are listed only "
                  "with `quarantine list --epoch all`", guard.epoch)
-    store.set_epoch(guard.epoch)
+    if guard.decides:  # the store's epoch is the outcome topics': the detection worker publishes none
+        store.set_epoch(guard.epoch)
     settle()  # fewer, later collections, and none of them over the restored state
     app = create_app(settings, group)
     agents.register(app, guard, settings, topics)
-    sinks.register(app, settings, topics, guard.metrics, store)
+    if guard.decides:  # the detection worker publishes no outcomes: the actor workers feed the sinks
+        sinks.register(app, settings, topics, guard.metrics, store)
     web.register(app, guard, store, settings)
+    return app, faust_worker(app, loglevel), guard
+
+
+def build_actor_worker(settings: Any, topics: Any, store: Any, loglevel: str) -> tuple[Any, Any, Any]:
+    """The split topology's actor worker: one member of the group `<app_id>-actors`."""
+    from detectors.stages import split_problem
+    from streams import actors, sinks
+    from streams.app import create_app
+    from streams.assembly import build_decision
+
+    problem = split_problem(build_decision(settings))
+    if problem:
+        raise click.ClickException(f"SHILLGUARD_ROLE=actors: {problem}; set SHILLGUARD_LEARN_FROM_ANALYSTS=false")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust's data directory goes in it
+    worker = actors.ActorWorker(settings, topics)
+    app = create_app(settings, f"{settings.app_id}-actors")
+    actors.register(app, worker, settings, topics)
+    sinks.register(app, settings, topics, worker.metrics, store)
+    return app, faust_worker(app, loglevel), worker
+
+
+def faust_worker(app: Any, loglevel: str) -> Any:
+    import faust
+
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     if not sys.stdout.isatty():  # its start-up spinner writes cursor escapes into a log file
         worker.spinner = None
-    return app, worker, guard
+    return worker
 
 
 def prepare_broker(settings: Any) -> Any:

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     # Of every topic `up` creates; input topics must have exactly this many (`up` refuses others). 12: room for
     # a consumer group of up to 12 members once partitioned workers exist (streams/README-streaming.md).
     partitions: int = 12
+    # Topology (streams/README-streaming.md, "Scaling"): "all", one worker detects and decides (the default, and
+    # what the embedded default runs); "detect" and "actors", the split topology: one detection worker reads
+    # the accepted stream and publishes decision points; actor workers, any number up to `partitions` in one
+    # consumer group, hold the input partitions, decide and publish the outcomes.
+    role: Literal["all", "detect", "actors"] = "all"
     # Topics
     topic_ratings: str = "events.ratings"
     topic_clicks: str = "events.clicks"
@@ -118,10 +123,16 @@ class Settings(BaseSettings):
     topic_alerts: str = "alerts"
     topic_client_actions: str = "client-actions"
     topic_control: str = "control"  # decisions and signals for the worker from outside it (analysts, trainer)
+    topic_accepted: str = "internal.accepted"  # split topology: input lines, actors -> detection
+    topic_points: str = "internal.points"  # split topology: decision points, detection -> actors
+    topic_actor_state: str = "internal.actor-state"  # split topology: each actor partition's snapshots
     # Worker
     take_within_seconds: float = 0.05  # longest wait to fill a micro-batch
     align_max_wait_seconds: float = 2.0  # input stalled this long: stop waiting for a lagging partition
     align_max_queued: int = 100_000  # or this many messages wait for it (streams.align)
+    # The detection worker of the split topology waits this long for an actor partition whose input holds
+    # more than was forwarded (its worker gone: the group's session timeout plus a restore, streams.detection)
+    detect_align_max_wait_seconds: float = 90.0
     idle_after_seconds: float = 2.0  # wall time without input before event time is advanced
     idle_every_seconds: float = 1.0  # then an idle tick at most this often
     idle_speedup: float = 1.0  # event-time seconds per idle wall second (tests and demos speed it up)

@@ -36,6 +36,9 @@ class Topics:
     alerts: str
     client_actions: str
     control: str  # analysts' decisions and the trainer's signals, for the worker (keyed kind:id)
+    accepted: str  # split topology: every input line, on its input partition's number (actors -> detection)
+    points: str  # split topology: each decision point, one record per actor partition (detection -> actors)
+    actor_state: str  # split topology: each actor partition's snapshots (streams.partition_state)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Topics":
@@ -56,8 +59,13 @@ class Topics:
                 self.client_actions)
 
     @property
+    def internal(self) -> tuple[str, ...]:
+        """Between the stages of the split topology, co-partitioned with the inputs."""
+        return (self.accepted, self.points, self.actor_state)
+
+    @property
     def all(self) -> tuple[str, ...]:
-        return self.inputs + self.outputs + (self.control,)
+        return self.inputs + self.outputs + (self.control,) + self.internal
 
     def for_type(self, event_type: object) -> str | None:
         entry = INPUT_OF_TYPE.get(event_type) if isinstance(event_type, str) else None

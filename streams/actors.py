@@ -1,0 +1,439 @@
+"""The actor workers of the split topology (`SHILLGUARD_ROLE=actors`): any number, one consumer group.
+
+Each holds some partitions of the input topics (keyed by actor, so an actor's events of every type share a
+partition number) and the same partitions of the points topic (co-partitioned: Faust assigns topics of
+equal partition count that one app reads together by partition number). For each partition it
+- decodes each input line: a line that is not a valid event goes to the dead-letter topic; a valid one is
+  held by the partition's `ActorStage` (detectors.stages);
+- forwards every line to the accepted topic, on the same partition number, keyed by its source
+  (topic:partition:offset), for the detection worker (streams.detection);
+- decides each point the detection worker publishes for the partition, once its own input has reached the
+  point's `through` offsets (so every event the point names has arrived), and publishes the outcomes: clean,
+  quarantined, retracted, duplicates as dead letters, flags.
+Outcomes of partition p go to partition p of the outcome topics where they have the inputs' partition count,
+else by key.
+
+State follows the partition. Every `snapshot_interval_seconds`, on a rebalance that takes partitions away,
+and on shutdown, each partition's state (its stage, how far it has read its input and points, how far its
+outputs had been acknowledged) goes to its partition of the state topic (streams.partition_state); only then
+are the messages it covers acknowledged, so the group's committed offsets never pass a snapshot. A worker
+that is assigned a partition restores its latest snapshot from the topic (a local disk holds nothing), skips
+redelivered messages the snapshot covers, and reads what the partition's previous owner published and
+forwarded after it (up to a kill -9): those outcomes, dead letters and forwarded lines are not sent again
+when the restored stage decides them again. So every input message gets exactly one outcome across
+rebalances and a worker killed mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from detectors.decision import Outcome
+from detectors.events import Rejection, actor, decode_event, to_json
+from detectors.stages import ActorStage, Point
+from streams import partition_state
+from streams.align import EventTimeAligner, event_time
+from streams.assembly import build_decision
+from streams.broker import kafka_python_config
+from streams.metrics import Metrics
+from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
+from streams.points import decode_point
+from streams.publisher import BatchPublisher
+from streams.reader import end_offsets, header, read, source_id
+from streams.state import snapshot_key
+
+log = logging.getLogger(__name__)
+TP = tuple[str, int]
+
+
+@dataclass
+class Partition:
+    """What a worker holds of one actor partition; pickled whole into the state topic."""
+
+    stage: ActorStage
+    positions: dict[str, int] = field(default_factory=dict)  # input topic -> next offset handled
+    points_read: int = 0  # next offset of the points partition handled
+    points: deque = field(default_factory=deque)  # (Point, through) read, not decided yet
+    outputs: dict[str, int] = field(default_factory=dict)  # topic -> next offset acknowledged at the snapshot
+    # Published or forwarded by an earlier owner after the snapshot it left: not to be sent again.
+    decided: dict[str, str] = field(default_factory=dict)  # event id -> verdict
+    retracted: set[str] = field(default_factory=set)
+    rejected: set[str] = field(default_factory=set)  # source ids of dead letters
+    forwarded: set[str] = field(default_factory=set)  # source ids of lines on the accepted topic
+
+
+class ActorWorker:
+    def __init__(self, settings: Any, topics: Any, metrics: Metrics | None = None):
+        self.settings = settings
+        self.topics = topics
+        self.metrics = metrics or Metrics()
+        self.key = snapshot_key(settings)
+        self.app: Any = None
+        self.partitions: dict[int, Partition] = {}
+        self.unacked: list[Any] = []
+        self.dirty: set[int] = set()
+        self.counts: Counter[str] = Counter()
+        self.assigned = False
+        self.restoring: asyncio.Future | None = None  # the restore of newly assigned partitions
+        self._publisher: BatchPublisher | None = None
+        self._lock: asyncio.Lock | None = None
+        self.last_snapshot = self.last_report = time.monotonic()
+        self.snapshot_cost = 0.0
+        self.aligner = EventTimeAligner(settings.align_max_wait_seconds, settings.align_max_queued)
+        self._highwaters: dict[TP, tuple[float, int | None]] = {}
+        self.last_input = time.monotonic()
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    @property
+    def publisher(self) -> BatchPublisher:
+        if self._publisher is None:
+            self._publisher = BatchPublisher(self.app.producer._ensure_producer())  # noqa: SLF001
+        return self._publisher
+
+    @property
+    def held_count(self) -> int:
+        return sum(p.stage.decision.held_count + p.stage.waiting for p in self.partitions.values())
+
+    @property
+    def outcome_topics(self) -> tuple[str, ...]:
+        topics = self.topics
+        return (topics.clean, topics.quarantined, topics.retracted, topics.rejected, topics.accepted)
+
+    # -- the agent's work ----------------------------------------------------------------------
+    async def handle(self, events: list[Any]) -> None:
+        if self.restoring is not None:
+            await self.restoring
+        async with self.lock:
+            points_topic, partitions, aligner = self.topics.points, self.partitions, self.aligner
+            touched: set[int] = set()
+            for event in events:
+                message = event.message
+                number, offset = message.partition, message.offset
+                state = partitions.get(number)
+                if state is None:  # revoked while the batch was taken: redelivered to the new owner
+                    continue
+                if message.topic == points_topic:
+                    self.unacked.append(message)
+                    if offset >= state.points_read:
+                        state.points_read = offset + 1
+                        state.points.append(decode_point(message.value))
+                        touched.add(number)
+                    continue
+                if offset < state.positions.get(message.topic, 0):
+                    self.unacked.append(message)
+                    continue  # covered by the snapshot this partition was restored from
+                aligner.add((message.topic, number), offset, event_time(message.value), message)
+            self.last_input = time.monotonic()
+            touched |= self._forward(aligner.release(self._lagging, self.last_input))
+            for number in touched:
+                self._decide(number)
+            self.dirty |= touched
+            await self.publisher.send()
+        self._report()
+
+    def _forward(self, messages: list[Any]) -> set[int]:
+        """Input in event-time order across the partitions' topics (streams.align, as the guard reads its
+        input): held, dead-lettered and forwarded. Returns the partitions touched."""
+        accepted, rejected = self.topics.accepted, self.topics.rejected
+        send, partitions = self.publisher.add, self.partitions
+        touched: set[int] = set()
+        for message in messages:
+            number, offset = message.partition, message.offset
+            state = partitions.get(number)
+            if state is None:
+                continue
+            self.unacked.append(message)
+            state.positions[message.topic] = offset + 1
+            touched.add(number)
+            src = source_id(message.topic, number, offset)
+            decoded = decode_event(message.value)
+            if type(decoded) is Rejection:
+                if src in state.rejected:
+                    state.rejected.discard(src)
+                else:
+                    key = decoded.event_id.encode() if decoded.event_id else None
+                    send(rejected, key, dumps(rejection_record(decoded)), [("src", src.encode())],
+                         partition=self._partition(rejected, number))
+                    self.counts["rejected"] += 1
+            else:
+                state.stage.hold(decoded, src)
+            # Every line, the rejected too: the detection stage counts lines to place its decision points.
+            if src in state.forwarded:
+                state.forwarded.discard(src)
+            else:
+                send(accepted, src.encode(), message.value, partition=number)
+        return touched
+
+    def _lagging(self, tp: TP) -> bool:
+        """More of this input partition on the broker than delivered so far (or not known yet)?"""
+        now = time.monotonic()
+        cached = self._highwaters.get(tp)
+        if cached is None or now - cached[0] >= 0.05:
+            try:
+                from faust.types import TP as FaustTP
+
+                highwater = self.app.consumer.highwater(FaustTP(*tp))
+            except Exception:  # noqa: BLE001 - not assigned (any more)
+                highwater = None
+            cached = self._highwaters[tp] = (now, highwater)
+        state = self.partitions.get(tp[1])
+        position = max(state.positions.get(tp[0], 0) if state else 0, self.aligner.last_offset.get(tp, -1) + 1)
+        return cached[1] is None or cached[1] > position
+
+    def _decide(self, number: int) -> None:
+        """Decide the partition's points whose events have all arrived, in order."""
+        state = self.partitions[number]
+        queue, positions = state.points, state.positions
+        while queue:
+            point, through = queue[0]
+            if any(positions.get(topic, 0) < offset for topic, offset in through.items()):
+                return  # this worker has not read the partition's input that far yet (it just took it over)
+            queue.popleft()
+            flags, outcomes, duplicates = state.stage.decide(point)
+            self._publish(number, state, point, flags, outcomes, duplicates)
+
+    def _partition(self, topic: str, number: int) -> int | None:
+        partitions = self.publisher.producer.client.cluster.partitions_for_topic(topic)
+        return number if partitions and len(partitions) == self.settings.partitions else None
+
+    def _publish(self, number: int, state: Partition, point: Point, flags: list, outcomes: list,
+                 duplicates: list) -> None:
+        topics, send, counts = self.topics, self.publisher.add, self.counts
+        for event, src in duplicates:
+            if src in state.rejected:
+                state.rejected.discard(src)
+                continue
+            rejection = Rejection(to_json(event), "duplicate_event_id: already seen", event.event_id)
+            send(topics.rejected, event.event_id.encode(), dumps(rejection_record(rejection)),
+                 [("src", src.encode())], partition=self._partition(topics.rejected, number))
+            counts["rejected"] += 1
+        for outcome in outcomes:
+            outcome = self._unpublished(state, outcome)
+            if outcome is None:
+                continue
+            verdict = outcome.verdict
+            key = actor(outcome.event)[1].encode()
+            if verdict == "clean":
+                topic, value = topics.clean, outcome.payload or to_json(outcome.event)
+            else:
+                topic = topics.quarantined if verdict == "quarantined" else topics.retracted
+                value = dumps(outcome_record(outcome, point.watermark))
+            send(topic, key, value, None, partition=self._partition(topic, number))
+            counts[verdict] += 1
+        for flag in flags:
+            send(topics.flags, f"{flag.kind}:{flag.id}".encode(), dumps(flag_record(flag)),
+                 [("updated", b"1" if flag.updated else b"0")])
+            counts["flags"] += 1
+
+    @staticmethod
+    def _unpublished(state: Partition, outcome: Outcome) -> Outcome | None:
+        """The outcome to publish, given what an earlier owner published after the snapshot: None where it
+        already did; a retraction where it released an event that is condemned now (as streams.agents)."""
+        event_id = outcome.event.event_id
+        if outcome.verdict == "retracted":
+            if event_id in state.retracted:
+                state.retracted.discard(event_id)
+                return None
+            return outcome
+        before = state.decided.pop(event_id, None)
+        if before is None:
+            return outcome
+        if before == "clean" and outcome.verdict == "quarantined":
+            if event_id in state.retracted:
+                state.retracted.discard(event_id)
+                return None
+            return Outcome("retracted", outcome.event, outcome.reasons, outcome.payload)
+        return None
+
+    # -- snapshots and partitions moving -------------------------------------------------------
+    async def snapshot(self, numbers: set[int] | None = None) -> None:
+        """Each dirty partition's state to the state topic; then acknowledge the messages it covers."""
+        async with self.lock:
+            await self._snapshot(numbers)
+
+    async def _snapshot(self, numbers: set[int] | None = None) -> None:
+        started = time.perf_counter()
+        offsets = await self.publisher.wait()  # everything published so far is stored
+        chosen = self.dirty if numbers is None else (numbers & self.dirty)
+        size = 0
+        for number in sorted(chosen):
+            state = self.partitions.get(number)
+            if state is None:
+                continue
+            for topic in self.outcome_topics:
+                if (topic, number) in offsets:
+                    state.outputs[topic] = offsets[(topic, number)]
+            for key, value in partition_state.records(state, self.key):
+                self.publisher.add(self.topics.actor_state, key, value, partition=number)
+                size += len(value)
+        await self.publisher.wait()
+        self.dirty -= chosen
+        consumer = self.app.consumer if self.app is not None else None
+        acks, self.unacked = self.unacked, []
+        if consumer is not None:
+            for message in acks:
+                if message.partition in self.partitions:
+                    message.ack(consumer)
+        self.last_snapshot = time.monotonic()
+        self.snapshot_cost = time.perf_counter() - started
+        if chosen:
+            self.metrics.snapshot_seconds.observe(time.perf_counter() - started)
+            self.metrics.snapshot_bytes.set(size)
+
+    async def revoked_partitions(self, numbers: set[int]) -> None:
+        """A rebalance takes partitions away (Faust revokes every partition, then assigns anew): snapshot
+        them and let go, before the group hands them to another member, which restores that snapshot."""
+        async with self.lock:
+            gone = numbers & set(self.partitions)
+            # Input waiting in the aligner was not acknowledged: the partitions' next owner reads it again.
+            self.aligner = EventTimeAligner(self.settings.align_max_wait_seconds, self.settings.align_max_queued)
+            if gone:
+                self.dirty |= gone  # their last word, even unchanged: the new owner reads from it
+                await self._snapshot(gone)
+                for number in gone:
+                    del self.partitions[number]
+
+    def assigned_partitions(self, numbers: set[int]) -> None:
+        """Restore newly assigned partitions from the state topic, in a task of its own: the rebalance
+        callback must return within the group's timeouts; `handle` waits for the restore."""
+        for number in set(self.partitions) - numbers:  # not revoked first (a stopped member's)
+            del self.partitions[number]
+        self.aligner.track((topic, number) for topic in self.topics.inputs for number in numbers)
+        self.restoring = asyncio.ensure_future(self._restore_assigned(sorted(numbers - set(self.partitions))))
+
+    async def _restore_assigned(self, new: list[int]) -> None:
+        async with self.lock:
+            if new:
+                restored = await asyncio.get_running_loop().run_in_executor(None, self._restore, new)
+                self.partitions.update(restored)
+            self.assigned = True
+        log.info("actors: partitions %s (restored %s)", sorted(self.partitions), new)
+
+    def _restore(self, numbers: list[int]) -> dict[int, Partition]:
+        """Each partition's latest snapshot (or a fresh state), and what was published and forwarded after:
+        one read of the state topic's last records and one of the outputs, for every partition at once."""
+        config = kafka_python_config(self.settings)
+        topic = self.topics.actor_state
+        ends = end_offsets(config, [topic])
+        found: dict[int, Partition | None] = {}
+        # A snapshot is a few records: looked for among the partition's last records first (without
+        # compaction the partition keeps every snapshot), then, where none is complete there, in all of it.
+        for window in (256, None):
+            wanted = [n for n in numbers if found.get(n) is None]
+            if not wanted:
+                break
+            start = {(topic, n): max(ends.get((topic, n), 0) - window, 0) if window else 0 for n in wanted}
+            messages: dict[int, list[Any]] = {n: [] for n in wanted}
+            for message in read(config, [topic], start, partitions=wanted):
+                messages[message.partition].append(message)
+            for number in wanted:
+                found[number] = partition_state.latest(messages[number], self.key, lambda why, n=number: log.error(
+                    "partition %d: a state snapshot was rejected (%s): the one before stands", n, why))
+        states = {n: found.get(n) or Partition(ActorStage(build_decision(self.settings))) for n in numbers}
+        self._scan(config, states)
+        return states
+
+    def _scan(self, config: dict[str, Any], states: dict[int, Partition]) -> None:
+        """What was published and forwarded after each partition's snapshot (by a worker killed since)."""
+        topics = self.topics
+        start = {(topic, n): offset for n, state in states.items() for topic, offset in state.outputs.items()}
+        for record in read(config, self.outcome_topics, start, partitions=list(states)):
+            state = states[record.partition]
+            if record.topic == topics.accepted:
+                state.forwarded.add(record.key.decode())
+            elif record.topic == topics.rejected:
+                src = header(record, "src")
+                if src is not None:
+                    state.rejected.add(src.decode())
+            else:
+                event_id = orjson.loads(record.value).get("event_id")
+                if event_id is None:
+                    continue
+                if record.topic == topics.retracted:
+                    state.retracted.add(str(event_id))
+                else:
+                    state.decided[str(event_id)] = "clean" if record.topic == topics.clean else "quarantined"
+        for number, state in states.items():
+            log.info("partition %d: restored at input offsets %s, points offset %d, %d events held", number,
+                     state.positions, state.points_read, state.stage.decision.held_count + state.stage.waiting)
+            if state.decided or state.retracted or state.rejected or state.forwarded:
+                log.info("partition %d: %d outcomes and %d forwarded lines published after its snapshot will "
+                         "not be sent again (forwarded: %s)", number, len(state.decided) + len(state.retracted) +
+                         len(state.rejected), len(state.forwarded), sorted(state.forwarded)[:3])
+
+    async def release_waiting(self) -> None:
+        """Input stalled: what the aligner holds goes (it gives up waiting after `align_max_wait_seconds`)."""
+        async with self.lock:
+            touched = self._forward(self.aligner.release(self._lagging, time.monotonic()))
+            for number in touched:
+                self._decide(number)
+            self.dirty |= touched
+            await self.publisher.send()
+
+    async def tick(self) -> None:
+        if len(self.aligner):
+            await self.release_waiting()
+        # As the guard's: at most every interval, stretched to 30x the last snapshot's cost (its share of
+        # the CPU stays small as the state grows).
+        interval = max(self.settings.snapshot_interval_seconds, 30 * self.snapshot_cost)
+        if (self.dirty or self.unacked) and time.monotonic() - self.last_snapshot >= interval:
+            await self.snapshot()
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self.last_report < 10.0:
+            return
+        self.last_report = now
+        log.info("actors: partitions %s, clean %d, quarantined %d, retracted %d, rejected %d, flags %d, held %d",
+                 sorted(self.partitions), self.counts["clean"], self.counts["quarantined"],
+                 self.counts["retracted"], self.counts["rejected"], self.counts["flags"], self.held_count)
+
+
+def register(app: Any, worker: ActorWorker, settings: Any, topics: Any) -> None:
+    """The actor agent (inputs and points, co-partitioned), its snapshot timer and its lifecycle hooks."""
+    worker.app = app
+    source = app.topic(*topics.inputs, topics.points, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(source, name="actors", concurrency=1)
+    async def actor_agent(stream: Any) -> None:
+        async for events in stream.noack_take(settings.batch_size, within=settings.take_within_seconds):
+            await worker.handle(events)
+
+    @app.task
+    async def actor_tick() -> None:
+        while not app.should_stop:
+            await worker.tick()
+            await asyncio.sleep(0.5)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        app.sensors._sensors.discard(app.monitor)  # noqa: SLF001 - as in streams.agents
+        worker.assigned_partitions({tp.partition for tp in assigned if tp.topic == topics.points})
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        await worker.revoked_partitions({tp.partition for tp in revoked if tp.topic == topics.points})
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app: Any, **kwargs: Any) -> None:
+        await worker.snapshot()
+
+    async def state(web: Any, request: Any) -> Any:
+        ready = worker.assigned and not app.rebalancing
+        return web.json({"ready": ready, "held": worker.held_count, "partitions": sorted(worker.partitions),
+                         "counts": dict(worker.counts)}, status=200 if ready else 503)
+
+    app.page("/healthz", name="healthz")(state)
+    app.page("/readyz", name="readyz")(state)

@@ -1,0 +1,139 @@
+"""The detection worker of the split topology (`SHILLGUARD_ROLE=detect`): one per deployment.
+
+It is the guard (streams.agents) with a detection-only pipeline, reading the accepted stream (every input
+line, forwarded by the actor workers on its input partition's number) instead of the inputs: the same
+event-time alignment, micro-batches, detector processes, idle ticks and snapshots. At each decision point
+it publishes, to every partition of the points topic, that partition's `Point` (detectors.stages): the ids
+of its events observed since the point before, the signals about its entities, the watermark, and how far
+it has read the partition's input (`through`, streams.points). It decides and publishes no outcome.
+
+Restarted from its snapshot it reads the accepted stream again from there and publishes points again, cut
+where its batches now fall; the actor stages decide idempotently (a named event is admitted once, a signal
+applied twice changes nothing), so nothing is decided twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+from detectors.stages import DetectionStage
+from streams.agents import Guard
+from streams.broker import kafka_python_config
+from streams.points import encode_point
+from streams.sinks import drift_finding
+from streams.outcomes import dumps
+
+log = logging.getLogger(__name__)
+
+def kafka_partition(key: str, partitions: int) -> int:
+    """The partition the Java client's default partitioner (and aiokafka's, and `produce`'s) gives a key."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def parse_source(key: bytes) -> tuple[str, int]:
+    """An accepted record's key: the input message it forwards, topic:partition:offset."""
+    topic, _, offset = key.decode().rsplit(":", 2)
+    return topic, int(offset)
+
+
+class DetectionGuard(Guard):
+    decides = False
+
+    def __init__(self, settings: Any, topics: Any, metrics: Any = None, pipeline: Any = None):
+        super().__init__(settings, topics, metrics, pipeline)
+        partitions = settings.partitions
+        self.detection = DetectionStage(self.pipeline, partitions, lambda key: kafka_partition(key, partitions))
+        self.through: dict[int, dict[str, int]] = {}  # accepted partition -> input topic -> next offset read
+        self.delivered: dict[int, dict[str, int]] = {}  # the same, counting what waits in the aligner
+        self.aligner.max_wait = max(self.aligner.max_wait, settings.detect_align_max_wait_seconds)
+        self._ends: dict[tuple[str, int], int] = {}
+        self._ends_at = 0.0
+        self._ends_consumer: Any = None
+        self._end_tps: list[Any] = []
+
+    def input_topics(self) -> tuple[str, ...]:
+        return (self.topics.accepted,)
+
+    # -- an actor partition whose worker is gone is not a quiet one --------------------------------
+    # While an actor partition moves (a worker killed, a rebalance), its lines stop coming without the
+    # accepted partition looking behind. So a partition also lags while its input topics hold more than the
+    # actors have forwarded so far: the aligner then holds the others back (rather than run the watermark
+    # ahead of the partition's events) and idle ticks wait.
+    async def _handle(self, events: list[Any]) -> None:
+        delivered = self.delivered
+        for event in events:
+            message = event.message
+            if message.key:
+                topic, offset = parse_source(message.key)
+                read = delivered.setdefault(message.partition, {})
+                if offset >= read.get(topic, 0):
+                    read[topic] = offset + 1
+        await super()._handle(events)
+
+    def _lagging(self, tp: Any) -> bool:
+        return super()._lagging(tp) or self._input_behind(tp[1])
+
+    def _input_lags(self) -> bool:
+        return super()._input_lags() or any(self._input_behind(p) for p in range(self.settings.partitions))
+
+    def _input_behind(self, partition: int) -> bool:
+        ends = self._input_ends()
+        read = self.delivered.get(partition, {})
+        return any(ends.get((topic, partition), 0) > read.get(topic, 0) for topic in self.topics.inputs)
+
+    def _input_ends(self) -> dict[tuple[str, int], int]:
+        """The input topics' end offsets, asked at most once a second (a blocking call of milliseconds)."""
+        now = time.monotonic()
+        if now - self._ends_at >= 1.0:
+            self._ends_at = now
+            try:
+                if self._ends_consumer is None:
+                    from kafka import KafkaConsumer
+
+                    from streams.reader import partitions_of
+
+                    self._ends_consumer = KafkaConsumer(enable_auto_commit=False, group_id=None,
+                                                        **kafka_python_config(self.settings))
+                    self._end_tps = partitions_of(self._ends_consumer, self.topics.inputs)
+                ends = self._ends_consumer.end_offsets(self._end_tps)
+                self._ends = {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+            except Exception as error:  # noqa: BLE001 - unknown ends hold nothing back
+                log.warning("input end offsets unavailable (%s): not waiting for moving partitions", error)
+                self._ends = {}
+        return self._ends
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        detection = self.detection
+        return {"detection": (detection._source, detection._duplicates, self.through)}  # noqa: SLF001
+
+    def restore_extra(self, extra: dict[str, Any]) -> None:
+        if "detection" in extra:
+            self.detection._source, self.detection._duplicates, self.through = extra["detection"]  # noqa: SLF001
+
+    def _publish(self, step: Any, messages: list[Any] | None = None) -> None:
+        sources: list[int] = []
+        if messages is not None:
+            through = self.through
+            for message in messages:
+                partition = message.partition
+                sources.append(partition)
+                if message.key:
+                    topic, offset = parse_source(message.key)
+                    read = through.setdefault(partition, {})
+                    if offset >= read.get(topic, 0):
+                        read[topic] = offset + 1
+        send, points_topic = self.publisher.add, self.topics.points
+        for split in self.detection.points(step, sources):
+            for partition, point in split.items():
+                send(points_topic, None, encode_point(point, self.through.get(partition, {})),
+                     partition=partition)
+            self.counts["points"] += 1
+            self.counts["signals"] += sum(len(found) for point in split.values() for _, found in point.signals)
+        for report in step.drifts:
+            finding = drift_finding(report)
+            send(self.topics.alerts, finding["finding_info"]["uid"].encode(), dumps(finding), None)
+            self.metrics.drifts.labels(report["detector"]).inc()
