@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from detectors.base import Detector, Signal
 from detectors.decision import DecisionStage, Flag, Outcome
@@ -301,39 +301,10 @@ class Pipeline:
 
     def control(self, records: Iterable[dict]) -> Step:
         """Decisions and signals from outside the stream (the control topic: analysts, the trainer), applied
-        at once, between batches: `{"action": "release"|"confirm"|"escalate", "kind", "id", "reason", "note",
-        "by", "ts"}` or `{"action": "signal", "kind", "id", "detector", "score", "evidence"}` (evidence for
-        that detector on that entity). Records that name no entity or action are skipped."""
+        at once, between batches (`apply_control`)."""
         self._require_finished("control")
         step = Step(watermark=self.watermark)
-        decision = self.decision
-        for record in records:
-            kind, entity_id, action = record.get("kind"), record.get("id"), record.get("action")
-            if not kind or entity_id is None or action not in CONTROL_ACTIONS:
-                continue
-            entity_id = str(entity_id)
-            if action == "signal":
-                try:
-                    score = float(record["score"])
-                except (KeyError, TypeError, ValueError):
-                    continue
-                evidence = record.get("evidence") if isinstance(record.get("evidence"), dict) else {}
-                signal = Signal(kind, entity_id, str(record.get("detector") or "control"), score, evidence)
-                flags, retracted = decision.apply([signal], self.watermark)
-                step.flags.extend(flags)
-                step.outcomes.extend(retracted)
-                continue
-            who = str(record.get("by") or "analyst")
-            reason, note = str(record.get("reason") or ""), str(record.get("note") or "")
-            at = float(record.get("ts") or 0.0)
-            self._learn(kind, entity_id, LABELS.get((action, reason)))
-            if action == "release":
-                flag, given_back = decision.unflag(kind, entity_id, by=who, reason=reason, at=at, note=note)
-                step.outcomes.extend(given_back)
-            else:
-                flag = decision.confirm(kind, entity_id, by=who, reason=reason, at=at, note=note, action=action)
-            if flag is not None:
-                step.flags.append(flag)
+        step.flags, step.outcomes = apply_control(self.decision, records, self.watermark, self._learn)
         return step
 
     def _learn(self, kind: str, entity_id: str, confirmed: bool | None) -> None:
@@ -381,6 +352,46 @@ class Pipeline:
         """Stop offloaded detectors (a pipeline without them needs no closing)."""
         for group in self.offloaded:
             group.close()
+
+
+def apply_control(decision: DecisionStage, records: Iterable[dict], watermark: float,
+                  learn: Callable[[str, str, bool | None], None] | None = None) -> tuple[list[Flag], list[Outcome]]:
+    """Apply control records to a decision stage; return the flags and outcomes they make.
+    `{"action": "release"|"confirm"|"escalate", "kind", "id", "reason", "note", "by", "ts"}` or
+    `{"action": "signal", "kind", "id", "detector", "score", "evidence"}` (evidence for that detector on that
+    entity). Records that name no entity or action are skipped. `learn(kind, id, label)` hears each analyst's
+    label (`LABELS`) before it is applied."""
+    flags: list[Flag] = []
+    outcomes: list[Outcome] = []
+    for record in records:
+        kind, entity_id, action = record.get("kind"), record.get("id"), record.get("action")
+        if not kind or entity_id is None or action not in CONTROL_ACTIONS:
+            continue
+        entity_id = str(entity_id)
+        if action == "signal":
+            try:
+                score = float(record["score"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            evidence = record.get("evidence") if isinstance(record.get("evidence"), dict) else {}
+            signal = Signal(kind, entity_id, str(record.get("detector") or "control"), score, evidence)
+            raised, retracted = decision.apply([signal], watermark)
+            flags.extend(raised)
+            outcomes.extend(retracted)
+            continue
+        who = str(record.get("by") or "analyst")
+        reason, note = str(record.get("reason") or ""), str(record.get("note") or "")
+        at = float(record.get("ts") or 0.0)
+        if learn is not None:
+            learn(kind, entity_id, LABELS.get((action, reason)))
+        if action == "release":
+            flag, given_back = decision.unflag(kind, entity_id, by=who, reason=reason, at=at, note=note)
+            outcomes.extend(given_back)
+        else:
+            flag = decision.confirm(kind, entity_id, by=who, reason=reason, at=at, note=note, action=action)
+        if flag is not None:
+            flags.append(flag)
+    return flags, outcomes
 
 
 def _canonical(signal: Signal) -> tuple:

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable
 from detectors.base import Signal
 from detectors.decision import DecisionStage, Flag, Outcome
 from detectors.events import ACTOR_FIELD, Event, Rejection
+from detectors.pipeline import apply_control
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class Point:
     admitted: list[str] = field(default_factory=list)
     signals: list[tuple[str, list[Signal]]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    control: list[dict] = field(default_factory=list)  # analysts' and the trainer's records (apply_control)
 
 
 class SignalLog:
@@ -136,13 +138,13 @@ class ActorStage:
         carries), and a signal applied twice changes nothing (the stage keeps each detector's highest score)."""
         self.number = max(self.number, point.number)
         decision = self.decision
+        # Control records first, as a pipeline applies them between batches, before the next decision point.
+        flags, outcomes = apply_control(decision, point.control, point.watermark)
         for event_id in point.admitted:
             taken = self._take(event_id)
             if taken is not None:
                 decision.admit(taken[0])
         rejected = [event for event in map(self._take, point.duplicates) if event is not None]
-        flags: list[Flag] = []
-        outcomes: list[Outcome] = []
         for _, signals in point.signals:
             raised, retracted = decision.apply(signals, point.watermark)
             flags.extend(raised)
@@ -173,6 +175,7 @@ class DetectionStage:
         self.partitions = partitions
         self.partition_of = partition_of
         self._source: dict[str, int] = {}  # event id -> the partition it arrived on, until a point names it
+        self._control: dict[int, list[dict]] = {}  # control records for each partition's next point
         self._duplicates: list[tuple[str, int]] = []  # (event id, partition) since the last point
 
     def points(self, step: Any, sources: Iterable[int] = ()) -> list[dict[int, Point]]:
@@ -196,6 +199,9 @@ class DetectionStage:
                 split[partition].duplicates.append(event_id)
             point.duplicates = [event_id for event_id, _ in self._duplicates]
             self._duplicates = []
+            for p, records in self._control.items():
+                split[p].control = records
+            self._control = {}
             for name, signals in point.signals:
                 by_partition: dict[int, list[Signal]] = {}
                 for signal in signals:
@@ -204,6 +210,20 @@ class DetectionStage:
                     split[p].signals.append((name, found))
             out.append(split)
         return out
+
+
+    def route(self, records: Iterable[dict]) -> None:
+        """Control records (analysts' decisions, the trainer's signals) for the partition that owns each
+        entity, carried by its next point: a learning fusion aside (`split_problem`), they act on the
+        entity's flag, which lives there. `cut` makes that point now."""
+        for record in records:
+            if record.get("id") is not None:
+                self._control.setdefault(self.partition_of(str(record["id"])), []).append(record)
+
+    def cut(self) -> None:
+        """A decision point now, at the watermark of the last one: control records must not wait for input."""
+        log = self.pipeline.decision
+        log.release(max(log._watermark, self.pipeline.watermark))  # noqa: SLF001
 
 
 def actor_key(event: Event) -> str:

@@ -220,6 +220,9 @@ class ActorWorker:
                  [("src", src.encode())], partition=self._partition(topics.rejected, number))
             counts["rejected"] += 1
         for outcome in outcomes:
+            if outcome.released_by is not None:  # given back by an analyst's release (a control record)
+                self._give_back(number, outcome, point.watermark)
+                continue
             outcome = self._unpublished(state, outcome)
             if outcome is None:
                 continue
@@ -236,6 +239,21 @@ class ActorWorker:
             send(topics.flags, f"{flag.kind}:{flag.id}".encode(), dumps(flag_record(flag)),
                  [("updated", b"1" if flag.updated else b"0")])
             counts["flags"] += 1
+
+    def _give_back(self, number: int, outcome: Outcome, watermark: float) -> None:
+        """As the guard publishes it: clean again with `released_by` and `reason` headers (a retracted event as
+        a `restored` record on the retracted topic)."""
+        topics = self.topics
+        headers = [("released_by", outcome.released_by.encode()), ("reason", "; ".join(outcome.reasons).encode())]
+        key = actor(outcome.event)[1].encode()
+        if outcome.verdict == "clean":
+            self.publisher.add(topics.clean, key, outcome.payload or to_json(outcome.event), headers,
+                               partition=self._partition(topics.clean, number))
+            self.counts["released"] += 1
+        else:
+            self.publisher.add(topics.retracted, key, dumps(outcome_record(outcome, watermark)), headers,
+                               partition=self._partition(topics.retracted, number))
+            self.counts["restored"] += 1
 
     @staticmethod
     def _unpublished(state: Partition, outcome: Outcome) -> Outcome | None:

@@ -203,6 +203,9 @@ class Guard:
     def input_topics(self) -> tuple[str, ...]:
         return self.topics.inputs
 
+    def apply_control(self, records: list[dict]) -> Step:
+        return self.pipeline.control(records)
+
     def snapshot_extra(self) -> dict[str, Any]:
         """More state for the snapshot (a subclass's); `restore_extra` gets it back."""
         return {}
@@ -511,7 +514,7 @@ class Guard:
             if not records:
                 return
             await self._finish_started()
-            step = await asyncio.get_running_loop().run_in_executor(self.pipeline_thread, self.pipeline.control,
+            step = await asyncio.get_running_loop().run_in_executor(self.pipeline_thread, self.apply_control,
                                                                     records)
             self._publish(step)
             await self.publisher.send()
@@ -695,13 +698,12 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
         if in_flight is not None:
             await in_flight
 
-    if guard.decides:
-        control = app.topic(topics.control, value_serializer="raw", key_serializer="raw")
+    control = app.topic(topics.control, value_serializer="raw", key_serializer="raw")
 
-        @app.agent(control, name="control", concurrency=1)
-        async def control_agent(stream: Any) -> None:
-            async for messages in stream.noack_take(100, within=0.2):
-                await guard.control([event.message for event in messages])
+    @app.agent(control, name="control", concurrency=1)
+    async def control_agent(stream: Any) -> None:
+        async for messages in stream.noack_take(100, within=0.2):
+            await guard.control([event.message for event in messages])
 
     @app.task
     async def guard_tick() -> None:

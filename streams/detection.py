@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
+from detectors.pipeline import Step
 from detectors.stages import DetectionStage
 from streams.agents import Guard
 from streams.broker import kafka_python_config
@@ -106,13 +107,22 @@ class DetectionGuard(Guard):
                 self._ends = {}
         return self._ends
 
+    def apply_control(self, records: list[dict]) -> Any:
+        """Analysts' decisions and the trainer's signals go to the actor partition that owns the entity, on a
+        point made now (detectors.stages.DetectionStage.route)."""
+        self.detection.route(records)
+        self.detection.cut()
+        return Step(watermark=self.pipeline.watermark)
+
     def snapshot_extra(self) -> dict[str, Any]:
         detection = self.detection
-        return {"detection": (detection._source, detection._duplicates, self.through)}  # noqa: SLF001
+        return {"detection": (detection._source, detection._duplicates, detection._control,  # noqa: SLF001
+                              self.through)}
 
     def restore_extra(self, extra: dict[str, Any]) -> None:
         if "detection" in extra:
-            self.detection._source, self.detection._duplicates, self.through = extra["detection"]  # noqa: SLF001
+            detection = self.detection
+            detection._source, detection._duplicates, detection._control, self.through = extra["detection"]  # noqa: SLF001
 
     def _publish(self, step: Any, messages: list[Any] | None = None) -> None:
         sources: list[int] = []

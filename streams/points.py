@@ -18,7 +18,7 @@ from detectors.stages import Point
 def encode_point(point: Point, through: dict[str, int]) -> bytes:
     return orjson.dumps({
         "n": point.number, "watermark": point.watermark, "through": through, "admitted": point.admitted,
-        "duplicates": point.duplicates,
+        "duplicates": point.duplicates, "control": point.control,
         "signals": [[name, [[s.kind, s.id, s.score, s.evidence, list(s.event_ids), s.whole_history]
                             for s in signals]] for name, signals in point.signals]},
         option=orjson.OPT_SERIALIZE_NUMPY)
@@ -29,5 +29,6 @@ def decode_point(value: bytes) -> tuple[Point, dict[str, int]]:
     signals = [(name, [Signal(kind, entity_id, name, score, evidence, tuple(event_ids), whole_history)
                        for kind, entity_id, score, evidence, event_ids, whole_history in found])
                for name, found in record["signals"]]
-    point = Point(record["n"], record["watermark"], record["admitted"], signals, record["duplicates"])
+    point = Point(record["n"], record["watermark"], record["admitted"], signals, record["duplicates"],
+                  record.get("control", []))
     return point, record["through"]

@@ -124,6 +124,22 @@ def test_two_actor_workers_decide_what_replay_decides(broker, split_stream, tmp_
         assert agreement(users(tmp_path / "export"), replayed) >= 0.98
         # Both workers decided: the partitions were split between them.
         assert all(json.loads(actor.get("/readyz")[1])["counts"].get("clean", 0) > 0 for actor in split.actors)
+        # An analyst's release reaches the actor partition that owns the user, through the detection worker:
+        # what the flag took is given back, the user is flagged no more, and nothing else moves.
+        user = sorted(users(tmp_path / "export"))[0]
+        split.detect.cli("quarantine", "release", "--entity", f"user:{user}", "--reason", "false_positive",
+                         "--by", "ana")
+        deadline = time.monotonic() + 120
+        while True:
+            split.detect.cli("export", "--out", str(tmp_path / "released"))
+            after = json.loads((tmp_path / "released" / "summary.json").read_text())
+            if after["counts"].get("released", 0) + after["counts"].get("restored", 0) > 0:
+                break
+            assert time.monotonic() < deadline, split.detect.log()
+            time.sleep(2)
+        assert user not in users(tmp_path / "released")
+        assert users(tmp_path / "released") == users(tmp_path / "export") - {user}
+        check(after, total)
     finally:
         split.stop()
 

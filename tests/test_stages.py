@@ -151,3 +151,35 @@ def test_the_detection_stage_keeps_ticking_while_an_event_waits_for_its_point():
     assert log.held_count > 0
     log.release(10_001.0)
     assert log.held_count == 0 and log.take()[-1].admitted == ["late"]
+
+
+def test_an_analysts_release_reaches_the_partition_that_owns_the_entity():
+    """Control records ride the next point to the entity's partition: a release there gives back what the
+    flag took, as one pipeline's `control` does."""
+    from types import SimpleNamespace
+
+    partitions = 4
+    owner = crc("u3", partitions)
+    log = SignalLog(hold_seconds=10)
+    detection = DetectionStage(SimpleNamespace(decision=log, watermark=0.0), partitions,
+                               lambda key: crc(key, partitions))
+    event = RatingEvent(event_id="e", ts=0.0, user_id="u3", item_id="i", rating=1)
+    actors = {p: ActorStage(DecisionStage(hold_seconds=10)) for p in range(partitions)}
+    actors[owner].hold(event)
+    log.admit(event)
+    log.apply([Signal("user", "u3", "profile", 0.99)], 20.0)
+    log.release(20.0)
+
+    class Step:
+        decoded = [event]
+
+    decided = [actors[p].decide(point) for split in detection.points(Step(), [owner]) for p, point in split.items()]
+    assert [(o.event.event_id, o.verdict) for _, outcomes, _ in decided for o in outcomes] == [("e", "quarantined")]
+    detection.route([{"action": "release", "kind": "user", "id": "u3", "reason": "false_positive", "by": "ana"}])
+    detection.cut()
+    (split,) = detection.points(SimpleNamespace(decoded=[]))
+    assert [p for p, point in split.items() if point.control] == [owner]
+    flags, outcomes, _ = actors[owner].decide(split[owner])
+    assert [(f.id, f.status) for f in flags] == [("u3", "released")]
+    assert [(o.event.event_id, o.verdict, o.released_by) for o in outcomes] == [("e", "clean", "ana")]
+    assert not actors[owner].decision.is_flagged("user", "u3")

