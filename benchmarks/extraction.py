@@ -169,12 +169,12 @@ def _label(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--defence", default="none", choices=["none", "gro"])
-    parser.add_argument("--gro-lambda", type=float, default=0.075)
+    parser.add_argument("--gro-lambda", type=float, default=0.08)
     parser.add_argument("--gro-swaps", type=int, default=3)
     parser.add_argument("--gro-candidates", type=int, default=50)
     parser.add_argument("--gro-warmup", type=int, default=0)
     parser.add_argument("--gro-ramp", type=int, default=0)
-    parser.add_argument("--gro-synthetic", type=float, default=0.0)
+    parser.add_argument("--gro-synthetic", type=float, default=0.5)
     parser.add_argument("--gro-student-lr", type=float, default=None)
     parser.add_argument("--split", default="test", choices=["test", "valid"],
                         help="valid: drop every user's newest event and score the second newest (choose here)")

@@ -7,7 +7,7 @@ import torch
 
 from trainer import gro
 from trainer.checkpoint import CheckpointStore
-from trainer.incremental import Trainer, TrainConfig
+from trainer.incremental import Trainer, TrainConfig, config_from_dict
 from trainer.synthetic import synthetic_events
 
 torch.set_num_threads(1)
@@ -172,3 +172,16 @@ def test_ramp_scales_the_swap_loss_up_over_the_first_joint_epochs(monkeypatch):
     # the ramp is recorded with the other GRO parameters in a version's meta
     from trainer.checkpoint import _defence
     assert _defence(trainer.config)["ramp"] == 2
+
+
+def test_attacker_like_queries_are_the_sasrec_default_and_old_versions_keep_their_own():
+    # Defaults chosen on the validation split (benchmarks/README-trainer.md): lambda 0.08, half the queries
+    # attacker-like for SASRec; BPR-MF's queries are users, so none there.
+    assert TrainConfig(model="sasrec").gro_lambda == 0.08
+    assert TrainConfig(model="sasrec").gro_synthetic == 0.5 and TrainConfig(model="bpr").gro_synthetic == 0.0
+    assert TrainConfig(model="sasrec", gro_synthetic=0.0).gro_synthetic == 0.0
+    # A version saved before the option existed trained without it, and resumes without it.
+    saved = TrainConfig(model="sasrec", defence="gro").to_dict()
+    del saved["gro_synthetic"]
+    assert config_from_dict(saved).gro_synthetic == 0.0
+    assert config_from_dict(TrainConfig(model="sasrec", defence="gro").to_dict()).gro_synthetic == 0.5

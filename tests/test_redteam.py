@@ -146,11 +146,12 @@ def test_attack_extract_command_writes_the_report(tmp_path):
     model_dir = tmp_path / "model"
     runner = CliRunner()
     result = runner.invoke(train, [str(clean), "--out", str(model_dir), "--model", "sasrec", "--epochs", "2",
-                                   "--dim", "8", "--defence", "gro", "--gro-lambda", "0.2", "--holdout-pct", "100",
-                                   "--extraction-budget", "100"])
+                                   "--dim", "8", "--defence", "gro", "--gro-lambda", "0.2", "--gro-synthetic", "0.5",
+                                   "--holdout-pct", "100", "--extraction-budget", "100"])
     assert result.exit_code == 0, result.output
     meta = json.loads((model_dir / "versions" / "v000001.json").read_text())
     assert meta["defence"]["name"] == "gro" and meta["config"]["gro_lambda"] == 0.2
+    assert meta["config"]["gro_synthetic"] == 0.5 and meta["defence"]["synthetic"] == 0.5
     assert 0.0 <= meta["metrics"]["extraction_agreement@10"] <= 1.0
     report_path = tmp_path / "report.json"
     result = runner.invoke(attack, ["extract", str(model_dir), "--queries", "120", "--seq-len", "10",

@@ -126,7 +126,7 @@ def gate_options(fn):
 @click.option("--device", default=None, help="cpu, cuda; default: CUDA when present.")
 @click.option("--defence", type=click.Choice(["none", "gro"]), default=None,
               help="Train a defence against model extraction into the model (GRO, trainer/gro.py).")
-@click.option("--gro-lambda", type=float, default=None, help="Weight of GRO's swap loss (default 0.075).")
+@click.option("--gro-lambda", type=float, default=None, help="Weight of GRO's swap loss (default 0.08).")
 @click.option("--gro-candidates", type=int, default=None,
               help="GRO's swap pool: the target's ranks k+1..this (default 50).")
 @click.option("--gro-warmup", type=int, default=None,
@@ -134,17 +134,20 @@ def gate_options(fn):
 @click.option("--gro-ramp", type=int, default=None,
               help="Joint epochs over which GRO's swap-loss weight rises linearly to --gro-lambda (default 0).")
 @click.option("--gro-student-lr", type=float, default=None, help="GRO's student's learning rate (default --lr).")
+@click.option("--gro-synthetic", type=float, default=None,
+              help="SASRec: share of GRO's queries that are attacker-like synthetic sequences (default 0.5).")
 @click.option("--holdout-pct", type=float, default=None,
               help="Share of users whose newest event is held back for the gates (default 10).")
 @gate_options
 def train(events, model_dir, model, epochs, retractions, from_scratch, dim, lr, batch_size, seed, device,
-          defence, gro_lambda, gro_candidates, gro_warmup, gro_ramp, gro_student_lr, holdout_pct, utility_margin, max_exposure_jump,
+          defence, gro_lambda, gro_candidates, gro_warmup, gro_ramp, gro_student_lr, gro_synthetic, holdout_pct, utility_margin, max_exposure_jump,
           uniformity_margin, flagged, extraction_budget):
     """Learn from the ratings and clicks in EVENTS.jsonl (e.g. a replay's clean.jsonl)."""
     trainer, offsets = _open_trainer(model_dir, model, from_scratch, device, epochs=epochs, dim=dim, lr=lr,
                                      batch_size=batch_size, seed=seed, defence=defence, gro_lambda=gro_lambda,
                                      gro_candidates=gro_candidates, gro_warmup=gro_warmup,
-                                     gro_ramp=gro_ramp, gro_student_lr=gro_student_lr, holdout_pct=holdout_pct)
+                                     gro_ramp=gro_ramp, gro_student_lr=gro_student_lr, gro_synthetic=gro_synthetic,
+                                     holdout_pct=holdout_pct)
     if from_scratch:
         offsets = {}
     store = CheckpointStore(model_dir)

@@ -66,7 +66,7 @@ class TrainConfig:
     # Defence against model extraction (trainer.gro): None or "gro"; the swap loss's weight, the list
     # length the attacker sees, the candidate pool's depth, swaps per list, queries per batch.
     defence: str | None = None
-    gro_lambda: float = 0.075
+    gro_lambda: float = 0.08
     gro_k: int = 10
     gro_candidates: int = 50
     gro_swaps: int = 3
@@ -78,7 +78,9 @@ class TrainConfig:
     gro_student_lr: float | None = None  # the student's Adam step (None: the target's `lr`)
     # Share of GRO's queries that are attacker-like (SASRec): autoregressive synthetic sequences from random
     # items through the target's own top-k, as a data-free extractor asks, rather than training prefixes.
-    gro_synthetic: float = 0.0
+    # None: 0.5 for SASRec (chosen on validation at 30 epochs with lambda 0.08, benchmarks/README-trainer.md),
+    # 0 for BPR-MF (whose queries are users, not sequences).
+    gro_synthetic: float | None = None
     gro_synthetic_len: int = 20
     device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +91,8 @@ class TrainConfig:
         for key, value in DEFAULTS[self.model].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.gro_synthetic is None:
+            self.gro_synthetic = 0.5 if self.model == "sasrec" else 0.0
         if self.defence not in (None, "none", "gro"):
             raise ValueError(f"unknown defence {self.defence!r}; choose gro or none")
         if self.defence == "none":
@@ -443,4 +447,5 @@ def _window_owners(indptr: np.ndarray, max_len: int) -> np.ndarray:
 
 def config_from_dict(values: dict[str, Any], **overrides: Any) -> TrainConfig:
     known = {k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__}
+    known.setdefault("gro_synthetic", 0.0)  # saved before the option existed: those versions trained without it
     return replace(TrainConfig(**known), **overrides)
