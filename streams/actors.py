@@ -39,6 +39,7 @@ from detectors.decision import Outcome
 from detectors.events import Rejection, actor, decode_event, to_json
 from detectors.stages import ActorStage, Point
 from streams import partition_state
+from streams.agents import _faust_tp
 from streams.align import EventTimeAligner, event_time
 from streams.assembly import build_decision
 from streams.broker import kafka_python_config
@@ -83,18 +84,13 @@ class ActorWorker:
         self.assigned = False
         self.restoring: asyncio.Future | None = None  # the restore of newly assigned partitions
         self._publisher: BatchPublisher | None = None
-        self._lock: asyncio.Lock | None = None
+        self.lock = asyncio.Lock()  # binds to the running loop at first use (Python 3.10+)
+        self._same_partitions: dict[str, bool] = {}  # outcome topic -> has the inputs' partition count
         self.last_snapshot = self.last_report = time.monotonic()
         self.snapshot_cost = 0.0
         self.aligner = EventTimeAligner(settings.align_max_wait_seconds, settings.align_max_queued)
         self._highwaters: dict[TP, tuple[float, int | None]] = {}
         self.last_input = time.monotonic()
-
-    @property
-    def lock(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
 
     @property
     def publisher(self) -> BatchPublisher:
@@ -182,9 +178,7 @@ class ActorWorker:
         cached = self._highwaters.get(tp)
         if cached is None or now - cached[0] >= 0.05:
             try:
-                from faust.types import TP as FaustTP
-
-                highwater = self.app.consumer.highwater(FaustTP(*tp))
+                highwater = self.app.consumer.highwater(_faust_tp(tp))
             except Exception:  # noqa: BLE001 - not assigned (any more)
                 highwater = None
             cached = self._highwaters[tp] = (now, highwater)
@@ -205,8 +199,13 @@ class ActorWorker:
             self._publish(number, state, point, flags, outcomes, duplicates)
 
     def _partition(self, topic: str, number: int) -> int | None:
-        partitions = self.publisher.producer.client.cluster.partitions_for_topic(topic)
-        return number if partitions and len(partitions) == self.settings.partitions else None
+        same = self._same_partitions.get(topic)
+        if same is None:  # asked once per topic, not per outcome: partition counts do not change under us
+            partitions = self.publisher.producer.client.cluster.partitions_for_topic(topic)
+            if not partitions:
+                return None  # no metadata yet: by key this once, asked again next time
+            same = self._same_partitions[topic] = len(partitions) == self.settings.partitions
+        return number if same else None
 
     def _publish(self, number: int, state: Partition, point: Point, flags: list, outcomes: list,
                  duplicates: list) -> None:
