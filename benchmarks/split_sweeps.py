@@ -27,7 +27,7 @@ import orjson
 from detectors.events import RecQueryEvent, RatingEvent, decode_event
 from simulator.build import build, plan_attacks
 from simulator.cli import load_base
-from streams.assembly import DETECTORS
+from streams.assembly import detector_class
 
 DAY = 86_400
 
@@ -168,7 +168,7 @@ def run(stream: Stream, names: list[str], verbose: bool = False) -> dict:
     evidence: dict[tuple[str, str], dict] = {}
     cost = {}
     for name in names:
-        detector = DETECTORS[name]()
+        detector = detector_class(name)()
         started = time.process_time()
         for start in range(0, len(events), 2048):
             chunk = events[start:start + 2048]

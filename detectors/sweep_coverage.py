@@ -11,7 +11,8 @@ How, in bounded state:
   was in the tail when first asked for, and a log of sampled occurrences that expire after
   `horizon_seconds`. Sampling by hash keeps overlaps measurable: clients agree on which items are sampled.
 - Demand: ratings, clicks and query seeds, decayed with `demand_half_life`; the catalogue is ranked by it
-  (ties by hash) into `strata` equal strata, the lower half being the tail. An item's age runs from its
+  (ties by hash) into `strata` equal strata, the lower half being the tail. The test's strata rank ratings
+  and clicks alone: query seeds would make candidates' overlaps leave the least-demanded strata. An item's age runs from its
   listing (its first catalogue edit), else from its first event.
 - Screen, from counters kept per query: at least `min_tail_seeds` distinct sampled tail seeds, at least
   `min_tail_share` of the seed occurrences in the tail (padding with popular seeds lowers a sweep's share,
@@ -172,13 +173,15 @@ class SweepCoverageDetector(Detector):
         self.min_qps = min_qps
         self.vector_dim = vector_dim
         self._depths = (strata // 2, strata // 4)  # strata tested: the tail, its lower half
-        self._demand = ItemDemand(demand_half_life, max_items)
+        self._demand = ItemDemand(demand_half_life, max_items)   # ratings, clicks and (query_demand) seeds
+        self._organic = ItemDemand(demand_half_life, max_items)  # ratings and clicks alone: the test's strata
         self._catalog: dict[str, int] = {}   # item -> 64-bit hash, in order of first appearance
         self._listed: dict[str, float] = {}   # item -> when first listed (catalog edit), else first seen
         self._edited: set[str] = set()        # items whose listing was seen
         self._clients: dict[str, _Client] = {}
         self._watch: set[str] = set()         # clients with enough tail seeds to be screened at a search
         self._unranked: list[tuple[str, float]] = []  # (item, ts) of demand not yet in the table
+        self._unranked_organic: list[tuple[str, float]] = []  # the same, ratings and clicks only
         self._demand_events = 0               # ratings, clicks and seeds counted so far
         self._head: set[str] = set()          # the more demanded half of the catalogue at the last ranking
         self._tail_ts = -math.inf             # when it was ranked
@@ -195,7 +198,7 @@ class SweepCoverageDetector(Detector):
         signals: list[Signal] = []
         # Demand is counted in order but added to the table only before the catalogue is ranked (the
         # table gives the same counts however its additions are grouped): one call per batch, not per event.
-        demand = self._unranked
+        demand, organic = self._unranked, self._unranked_organic
         catalog = self._catalog
         queries = [event for event in events if event.type == "rec_query"]
         steps, first_seeds = self._step_distances(queries)
@@ -209,6 +212,7 @@ class SweepCoverageDetector(Detector):
                     catalog = self._catalog  # a new dict when the catalogue was trimmed
                 if kind != "catalog_edit":
                     demand.append((item, event.ts))
+                    organic.append((item, event.ts))
                 elif item not in self._edited:  # an item's age runs from its listing, where there is one
                     self._edited.add(item)
                     self._listed[item] = event.ts
@@ -253,6 +257,8 @@ class SweepCoverageDetector(Detector):
             self._demand_events += len(self._unranked)
             self._demand.add_many(self._unranked)
             self._unranked.clear()
+            self._organic.add_many(self._unranked_organic)
+            self._unranked_organic.clear()
 
     def _refresh_tail(self, ts: float) -> None:
         """Re-rank the catalogue once eight times as many demand events as it has items came since the
@@ -401,19 +407,29 @@ class SweepCoverageDetector(Detector):
 
     # -- strata ---------------------------------------------------------------------------------------
     def _ranked(self, ts: float) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Catalogue ids, their hashes and their stratum (0 = least demanded) by (demand, hash) rank; the
-        upper half is kept as the head until the next ranking."""
+        """Catalogue ids, their hashes and their stratum (0 = least demanded) by organic (demand, hash)
+        rank; the upper half by all demand, query seeds included, is kept as the head until the next
+        ranking."""
         self._count_demand()
         ids = list(self._catalog)
         hashes = np.fromiter(self._catalog.values(), dtype=np.uint64, count=len(ids))
-        counts = self._demand.counts
+        strata, order = self._strata(ids, hashes, self._demand.counts)
+        self._head = {ids[n] for n in order[len(ids) // 2:].tolist()}
+        self._tail_ts, self._tail_events = ts, self._demand_events
+        if self.query_demand:
+            # The test's strata leave query seeds out: two candidates asking for one item would lift it out
+            # of the least-demanded strata, so the strata tested would hold their overlaps less often than
+            # chance (a deficit made by the ranking itself, strongest while demand is sparse).
+            strata, _ = self._strata(ids, hashes, self._organic.counts)
+        return ids, hashes, strata
+
+    def _strata(self, ids: list[str], hashes: np.ndarray,
+                counts: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         demand = np.fromiter((counts.get(i, 0.0) for i in ids), dtype=np.float64, count=len(ids))
         order = np.lexsort((hashes, demand))
         strata = np.empty(len(ids), dtype=np.int64)
         strata[order] = np.arange(len(ids)) * self.strata // max(len(ids), 1)
-        self._head = {ids[n] for n in order[len(ids) // 2:].tolist()}
-        self._tail_ts, self._tail_events = ts, self._demand_events
-        return ids, hashes, strata
+        return strata, order
 
     # -- the search -----------------------------------------------------------------------------------
     def _search(self, now: float) -> list[Signal]:
