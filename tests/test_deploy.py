@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 K8S = ROOT / "k8s"
 SCHEMAS = K8S / "schemas"
-OVERLAYS = ("dev", "prod", "gpu")
+OVERLAYS = ("dev", "prod", "gpu", "split")
+SINGLE_WORKER = ("dev", "prod", "gpu")  # one worker, SHILLGUARD_ROLE=all; `split` runs the two roles instead
 K8S_VERSIONS = ("1.30", "1.37")  # oldest and newest Kubernetes minor the manifests are checked against
 BIN = Path(sys.executable).parent
 ENV_NAME = re.compile(r"\bSHILLGUARD_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*\*)")
@@ -171,8 +172,10 @@ def broken_custom_resources() -> list[dict]:
     monitor["spec"]["endpoints"][0]["intervall"] = "15s"
     pool = copy.deepcopy(find("prod", "KafkaNodePool", "dual-role"))
     pool["spec"]["roles"] = ["zookeeper"]
+    authentication = copy.deepcopy(find("split", "TriggerAuthentication", "shillguard-actors-kafka"))
+    del authentication["spec"]["secretTargetRef"][0]["key"]
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
-    return [topic, scaler, monitor, pool, unknown]
+    return [topic, scaler, monitor, pool, authentication, unknown]
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +185,8 @@ def custom_resource_report(crd_validator, tmp_path_factory) -> tuple[int, list[s
     entries = [{"source": f"overlays/{overlay}", "object": doc} for overlay, doc in all_rendered()
                if not is_builtin(doc)]
     assert {e["object"]["kind"] for e in entries} == {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser",
-                                                      "ServiceMonitor", "PrometheusRule", "ScaledObject"}
+                                                      "ServiceMonitor", "PrometheusRule", "ScaledObject",
+                                                      "TriggerAuthentication"}
     entries += [{"source": "broken", "object": o} for o in broken_custom_resources()]
     path = tmp_path_factory.mktemp("crd") / "objects.json"
     path.write_text(json.dumps(entries))
@@ -205,7 +209,10 @@ def test_crd_schemas_reject_broken_custom_resources(custom_resource_report):
                      "and '\"maxReplicas\"'",
                      "ServiceMonitor/shillguard-worker: TS2353: Object literal may only specify known properties, "
                      "and '\"intervall\"'",
-                     "KafkaNodePool/dual-role: data/spec/roles/0", "Widget/w: no schema for example.com/v1 Widget"):
+                     "KafkaNodePool/dual-role: data/spec/roles/0",
+                     "TriggerAuthentication/shillguard-actors-kafka: data/spec/secretTargetRef/0 must have required "
+                     "property key",
+                     "Widget/w: no schema for example.com/v1 Widget"):
         assert f"broken: {expected}" in output, output
 
 
@@ -284,12 +291,14 @@ def test_the_settings_passed_parse(monkeypatch):
         settings = _settings_with(monkeypatch, data)
         for name, value in data.items():
             field = name.removeprefix("SHILLGUARD_").lower()
-            assert str(getattr(settings, field)) == str(value) or getattr(settings, field) == type(
-                getattr(settings, field))(value), (overlay, name)
-        worker = find(overlay, "StatefulSet", "shillguard-worker")
-        assert str(settings.state_dir) == _mount_of(worker, "state")
-        assert str(settings.broker_ssl_cafile.parent) == _mount_of(worker, "kafka-ca")
-        assert settings.web_host == "0.0.0.0" and settings.broker_security_protocol == "SASL_SSL"
+            parsed = getattr(settings, field)
+            assert str(parsed) == str(value) or parsed == type(parsed)(value) or (
+                isinstance(parsed, bool) and str(parsed).lower() == value), (overlay, name)
+        for worker in workers(overlay):
+            settings = _settings_with(monkeypatch, worker_environment(overlay, worker))
+            assert str(settings.state_dir) == _mount_of(worker, "state")
+            assert str(settings.broker_ssl_cafile.parent) == _mount_of(worker, "kafka-ca")
+            assert settings.web_host == "0.0.0.0" and settings.broker_security_protocol == "SASL_SSL"
     environment = {k: _interpolate(v) for k, v in compose()["services"]["worker"]["environment"].items()}
     settings = _settings_with(monkeypatch, environment)
     assert settings.broker == "kafka://kafka:9092" and settings.db.get_secret_value().startswith("postgresql://")
@@ -315,6 +324,23 @@ def _interpolate(value: Any) -> str:
 def _containers(doc: dict) -> list[dict]:
     spec = doc.get("spec", {}).get("template", {}).get("spec", {})
     return spec.get("containers", []) + spec.get("initContainers", [])
+
+
+def workers(overlay: str) -> list[dict]:
+    """The StatefulSets that run `shillguard up`: the worker, or the split's detection and actor workers."""
+    found = [doc for doc in render(overlay) if doc["kind"] == "StatefulSet"
+             and _containers(doc)[0].get("args", [])[:1] == ["up"]]
+    assert found, overlay
+    return found
+
+
+def worker_environment(overlay: str, worker: dict) -> dict[str, str]:
+    """A worker container's SHILLGUARD_ settings: the ConfigMap's, then its own literal `env` over them."""
+    (container,) = _containers(worker)
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        environment |= find(overlay, "ConfigMap", source["configMapRef"]["name"])["data"]
+    return environment | {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 def _mount_of(doc: dict, volume: str) -> str:
@@ -533,24 +559,114 @@ def test_gpu_overlay_runs_the_trainer_on_a_gpu():
 # --- the worker on Kubernetes -----------------------------------------------------------------------------
 
 def test_worker_stays_a_single_replica_with_probes_on_its_web_port():
-    for overlay in OVERLAYS:
+    for overlay in SINGLE_WORKER:
         worker = find(overlay, "StatefulSet", "shillguard-worker")
-        # README-streaming.md, "Scaling": one worker per state directory and consumer group, for now.
+        # README-streaming.md, "Scaling": ROLE=all keeps global state, so one worker (its own consumer group).
         assert worker["spec"]["replicas"] == 1
         scaler = find(overlay, "ScaledObject", "shillguard-worker")["spec"]
         assert scaler["scaleTargetRef"]["name"] == "shillguard-worker"
         assert scaler["minReplicaCount"] == scaler["maxReplicaCount"] == 1
-        (container,) = _containers(worker)
-        port = int(find(overlay, "ConfigMap", "shillguard-config")["data"]["SHILLGUARD_WEB_PORT"])
-        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port}
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        _check_worker_pod(overlay, worker)
         service = find(overlay, "Service", worker["spec"]["serviceName"])
         monitor = find(overlay, "ServiceMonitor", "shillguard-worker")["spec"]
         assert monitor["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
         assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         assert find(overlay, "PodDisruptionBudget", "shillguard-worker")
+
+
+def _check_worker_pod(overlay: str, worker: dict) -> None:
+    """The web port, the probes and the read-only root filesystem every worker has."""
+    (container,) = _containers(worker)
+    port = int(find(overlay, "ConfigMap", "shillguard-config")["data"]["SHILLGUARD_WEB_PORT"])
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert find(overlay, "Service", worker["spec"]["serviceName"])
+    assert find(overlay, "PodDisruptionBudget", worker["metadata"]["name"])
+
+
+# --- the split topology on Kubernetes (overlays/split) --------------------------------------------------
+
+INPUT_TOPICS = ("topic_ratings", "topic_clicks", "topic_catalog", "topic_queries")
+
+
+def test_split_overlay_runs_the_two_roles_instead_of_the_worker():
+    kinds_named = {(doc["kind"], doc["metadata"]["name"]) for doc in render("split")}
+    for kind in ("StatefulSet", "Service", "PodDisruptionBudget", "ScaledObject"):
+        assert (kind, "shillguard-worker") not in kinds_named, kind  # ROLE=all beside the split: two deciders
+    roles = {worker["metadata"]["name"]: worker_environment("split", worker).get("SHILLGUARD_ROLE")
+             for worker in workers("split")}
+    assert roles == {"shillguard-detect": "detect", "shillguard-actors": "actors"}
+    images = {c["image"] for doc in render("split") for c in _containers(doc)
+              if c["image"].rpartition(":")[0].endswith("shillguard")}
+    assert images == {find("prod", "StatefulSet", "shillguard-worker")["spec"]["template"]["spec"]
+                      ["containers"][0]["image"]}, "one image, prod's, for the workers and the trainer"
+    for worker in workers("split"):
+        _check_worker_pod("split", worker)
+    # Prometheus scrapes the detection worker under the job the shared alert rules select.
+    monitor = find("split", "ServiceMonitor", "shillguard-worker")["spec"]
+    service = find("split", "Service", find("split", "StatefulSet", "shillguard-detect")["spec"]["serviceName"])
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    job = re.search(r'up\{job="([^"]+)"\}', (DOCKER / "prometheus" / "alerts.yml").read_text()).group(1)
+    assert {"targetLabel": "job", "replacement": job} in monitor["endpoints"][0]["relabelings"]
+
+
+def test_split_detection_worker_stays_one():
+    """One detection worker sees the whole stream (README-streaming.md, "Scaling"): one replica, and no
+    ScaledObject may change that; its state (snapshot, incarnation) on a volume."""
+    detect = find("split", "StatefulSet", "shillguard-detect")
+    assert detect["spec"]["replicas"] == 1
+    targets = [doc["spec"]["scaleTargetRef"] for doc in render("split") if doc["kind"] == "ScaledObject"]
+    assert targets and all(t["name"] != "shillguard-detect" for t in targets), targets
+    assert [t["metadata"]["name"] for t in detect["spec"]["volumeClaimTemplates"]] == ["state"]
+
+
+def test_split_actors_scale_up_to_the_partition_count():
+    from streams.settings import Settings
+
+    settings = Settings()
+    inputs = {getattr(settings, field) for field in INPUT_TOPICS}
+    declared = {doc["spec"]["partitions"] for doc in render("split")
+                if doc["kind"] == "KafkaTopic" and doc["metadata"]["name"] in inputs}
+    (partitions,) = declared
+    assert partitions > 1
+    assert int(find("split", "ConfigMap", "shillguard-config")["data"]["SHILLGUARD_PARTITIONS"]) == partitions
+    scaler = find("split", "ScaledObject", "shillguard-actors")["spec"]
+    assert scaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "shillguard-actors"}
+    assert scaler["minReplicaCount"] == 1 and scaler["maxReplicaCount"] == partitions
+    # Each actor worker's state directory is a cache (its partitions' state is on the state topic).
+    actors = find("split", "StatefulSet", "shillguard-actors")
+    assert "volumeClaimTemplates" not in actors["spec"]
+    state = next(v for v in actors["spec"]["template"]["spec"]["volumes"] if v["name"] == "state")
+    assert "emptyDir" in state
+
+
+def test_split_roles_share_one_app_id_and_broker(monkeypatch):
+    """The actor workers are one consumer group, `<app_id>-actors` (streams/service.py), and the detection
+    worker reads what they forward: the same app id and broker for both, and the group KEDA watches is
+    theirs, on the same brokers."""
+    from detectors.stages import split_problem
+    from streams.assembly import build_decision
+
+    detect, actors = (_settings_with(monkeypatch, worker_environment(
+        "split", find("split", "StatefulSet", name))) for name in ("shillguard-detect", "shillguard-actors"))
+    assert (detect.role, actors.role) == ("detect", "actors")
+    for field in ("app_id", "broker", "broker_sasl_username", "partitions", "state_key"):
+        assert getattr(detect, field) == getattr(actors, field), field
+    assert split_problem(build_decision(actors)) is None  # else an actor worker refuses to start
+    trigger = find("split", "ScaledObject", "shillguard-actors")["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == f"{actors.app_id}-actors"
+    host, _, port = actors.broker.removeprefix("kafka://").partition(":")
+    namespace = find("split", "StatefulSet", "shillguard-actors")["metadata"]["namespace"]
+    assert trigger["metadata"]["bootstrapServers"] == f"{host}.{namespace}.svc:{port}"
+    authentication = find("split", "TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
+    (username,) = authentication["configMapTargetRef"]
+    assert find("split", "ConfigMap", username["name"])["data"][username["key"]] == actors.broker_sasl_username
+    password = next(r for r in authentication["secretTargetRef"] if r["parameter"] == "password")
+    (container,) = _containers(find("split", "StatefulSet", "shillguard-actors"))
+    assert {"name": password["name"], "key": password["key"]} == next(
+        e for e in container["env"] if e["name"] == "SHILLGUARD_BROKER_SASL_PASSWORD")["valueFrom"]["secretKeyRef"]
 
 
 # --- alerts and dashboard -------------------------------------------------------------------------------
