@@ -37,7 +37,8 @@ class Producer:
     def __init__(self, partitions: int):
         self.pending: list[asyncio.Future] = []
         self.auto = False
-        self.client = SimpleNamespace(cluster=SimpleNamespace(partitions_for_topic=lambda topic: set(range(partitions))))
+        cluster = SimpleNamespace(partitions_for_topic=lambda topic: set(range(partitions)))
+        self.client = SimpleNamespace(cluster=cluster)
 
     def create_batch(self):
         return Batch()
