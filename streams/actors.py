@@ -49,6 +49,7 @@ from streams.points import decode_point
 from streams.publisher import BatchPublisher
 from streams.reader import end_offsets, header, read, source_id
 from streams.state import snapshot_key
+from streams.web import register_metrics
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -91,11 +92,18 @@ class ActorWorker:
         self.aligner = EventTimeAligner(settings.align_max_wait_seconds, settings.align_max_queued)
         self._highwaters: dict[TP, tuple[float, int | None]] = {}
         self.last_input = time.monotonic()
+        self.watermark = 0.0  # of the last point decided
+        # partition -> event id -> produce time, for the latency histogram (held events only; not pickled:
+        # events restored from a snapshot leave unmeasured, as the guard's do after a restart)
+        self.produced_at: dict[int, dict[str, float]] = {}
+        self._forced = 0  # the aligner's forced releases already counted
 
     @property
     def publisher(self) -> BatchPublisher:
         if self._publisher is None:
-            self._publisher = BatchPublisher(self.app.producer._ensure_producer())  # noqa: SLF001
+            # Outcomes and dead letters counted as the broker acknowledges them, as the guard counts its own.
+            self._publisher = BatchPublisher(self.app.producer._ensure_producer(),  # noqa: SLF001
+                                             on_acked=self.metrics.count_acknowledged(self.topics))
         return self._publisher
 
     @property
@@ -112,8 +120,10 @@ class ActorWorker:
         if self.restoring is not None:
             await self.restoring
         async with self.lock:
+            started = time.perf_counter()
             points_topic, partitions, aligner = self.topics.points, self.partitions, self.aligner
             touched: set[int] = set()
+            in_counts: Counter[str] = Counter()  # input messages only: points are no input to count
             for event in events:
                 message = event.message
                 number, offset = message.partition, message.offset
@@ -127,16 +137,24 @@ class ActorWorker:
                         state.points.append(decode_point(message.value))
                         touched.add(number)
                     continue
+                in_counts[message.topic] += 1
                 if offset < state.positions.get(message.topic, 0):
                     self.unacked.append(message)
+                    self.metrics.skipped.inc()
                     continue  # covered by the snapshot this partition was restored from
                 aligner.add((message.topic, number), offset, event_time(message.value), message)
+            for topic, n in in_counts.items():
+                self.metrics.events_in.labels(topic).inc(n)
             self.last_input = time.monotonic()
             touched |= self._forward(aligner.release(self._lagging, self.last_input))
             for number in touched:
                 self._decide(number)
             self.dirty |= touched
             await self.publisher.send()
+            spent = time.perf_counter() - started
+            self.metrics.batch_seconds.observe(spent)
+            self.metrics.busy_seconds.inc(spent)
+            self.metrics.batch_size.observe(len(events))
         self._report()
 
     def _forward(self, messages: list[Any]) -> set[int]:
@@ -158,6 +176,7 @@ class ActorWorker:
             if type(decoded) is Rejection:
                 if src in state.rejected:
                     state.rejected.discard(src)
+                    self.metrics.suppressed.labels("rejected").inc()
                 else:
                     key = decoded.event_id.encode() if decoded.event_id else None
                     send(rejected, key, dumps(rejection_record(decoded)), [("src", src.encode())],
@@ -165,6 +184,8 @@ class ActorWorker:
                     self.counts["rejected"] += 1
             else:
                 state.stage.hold(decoded, src)
+                if message.timestamp:
+                    self.produced_at.setdefault(number, {}).setdefault(decoded.event_id, message.timestamp)
             # Every line, the rejected too: the detection stage counts lines to place its decision points.
             if src in state.forwarded:
                 state.forwarded.discard(src)
@@ -196,6 +217,7 @@ class ActorWorker:
                 return  # this worker has not read the partition's input that far yet (it just took it over)
             queue.popleft()
             flags, outcomes, duplicates = state.stage.decide(point)
+            self.watermark = max(self.watermark, point.watermark)
             self._publish(number, state, point, flags, outcomes, duplicates)
 
     def _partition(self, topic: str, number: int) -> int | None:
@@ -209,10 +231,12 @@ class ActorWorker:
 
     def _publish(self, number: int, state: Partition, point: Point, flags: list, outcomes: list,
                  duplicates: list) -> None:
-        topics, send, counts = self.topics, self.publisher.add, self.counts
+        topics, send, counts, metrics = self.topics, self.publisher.add, self.counts, self.metrics
+        produced_at, now = self.produced_at.get(number, {}), time.time()
         for event, src in duplicates:
             if src in state.rejected:
                 state.rejected.discard(src)
+                metrics.suppressed.labels("rejected").inc()
                 continue
             rejection = Rejection(to_json(event), "duplicate_event_id: already seen", event.event_id)
             send(topics.rejected, event.event_id.encode(), dumps(rejection_record(rejection)),
@@ -222,9 +246,13 @@ class ActorWorker:
             if outcome.released_by is not None:  # given back by an analyst's release (a control record)
                 self._give_back(number, outcome, point.watermark)
                 continue
-            outcome = self._unpublished(state, outcome)
-            if outcome is None:
-                continue
+            decided = self._unpublished(state, outcome)
+            if decided is not outcome:  # an earlier owner published it (or released it: now a retraction)
+                metrics.suppressed.labels(outcome.verdict).inc()
+                if decided is None:
+                    produced_at.pop(outcome.event.event_id, None)
+                    continue
+            outcome = decided
             verdict = outcome.verdict
             key = actor(outcome.event)[1].encode()
             if verdict == "clean":
@@ -234,10 +262,16 @@ class ActorWorker:
                 value = dumps(outcome_record(outcome, point.watermark))
             send(topic, key, value, None, partition=self._partition(topic, number))
             counts[verdict] += 1
+            produced = produced_at.pop(outcome.event.event_id, None)
+            if produced and verdict != "retracted":  # produce to first outcome, as the guard measures it
+                metrics.outcome_latency.observe(now - produced)
         for flag in flags:
             send(topics.flags, f"{flag.kind}:{flag.id}".encode(), dumps(flag_record(flag)),
                  [("updated", b"1" if flag.updated else b"0")])
+            metrics.flags.labels(flag.kind, str(flag.updated).lower()).inc()
             counts["flags"] += 1
+        for event, _ in duplicates:  # its produce time, unless the original is still held (one sample less)
+            produced_at.pop(event.event_id, None)
 
     def _give_back(self, number: int, outcome: Outcome, watermark: float) -> None:
         """As the guard publishes it: clean again with `released_by` and `reason` headers (a retracted event as
@@ -315,18 +349,23 @@ class ActorWorker:
         async with self.lock:
             gone = numbers & set(self.partitions)
             # Input waiting in the aligner was not acknowledged: the partitions' next owner reads it again.
+            self._count_forced()
             self.aligner = EventTimeAligner(self.settings.align_max_wait_seconds, self.settings.align_max_queued)
+            self._forced = 0
             if gone:
                 self.dirty |= gone  # their last word, even unchanged: the new owner reads from it
                 await self._snapshot(gone)
                 for number in gone:
                     del self.partitions[number]
+                self._forget(gone)
 
     def assigned_partitions(self, numbers: set[int]) -> None:
         """Restore newly assigned partitions from the state topic, in a task of its own: the rebalance
         callback must return within the group's timeouts; `handle` waits for the restore."""
+        stale = (set(self.partitions) | set(self.produced_at)) - numbers
         for number in set(self.partitions) - numbers:  # not revoked first (a stopped member's)
             del self.partitions[number]
+        self._forget(stale)
         self.aligner.track((topic, number) for topic in self.topics.inputs for number in numbers)
         self.restoring = asyncio.ensure_future(self._restore_assigned(sorted(numbers - set(self.partitions))))
 
@@ -408,6 +447,45 @@ class ActorWorker:
         if (self.dirty or self.unacked) and time.monotonic() - self.last_snapshot >= interval:
             await self.snapshot()
 
+    # -- metrics (served on /metrics, streams.web) ----------------------------------------------
+    def update_gauges(self) -> None:
+        """The gauges of what this worker holds now: its input partitions' lag, held events, readiness."""
+        metrics = self.metrics
+        metrics.held.set(self.held_count)
+        metrics.aligned.set(len(self.aligner))
+        metrics.watermark.set(self.watermark)
+        metrics.ready.set(1 if self.assigned and not (self.app is not None and self.app.rebalancing) else 0)
+        self._count_forced()
+        consumer = getattr(self.app, "consumer", None) if self.app is not None else None
+        if consumer is None:
+            return
+        for number, state in list(self.partitions.items()):
+            for topic in self.topics.inputs:
+                try:
+                    highwater = consumer.highwater(_faust_tp((topic, number)))
+                except Exception:  # noqa: BLE001 - not assigned (any more), not started
+                    continue
+                if highwater is not None:
+                    lag = max(highwater - state.positions.get(topic, 0), 0)
+                    metrics.consumer_lag.labels(topic, str(number)).set(lag)
+
+    def _count_forced(self) -> None:
+        forced = self.aligner.forced - self._forced
+        if forced > 0:
+            self.metrics.align_forced.inc(forced)
+            self._forced = self.aligner.forced
+
+    def _forget(self, numbers: set[int]) -> None:
+        """Partitions this worker no longer holds: their lag is the next owner's to report (summed over
+        pods, a series left here would count it twice), their held events its to measure."""
+        for number in numbers:
+            self.produced_at.pop(number, None)
+            for topic in self.topics.inputs:
+                try:
+                    self.metrics.consumer_lag.remove(topic, str(number))
+                except KeyError:
+                    pass
+
     def _report(self) -> None:
         now = time.monotonic()
         if now - self.last_report < 10.0:
@@ -432,6 +510,7 @@ def register(app: Any, worker: ActorWorker, settings: Any, topics: Any) -> None:
     async def actor_tick() -> None:
         while not app.should_stop:
             await worker.tick()
+            worker.update_gauges()
             await asyncio.sleep(0.5)
 
     @app.on_partitions_assigned.connect
@@ -454,3 +533,6 @@ def register(app: Any, worker: ActorWorker, settings: Any, topics: Any) -> None:
 
     app.page("/healthz", name="healthz")(state)
     app.page("/readyz", name="readyz")(state)
+    # The metrics the single worker exports, for what an actor worker does (decode, dead letters, outcomes,
+    # flags, its partitions' lag and snapshots): Prometheus sums them over the pods.
+    register_metrics(app, worker.metrics, worker.update_gauges)

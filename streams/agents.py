@@ -286,8 +286,9 @@ class Guard:
                     self.metrics.skipped.inc()
                     continue
                 aligner.add(tp, message.offset, event_time(message.value), message)
-            for topic, n in in_counts.items():
-                self.metrics.events_in.labels(topic).inc(n)
+            if self.decides:  # the split's detection worker reads internal.accepted: lines the actor
+                for topic, n in in_counts.items():  # workers count as their input (sums over pods stay right)
+                    self.metrics.events_in.labels(topic).inc(n)
             self.since_snapshot += len(events)
             self.last_input = time.monotonic()
             await self._process(aligner.release(self._lagging, self.last_input))
@@ -468,15 +469,8 @@ class Guard:
     @property
     def publisher(self) -> BatchPublisher:
         if self._publisher is None:
-            outcome_of = {self.topics.clean: "clean", self.topics.quarantined: "quarantined",
-                          self.topics.retracted: "retracted", self.topics.rejected: "rejected"}
-            events_out = self.metrics.events_out
-
-            def acked(topic: str, count: int) -> None:
-                outcome = outcome_of.get(topic)
-                if outcome is not None:
-                    events_out.labels(outcome).inc(count)
-
+            # The split's detection worker publishes no outcomes: the actor workers count theirs.
+            acked = self.metrics.count_acknowledged(self.topics) if self.decides else None
             self._publisher = BatchPublisher(self.app.producer._ensure_producer(), on_acked=acked)  # noqa: SLF001
             self._publisher.offsets.update(self.output_offsets)
         return self._publisher

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
@@ -69,3 +71,18 @@ class Metrics:
                                     registry=registry)
         self.store_rows = Counter("shillguard_quarantine_store_rows", "Rows newly written to the quarantine store",
                                   registry=registry)
+
+    def count_acknowledged(self, topics: Any) -> Callable[[str, int], None]:
+        """A BatchPublisher's `on_acked`: records the broker stored on an outcome topic, by outcome (an
+        analyst's release counts as clean, a restoration as retracted: the topic they are on). One mapping
+        for the single worker and the split's actor workers, so the dashboards sum them alike."""
+        outcome_of = {topics.clean: "clean", topics.quarantined: "quarantined", topics.retracted: "retracted",
+                      topics.rejected: "rejected"}
+        events_out = self.events_out
+
+        def acked(topic: str, count: int) -> None:
+            outcome = outcome_of.get(topic)
+            if outcome is not None:
+                events_out.labels(outcome).inc(count)
+
+        return acked

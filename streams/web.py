@@ -3,7 +3,7 @@ assigned), /metrics (Prometheus), and the analyst console and its API (streams.c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,10 +21,7 @@ def register(app: Any, guard: Any, store: Any = None, settings: Any = None) -> N
                 "rebalancing": bool(app.rebalancing), "held": guard.pipeline.decision.held_count}
         return web.json(body, status=200 if ready else 503)
 
-    @app.page("/metrics", name="metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        guard._update_gauges()  # noqa: SLF001 - fresh lag and hold figures on every scrape
-        return web.bytes(generate_latest(guard.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+    register_metrics(app, guard.metrics, guard._update_gauges)  # noqa: SLF001
 
     if store is None:
         return
@@ -40,6 +37,15 @@ def register(app: Any, guard: Any, store: Any = None, settings: Any = None) -> N
                       organic=guard.activity.raters,
                       secure_cookies=bool(settings is not None and settings.console_secure_cookies))
     register_console(app.web.web_app, console)
+
+
+def register_metrics(app: Any, metrics: Any, refresh: Callable[[], None]) -> None:
+    """/metrics: the worker's registry (streams.metrics), gauges refreshed first (fresh lag and hold figures on
+    every scrape). Every role serves it: the single worker, the split's detection and actor workers."""
+    @app.page("/metrics", name="metrics")
+    async def page(web: Any, request: Any) -> Any:
+        refresh()
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
 def worker_health(guard: Any) -> dict[str, Any]:

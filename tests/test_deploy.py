@@ -604,12 +604,27 @@ def test_split_overlay_runs_the_two_roles_instead_of_the_worker():
                       ["containers"][0]["image"]}, "one image, prod's, for the workers and the trainer"
     for worker in workers("split"):
         _check_worker_pod("split", worker)
-    # Prometheus scrapes the detection worker under the job the shared alert rules select.
+    # Prometheus scrapes both roles (the actor workers count the outcomes) under the job the shared alert
+    # rules select, and nothing else: the selector picks exactly the two workers' Services.
     monitor = find("split", "ServiceMonitor", "shillguard-worker")["spec"]
-    service = find("split", "Service", find("split", "StatefulSet", "shillguard-detect")["spec"]["serviceName"])
-    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    selected = [doc["metadata"]["name"] for doc in render("split")
+                if doc["kind"] == "Service" and _selects(monitor["selector"], doc["metadata"].get("labels", {}))]
+    assert sorted(selected) == sorted(worker["spec"]["serviceName"] for worker in workers("split"))
+    for name in selected:
+        assert monitor["endpoints"][0]["port"] in {p["name"] for p in find("split", "Service", name)["spec"]["ports"]}
     job = re.search(r'up\{job="([^"]+)"\}', (DOCKER / "prometheus" / "alerts.yml").read_text()).group(1)
     assert {"targetLabel": "job", "replacement": job} in monitor["endpoints"][0]["relabelings"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against an object's labels."""
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        return False  # an empty selector would select every Service: not what any overlay means
+    ops = {"In": lambda key, values: labels.get(key) in values,
+           "NotIn": lambda key, values: labels.get(key) not in values,
+           "Exists": lambda key, values: key in labels, "DoesNotExist": lambda key, values: key not in labels}
+    return (selector.get("matchLabels", {}).items() <= labels.items()
+            and all(ops[e["operator"]](e["key"], e.get("values", [])) for e in selector.get("matchExpressions", [])))
 
 
 def test_split_detection_worker_stays_one():

@@ -74,6 +74,11 @@ class Split:
                 total += counts.get("clean", 0) + counts.get("quarantined", 0) + counts.get("rejected", 0)
         return total
 
+    def metric(self, name: str, **labels: str) -> float:
+        """Summed over every running worker, detection included, as Prometheus sums over the pods."""
+        return sum(service.metric(name, **labels) for service in (self.detect, *self.actors)
+                   if service.process is not None and service.process.poll() is None)
+
     def export(self, out: Path, expected: int, timeout: float = 300) -> dict:
         deadline = time.monotonic() + timeout
         while True:
@@ -109,6 +114,40 @@ def check(summary: dict, total: int) -> None:
     assert summary["counts"]["rejected"] == 3  # two malformed lines and the duplicate
 
 
+def check_metrics(split: Split, out: Path, total: int, timeout: float = 60) -> None:
+    """The workers' /metrics, summed over them, count what the topics hold: one outcome per input line,
+    the dead letters, the retractions (those can still come as flags arrive: compared with a fresh export),
+    the input once (the detection worker counts neither outcomes nor the accepted lines)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        summary = split.export(out, total)
+        counts = summary["counts"]
+        # Records per topic (summary.json's clean is net of retractions); an analyst's release is on clean
+        # and a restoration on retracted, as the single worker counts them.
+        expected = {"clean": counts["clean"] + counts["retracted"] - counts["restored"] + counts["released"],
+                    "quarantined": counts["quarantined"], "rejected": counts["rejected"],
+                    "retracted": counts["retracted"] + 2 * counts["restored"]}
+        found = {outcome: split.metric("shillguard_events_out_total", outcome=outcome) for outcome in expected}
+        if found == expected or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert found == expected, (found, summary)
+    assert split.detect.metric("shillguard_events_out_total") == 0
+    # one per line, and one per analyst's release of a quarantined event (on clean)
+    assert sum(found[o] for o in ("clean", "quarantined", "rejected")) == \
+        total + counts["released"] - counts["restored"]
+    # Every line counted in once (more only if a partition moved mid-stream and was read again): the
+    # detection worker's reading of internal.accepted would double it.
+    assert total <= split.metric("shillguard_events_in_total") < 2 * total
+    assert split.detect.metric("shillguard_events_in_total") == 0
+    assert split.metric("shillguard_flags_total") > 0 and split.metric("shillguard_snapshot_seconds_count") > 0
+    # Each input partition's lag is reported by the one worker that holds it, and none is left.
+    lag = [line.split(" ")[0] for actor in split.actors if actor.process is not None and actor.process.poll() is None
+           for line in actor.get("/metrics")[1].splitlines() if line.startswith("shillguard_consumer_lag{")]
+    assert len(lag) == len(set(lag)) == len(TOPICS[:4]) * int(SETTINGS["SHILLGUARD_PARTITIONS"]), lag
+    assert split.metric("shillguard_consumer_lag") == 0
+
+
 def test_two_actor_workers_decide_what_replay_decides(broker, split_stream, tmp_path):  # noqa: F811
     split = Split(broker, tmp_path, actors=2)
     try:
@@ -122,6 +161,7 @@ def test_two_actor_workers_decide_what_replay_decides(broker, split_stream, tmp_
         replayed = users(split_stream.parent / "replay")
         assert len(replayed) >= 10  # the comparison means something
         assert agreement(users(tmp_path / "export"), replayed) >= 0.98
+        check_metrics(split, tmp_path / "metrics", total)
         # Both workers decided: the partitions were split between them.
         assert all(json.loads(actor.get("/readyz")[1])["counts"].get("clean", 0) > 0 for actor in split.actors)
         # An analyst's release reaches the actor partition that owns the user, through the detection worker:
@@ -140,6 +180,7 @@ def test_two_actor_workers_decide_what_replay_decides(broker, split_stream, tmp_
         assert user not in users(tmp_path / "released")
         assert users(tmp_path / "released") == users(tmp_path / "export") - {user}
         check(after, total)
+        check_metrics(split, tmp_path / "released-metrics", total)  # what the release gave back counted too
     finally:
         split.stop()
 
