@@ -408,6 +408,9 @@ def _log_choose(n: int, k: int) -> float:
     return float(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1))
 
 
+SEED_CHUNK = 256  # seed columns per sparse product in `promising_seeds`
+
+
 def promising_seeds(graph: BlockGraph, cols: np.ndarray, test: BlockTest = BlockTest(), slack: float = 3.0
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The first column step of `grow` for many seed columns at once, by one sparse product: a seed is
@@ -417,6 +420,12 @@ def promising_seeds(graph: BlockGraph, cols: np.ndarray, test: BlockTest = Block
     grow the strongest first."""
     if len(cols) == 0:
         return cols, np.zeros(0)
+    # In chunks of seeds: the co-count matrix holds every column each seed's users touch, which over a long
+    # window is tens of millions of entries for a few thousand seeds (and each seed's answer is its own).
+    if len(cols) > SEED_CHUNK:
+        parts = [promising_seeds(graph, cols[k:k + SEED_CHUNK], test, slack)
+                 for k in range(0, len(cols), SEED_CHUNK)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     seeds_T = graph.AT[cols]
     co = (seeds_T @ graph.A).tocsr()  # seed x column co-counts, rows in order
     # Most co-counts are 1 or 2: drop them before any arithmetic, and find the rows of the rest only
