@@ -8,6 +8,14 @@ Columns are (item, opinion) pairs - negative (1-2), neutral (3), positive (4-5),
 that promotes or demotes agrees on the direction; users who merely co-rate obscure items with mixed
 opinions do not.
 
+Two tiers. A ring must rate its products together to move them, but not at once: members spread over
+months (or a stream whose dates carry nothing) are never dense in a month. So the window keeps
+`long_window_seconds` of edges (bounded by `max_edges` like the rest), the frequent search reads its last
+`window_seconds`, and a long search reads all of it every `long_search_every` edges and on an empty tick,
+seeded by what was touched since the last long search. Its cost grows with the window (about 0.5 s per
+search for 200,000 edges here), hence ten times rarer than the short one; None (or a span no longer than
+`window_seconds`) turns it off, as `LockstepDetector` does (lockstep is about time).
+
 Parameters: `window_seconds` of event time kept (with no usable time, as in a ratings dump with one
 timestamp, nothing expires and the whole set is searched); `max_edges` bounds the window; `search_every`
 events between searches, or half a window of event time if that comes first, at the edge that makes it due
@@ -98,8 +106,13 @@ class DenseBlockDetector(Detector):
     def __init__(self, window_seconds: float = 30 * 86400.0, max_edges: int = 1_000_000,
                  search_every: int = 40_000, max_seeds: int = 60, peels: int = 2,
                  max_seed_degree: int = 2_000, test: BlockTest = BlockTest(), max_score: float = 0.95,
-                 copy_jaccard: float = 0.6):
+                 copy_jaccard: float = 0.6, long_window_seconds: float | None = 365 * 86400.0,
+                 long_search_every: int = 400_000):
         self.window_seconds = window_seconds
+        # The long tier: a ring whose ratings are spread over months is never dense in one window.
+        self.long_window_seconds = (long_window_seconds if long_window_seconds and
+                                    long_window_seconds > window_seconds else None)
+        self.long_search_every = long_search_every
         self.copy_jaccard = copy_jaccard
         self.max_edges = max_edges
         self.search_every = search_every
@@ -108,13 +121,16 @@ class DenseBlockDetector(Detector):
         self.max_seed_degree = max_seed_degree
         self.test = test
         self.max_score = max_score
-        self._window = EdgeWindow(window_seconds, max_edges)
+        self._window = EdgeWindow(self.long_window_seconds or window_seconds, max_edges)
         self._dirty: set[str] = set()  # items touched since their columns were last seeded
         self._recent_users: set[str] = set()
         self._since_search = 0
         self._last_search: float | None = None  # event time of the last search (or of the first event)
         self._clock = -np.inf  # the latest event time seen
         self._emitted: dict[tuple[str, str], float] = {}
+        self._long_dirty: set[str] = set()  # the same, since the last long search
+        self._long_users: set[str] = set()
+        self._since_long = 0
         self.blocks_found = 0
         self.searches = 0
         self.search_seconds = 0.0
@@ -151,15 +167,25 @@ class DenseBlockDetector(Detector):
             self._dirty.update(items[start:end])
             self._recent_users.update(users[start:end])
             self._since_search += end - start
+            if self.long_window_seconds:
+                self._long_dirty.update(items[start:end])
+                self._long_users.update(users[start:end])
+                self._since_long += end - start
             self._clock = max(self._clock, max(ts[start:end]))
             start = end
             half_window = self._clock - self._last_search >= self.window_seconds / 2
             if self._since_search >= self.search_every or half_window:
                 signals.extend(self._search(self._clock, final=False))
+            if self.long_window_seconds and self._since_long >= self.long_search_every:
+                signals.extend(self._search(self._clock, final=False, long=True))
         # An empty batch is a flush or idle tick: search whatever arrived since the last search, so a
         # replay whose timestamps never advance is still searched before it ends.
         if not events and self._since_search > 0:
             signals.extend(self._search(now, final=True))
+        if not events and self.long_window_seconds and self._since_long > 0:
+            # The most promising `max_seeds` seeds, as in stream: growing every seed over months of edges
+            # costs seconds, and the short search's flush already grows all of a one-timestamp dump's.
+            signals.extend(self._search(now, final=False, long=True))
         return signals
 
     def _due_at(self, ts: list[float], start: int) -> int:
@@ -170,18 +196,27 @@ class DenseBlockDetector(Detector):
         late = np.flatnonzero(clock - self._last_search >= self.window_seconds / 2)
         return start + int(late[0]) + 1 if len(late) else end
 
-    def _search(self, now: float, final: bool) -> list[Signal]:
+    def _search(self, now: float, final: bool, long: bool = False) -> list[Signal]:
+        """One search: over the last `window_seconds` of edges and what was touched since the last search,
+        or (`long`) over the whole long window and what was touched since the last long search."""
         started = time.perf_counter()
-        self._since_search = 0
-        self._last_search = now
+        if long:
+            self._since_long = 0
+            dirty, recent_users = self._long_dirty, self._long_users
+        else:
+            self._since_search = 0
+            self._last_search = now
+            dirty, recent_users = self._dirty, self._recent_users
         window = self._window
         live = window.live(now)
         if len(live) < window.size // 2:
             window.compact(now)
             live = window.live(now)
+        if not long and self.long_window_seconds:  # the window holds the long tier's span
+            live = live[window.t[live] >= now - self.window_seconds]
         if len(live) == 0 or not self._searchable(window.t[live]):
-            self._dirty.clear()
-            self._recent_users.clear()
+            dirty.clear()
+            recent_users.clear()
             return []
         u, i, bins, t = self._columns(window.u[live], window.i[live], window.t[live], window.r[live])
         graph = BlockGraph.from_edges(u, i, bins)
@@ -195,8 +230,7 @@ class DenseBlockDetector(Detector):
                 signals.extend(self._emit(graph, block, u, i, t))
 
         # FRAUDAR peels over the users touched since the last search: finds the densest blocks first.
-        recent = np.array([window.user_index[x] for x in self._recent_users if x in window.user_index],
-                          np.int64)
+        recent = np.array([window.user_index[x] for x in recent_users if x in window.user_index], np.int64)
         rows = np.flatnonzero(np.isin(graph.row_ids, recent))
         for _ in range(self.peels):
             if len(rows) < self.test.min_users:
@@ -205,18 +239,18 @@ class DenseBlockDetector(Detector):
             consider(peeled)
             rows = np.setdiff1d(rows, peeled)
         # Seeds: touched columns, most promising first; each grows from the users of that column.
-        for col in self._seeds(graph, window, final):
+        for col in self._seeds(graph, window, final, dirty):
             seed_users = graph.AT.indices[graph.AT.indptr[col]:graph.AT.indptr[col + 1]]
             if not covered[seed_users].all():
                 consider(seed_users)
-        self._recent_users.clear()
+        recent_users.clear()
         self.searches += 1
         self.search_seconds += time.perf_counter() - started
         return signals
 
-    def _seeds(self, graph: BlockGraph, window: EdgeWindow, final: bool) -> np.ndarray:
-        touched = np.array([window.item_index[k] for k in self._dirty if k in window.item_index], np.int64)
-        self._dirty.clear()
+    def _seeds(self, graph: BlockGraph, window: EdgeWindow, final: bool, dirty: set[str]) -> np.ndarray:
+        touched = np.array([window.item_index[k] for k in dirty if k in window.item_index], np.int64)
+        dirty.clear()
         cols = np.flatnonzero(np.isin(graph.item_ids[graph.col_item], touched))
         degree = graph.AT.getnnz(axis=1)[cols]
         usable = np.flatnonzero((degree >= self.test.min_users) & (degree <= self.max_seed_degree))

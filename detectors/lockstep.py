@@ -50,7 +50,7 @@ class LockstepDetector(DenseBlockDetector):
                  max_score: float = 0.95):
         super().__init__(window_seconds=window_seconds, max_edges=max_edges, search_every=search_every,
                          max_seeds=max_seeds, peels=peels, max_seed_degree=max_seed_degree, test=test,
-                         max_score=max_score)
+                         max_score=max_score, long_window_seconds=None)  # lockstep is about time
         self.bin_seconds = bin_seconds
 
     def _bins(self, ts: np.ndarray, ratings: np.ndarray) -> np.ndarray:

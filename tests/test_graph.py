@@ -110,6 +110,45 @@ def test_benign_sign_up_burst_is_not_flagged():
         assert not _users(signals), detector.name
 
 
+def _slow_ring(seed: int) -> tuple[list, set[str]]:
+    """Benign ratings over half a year, and a ring of 20 accounts giving 6 products 5 stars, each rating at a
+    random moment of those months: about one rating per member in any 30 days, never dense in one window."""
+    rng = np.random.default_rng(seed)
+    events: list = _background(rng, 30000, span=180 * DAY)
+    ring = {f"ring{m}" for m in range(20)}
+    for m in range(20):
+        for p in range(6):
+            events.append(RatingEvent(event_id=f"r{m}-{p}", ts=float(rng.uniform(0, 180 * DAY)), user_id=f"ring{m}",
+                                      item_id=f"prod{p}", rating=5))
+    events.sort(key=lambda e: e.ts)
+    return events, ring
+
+
+def _run(detector, events: list, batch: int = 2048, tick: bool = True) -> list:
+    signals = []
+    for start in range(0, len(events), batch):
+        chunk = events[start:start + batch]
+        signals += detector.observe(chunk, chunk[-1].ts)
+    return signals + (detector.observe([], events[-1].ts) if tick else [])
+
+
+def test_a_ring_spread_over_months_is_found_by_the_long_window():
+    events, ring = _slow_ring(11)
+    assert _users(_run(DenseBlockDetector(), events)) == ring
+    # In stream, with no flush tick, once a long search is due (the last at 30,000 edges: a member or two
+    # has not yet rated enough of the products then).
+    found = _users(_run(DenseBlockDetector(long_search_every=10_000), events, tick=False))
+    assert len(found & ring) >= 15 and not found - ring
+    # The short window alone never sees it: the long window is what finds it.
+    assert not _users(_run(DenseBlockDetector(long_window_seconds=None), events)) & ring
+
+
+def test_the_long_window_flags_no_benign_user_over_months():
+    rng = np.random.default_rng(12)
+    events = _background(rng, 40000, span=180 * DAY)
+    assert not _users(_run(DenseBlockDetector(long_search_every=10_000), events))
+
+
 def test_one_timestamp_replay_is_searched_at_flush_and_quarantined():
     """A ratings dump with no usable time: the flush tick must search it before the held events leave."""
     rng = np.random.default_rng(5)
