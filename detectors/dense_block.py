@@ -131,6 +131,7 @@ class DenseBlockDetector(Detector):
         self._long_dirty: set[str] = set()  # the same, since the last long search
         self._long_users: set[str] = set()
         self._since_long = 0
+        self._last_long: float | None = None  # event time of the last long search
         self.blocks_found = 0
         self.searches = 0
         self.search_seconds = 0.0
@@ -182,7 +183,10 @@ class DenseBlockDetector(Detector):
         # replay whose timestamps never advance is still searched before it ends.
         if not events and self._since_search > 0:
             signals.extend(self._search(now, final=True))
-        if not events and self.long_window_seconds and self._since_long > 0:
+        if not events and self.long_window_seconds and self._since_long > 0 and (
+                self._last_long is None or now - self._last_long >= self.window_seconds / 2):
+            # On a tick at most once per half a short window of event time: a worker with a trickle of
+            # events ticks every second or so, and a long search costs a second of CPU per 200,000 edges.
             # The most promising `max_seeds` seeds, as in stream: growing every seed over months of edges
             # costs seconds, and the short search's flush already grows all of a one-timestamp dump's.
             signals.extend(self._search(now, final=False, long=True))
@@ -201,7 +205,7 @@ class DenseBlockDetector(Detector):
         or (`long`) over the whole long window and what was touched since the last long search."""
         started = time.perf_counter()
         if long:
-            self._since_long = 0
+            self._since_long, self._last_long = 0, now
             dirty, recent_users = self._long_dirty, self._long_users
         else:
             self._since_search = 0

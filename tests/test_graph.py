@@ -143,6 +143,23 @@ def test_a_ring_spread_over_months_is_found_by_the_long_window():
     assert not _users(_run(DenseBlockDetector(long_window_seconds=None), events)) & ring
 
 
+def test_idle_ticks_run_the_long_search_at_most_once_per_half_window():
+    """A worker with a trickle of events ticks every second or so: each tick must not cost a long search."""
+    events, _ = _slow_ring(11)
+    detector = DenseBlockDetector()
+    _run(detector, events)  # its flush tick runs the first long search
+    searches, last = detector.searches, events[-1].ts
+    for k in range(5):  # one new rating and an idle tick, a minute apart
+        late = RatingEvent(event_id=f"late{k}", ts=last + 60.0 * (k + 1), user_id="u1", item_id="i1", rating=4)
+        detector.observe([late], late.ts)
+        detector.observe([], late.ts)
+    assert detector.searches == searches + 5  # the short searches of each tick, no long one
+    detector.observe([RatingEvent(event_id="later", ts=last + 16 * DAY, user_id="u1", item_id="i2", rating=4)],
+                     last + 16 * DAY)
+    detector.observe([], last + 16 * DAY)
+    assert detector.searches == searches + 7  # half a short window later: the short and the long one
+
+
 def test_the_long_window_flags_no_benign_user_over_months():
     rng = np.random.default_rng(12)
     events = _background(rng, 40000, span=180 * DAY)
