@@ -553,16 +553,20 @@ class Guard:
 
     async def _release_waiting(self, now: float) -> None:
         async with self.lock:
+            if self.stopping:  # a tick that began before the final snapshot: the pipeline is closed
+                return
             await self._process(self.aligner.release(self._lagging, now))
 
     async def _finish_waiting(self) -> None:
         async with self.lock:
-            if self._unfinished is not None:
+            if self._unfinished is not None and not self.stopping:
                 await self._finish_started()
                 await self.publisher.send()
 
     async def _idle(self, seconds: float) -> None:
         async with self.lock:
+            if self.stopping:
+                return
             finished = self._unfinished is not None
             await self._finish_started()
             step = self.pipeline.idle(seconds)
@@ -579,6 +583,10 @@ class Guard:
         async with self._snapshot_lock:
             started = time.perf_counter()
             async with self.lock:
+                if self.stopping:
+                    # A tick that began before shutdown: the final snapshot is written and the pipeline closed;
+                    # a batch started since is unacknowledged, so redelivered after a restart.
+                    return
                 await self._finish_started()  # the snapshot covers every batch started
                 await self._flush_pending()  # raises if the broker refused any: the caller crashes the worker
                 snapshot = state_module.capture(
