@@ -193,19 +193,25 @@ class ActorWorker:
                 send(accepted, src.encode(), message.value, partition=number)
         return touched
 
-    def _lagging(self, tp: TP) -> bool:
-        """More of this input partition on the broker than delivered so far (or not known yet)?"""
+    def _highwater(self, tp: TP, max_age: float = 0.05) -> int | None:
+        """The partition's high watermark as the consumer last fetched it (asked again after `max_age`
+        seconds: the aligner asks per message); None when not assigned (any more) or not known yet."""
         now = time.monotonic()
         cached = self._highwaters.get(tp)
-        if cached is None or now - cached[0] >= 0.05:
+        if cached is None or now - cached[0] >= max_age:
             try:
                 highwater = self.app.consumer.highwater(_faust_tp(tp))
-            except Exception:  # noqa: BLE001 - not assigned (any more)
+            except Exception:  # noqa: BLE001 - not assigned (any more), not started
                 highwater = None
             cached = self._highwaters[tp] = (now, highwater)
+        return cached[1]
+
+    def _lagging(self, tp: TP) -> bool:
+        """More of this input partition on the broker than delivered so far (or not known yet)?"""
+        highwater = self._highwater(tp)
         state = self.partitions.get(tp[1])
         position = max(state.positions.get(tp[0], 0) if state else 0, self.aligner.last_offset.get(tp, -1) + 1)
-        return cached[1] is None or cached[1] > position
+        return highwater is None or highwater > position
 
     def _decide(self, number: int) -> None:
         """Decide the partition's points whose events have all arrived, in order."""
@@ -456,15 +462,11 @@ class ActorWorker:
         metrics.watermark.set(self.watermark)
         metrics.ready.set(1 if self.assigned and not (self.app is not None and self.app.rebalancing) else 0)
         self._count_forced()
-        consumer = getattr(self.app, "consumer", None) if self.app is not None else None
-        if consumer is None:
+        if self.app is None:
             return
         for number, state in list(self.partitions.items()):
             for topic in self.topics.inputs:
-                try:
-                    highwater = consumer.highwater(_faust_tp((topic, number)))
-                except Exception:  # noqa: BLE001 - not assigned (any more), not started
-                    continue
+                highwater = self._highwater((topic, number), max_age=0.0)  # fresh on every scrape
                 if highwater is not None:
                     lag = max(highwater - state.positions.get(topic, 0), 0)
                     metrics.consumer_lag.labels(topic, str(number)).set(lag)

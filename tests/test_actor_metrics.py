@@ -14,21 +14,10 @@ import orjson
 from detectors.base import Signal
 from detectors.decision import DecisionStage
 from detectors.stages import ActorStage, Point
+from fake_broker import Batch
 from streams.points import encode_point
 from streams.settings import Settings
 from streams.topics import Topics
-
-
-class Batch:
-    def __init__(self):
-        self.n = 0
-
-    def append(self, **kwargs):
-        self.n += 1
-        return object()
-
-    def close(self):
-        pass
 
 
 class Producer:

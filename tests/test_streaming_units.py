@@ -9,6 +9,7 @@ import pickle
 import orjson
 import pytest
 
+from fake_broker import Batch
 from streams.align import EventTimeAligner, event_time
 from streams.broker import bootstrap_servers, faust_broker_url, kafka_python_config
 from streams.produce import route
@@ -457,17 +458,6 @@ def test_events_out_is_counted_when_the_broker_acknowledges_not_at_the_next_snap
     """shillguard_events_out_total used to be brought up to date only when a snapshot flushed the producer:
     a dashboard read 2,237 clean while the log said 55,417. Now each record batch counts once acknowledged."""
     from streams.publisher import BatchPublisher
-
-    class Batch:
-        def __init__(self):
-            self.n = 0
-
-        def append(self, **kwargs):
-            self.n += 1
-            return object()
-
-        def close(self):
-            pass
 
     class Producer:
         def __init__(self):
