@@ -882,11 +882,10 @@ class RatingShiftDetector(Detector):
     def _features(self, chart: _Chart) -> tuple[list[tuple], list[tuple]]:
         """The binned (activity, account age, time within the period) of a chart's raters at its end and
         at the other levels."""
-        end, span = _ENDS[chart.alarmed], max(chart.last - chart.start, 1.0)
+        end = _ENDS[chart.alarmed]
         at_end, other = [], []
         for level, profile, ts in chart.raters.values():
-            row = (*profile, min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (ts - chart.start) / span)))
-            (at_end if end[level] else other).append(row)
+            (at_end if end[level] else other).append((*profile, _time_bin(chart, ts)))
         return at_end, other
 
     def _one_cohort(self, chart: _Chart) -> bool:
@@ -927,10 +926,7 @@ class RatingShiftDetector(Detector):
             return {}
         # Counts that leave no organic rater (share 1) still allow for half of one: a prior, not a verdict.
         prior = min(share, 1.0 - 0.5 / len(raters))
-        span = max(chart.last - chart.start, 1.0)
-        mine = [(*chart.raters[user][1], min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (chart.raters[user][2]
-                                                                                     - chart.start) / span)))
-                for user in raters]
+        mine = [(*chart.raters[user][1], _time_bin(chart, chart.raters[user][2])) for user in raters]
         if len(organic) >= self.min_organic:
             references = [np.bincount([p[feature] for p in organic], minlength=_PROFILE_BINS)
                           for feature in range(len(mine[0]))]
@@ -976,6 +972,13 @@ def _profile_bin(ratings_before: int, age_seconds: float) -> tuple[int, int]:
     days = age_seconds / 86400.0
     age = 0 if days < 1 else 1 if days < 7 else 2 if days < 30 else 3 if days < 180 else 4
     return activity, age
+
+
+def _time_bin(chart: _Chart, ts: float) -> int:
+    """When within the chart's period a rating came, in `_PROFILE_BINS` bins. A rating older than the
+    chart's start (input arrives out of event-time order across partitions) falls in the first."""
+    span = max(chart.last - chart.start, 1.0)
+    return max(0, min(_PROFILE_BINS - 1, int(_PROFILE_BINS * (ts - chart.start) / span)))
 
 
 def _total(values: list) -> float:

@@ -340,3 +340,22 @@ def test_five_level_sums_are_numpys_bit_for_bit():
         assert _total(values.tolist()) == float(values.sum())
         for levels in _END_LEVELS + _EXTREME_LEVELS:
             assert _sum_at(values.tolist(), levels) == float(values[list(levels)].sum())
+
+
+def test_a_rating_older_than_its_charts_start_is_binned_not_a_crash():
+    """Input from several partitions arrives out of event-time order: a rating can join a chart that opened
+    after it. The split topology's detection worker once died on exactly this (np.bincount of a negative
+    time bin in the cohort test)."""
+    from detectors.rating_shift import _Chart
+
+    detector = RatingShiftDetector()
+    chart = _Chart(start=10_000.0, last=20_000.0, alarmed=0)
+    n = detector.min_organic + 2
+    for k in range(n):  # at the top end (4, 5) and elsewhere, some before the chart's start
+        chart.raters[f"top{k}"] = (4, (1, 2), 5_000.0 + 2_000.0 * k)
+        chart.raters[f"low{k}"] = (1, (2, 3), 9_000.0 + 1_000.0 * k)
+    at_end, other = detector._features(chart)  # noqa: SLF001
+    assert {row[2] for row in at_end + other} <= set(range(5))
+    assert min(row[2] for row in at_end + other) == 0
+    assert detector._one_cohort(chart) in (True, False)  # noqa: SLF001
+    assert detector._cohort(chart, [f"top{k}" for k in range(n)], 0.5)  # noqa: SLF001
