@@ -5,8 +5,8 @@ partition number) and the same partitions of the points topic (co-partitioned: F
 equal partition count that one app reads together by partition number). For each partition it
 - decodes each input line: a line that is not a valid event goes to the dead-letter topic; a valid one is
   held by the partition's `ActorStage` (detectors.stages);
-- forwards every line to the accepted topic, on the same partition number, keyed by its source
-  (topic:partition:offset), for the detection worker (streams.detection);
+- forwards every line to the accepted topic, on the same partition number, in blocks of the lines a batch
+  released (streams.accepted), for the detection worker (streams.detection);
 - decides each point the detection worker publishes for the partition, once its own input has reached the
   point's `through` offsets (so every event the point names has arrived), and publishes the outcomes: clean,
   quarantined, retracted, duplicates as dead letters, flags.
@@ -40,6 +40,7 @@ from detectors.events import Rejection, actor, decode_event, to_json
 from detectors.stages import ActorStage, Point
 from streams import partition_state
 from streams.agents import _faust_tp
+from streams.accepted import decode_block, split_blocks
 from streams.align import EventTimeAligner, event_time
 from streams.assembly import build_decision
 from streams.broker import kafka_python_config
@@ -142,7 +143,8 @@ class ActorWorker:
                     self.unacked.append(message)
                     self.metrics.skipped.inc()
                     continue  # covered by the snapshot this partition was restored from
-                aligner.add((message.topic, number), offset, event_time(message.value), message)
+                ts = event_time(message.value)
+                aligner.add((message.topic, number), offset, ts, (message, ts))
             for topic, n in in_counts.items():
                 self.metrics.events_in.labels(topic).inc(n)
             self.last_input = time.monotonic()
@@ -157,13 +159,15 @@ class ActorWorker:
             self.metrics.batch_size.observe(len(events))
         self._report()
 
-    def _forward(self, messages: list[Any]) -> set[int]:
+    def _forward(self, released: list[tuple[Any, float]]) -> set[int]:
         """Input in event-time order across the partitions' topics (streams.align, as the guard reads its
-        input): held, dead-lettered and forwarded. Returns the partitions touched."""
-        accepted, rejected = self.topics.accepted, self.topics.rejected
+        input): held, dead-lettered, and forwarded in one block per partition (streams.accepted). Returns the
+        partitions touched."""
+        rejected = self.topics.rejected
         send, partitions = self.publisher.add, self.partitions
         touched: set[int] = set()
-        for message in messages:
+        blocks: dict[int, list[tuple[str, int, float, bytes]]] = {}
+        for message, ts in released:
             number, offset = message.partition, message.offset
             state = partitions.get(number)
             if state is None:
@@ -190,7 +194,11 @@ class ActorWorker:
             if src in state.forwarded:
                 state.forwarded.discard(src)
             else:
-                send(accepted, src.encode(), message.value, partition=number)
+                blocks.setdefault(number, []).append((message.topic, offset, ts, message.value))
+        accepted = self.topics.accepted
+        for number, lines in blocks.items():
+            for key, value in split_blocks(lines):
+                send(accepted, key.encode(), value, partition=number)
         return touched
 
     def _highwater(self, tp: TP, max_age: float = 0.05) -> int | None:
@@ -414,7 +422,8 @@ class ActorWorker:
         for record in read(config, self.outcome_topics, start, partitions=list(states)):
             state = states[record.partition]
             if record.topic == topics.accepted:
-                state.forwarded.add(record.key.decode())
+                state.forwarded.update(source_id(source, record.partition, offset)
+                                       for source, offset, _, _ in decode_block(record.key, record.value))
             elif record.topic == topics.rejected:
                 src = header(record, "src")
                 if src is not None:

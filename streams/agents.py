@@ -106,6 +106,11 @@ class Guard:
 
     decides = True
 
+    @property
+    def take_size(self) -> int:
+        """Messages the agent takes at most at once."""
+        return self.settings.batch_size
+
     def __init__(self, settings: Settings, topics: Topics, metrics: Metrics | None = None,
                  pipeline: Pipeline | None = None):
         self.settings = settings
@@ -166,11 +171,12 @@ class Guard:
         new_topics = False
         if snapshot is not None:
             ends = end_offsets(config, {topic for topic, _ in snapshot.input_offsets} | set(self.inputs))
-            behind = [tp for tp, offset in snapshot.input_offsets.items() if ends.get(tp, -1) < offset]
+            behind = [tp for tp, offset in snapshot.input_offsets.items()
+                      if ends.get(tp, -1) < self.broker_offset(offset)]
             if behind:
                 log.warning("the broker's topics are behind the snapshot (%s: %s < %s): a new broker. Keeping "
                             "what the detectors learned, reading the new topics from their beginning",
-                            behind[0], ends.get(behind[0]), snapshot.input_offsets[behind[0]])
+                            behind[0], ends.get(behind[0]), self.broker_offset(snapshot.input_offsets[behind[0]]))
                 self._restore(snapshot, offsets=False)
                 self.state_dir.new_incarnation()
                 new_topics = True
@@ -250,7 +256,7 @@ class Guard:
         return self.restored and self.assigned
 
     async def handle(self, events: list[Any]) -> None:
-        await self._shielded(self._handle(events), "processing a batch")
+        await self._shielded(self._handle([event.message for event in events]), "processing a batch")
 
     async def _shielded(self, work: Any, doing: str) -> None:
         # Shielded: once work has changed the pipeline its outcomes must all be sent, even on shutdown.
@@ -270,14 +276,14 @@ class Guard:
             await self.app.crash(error)
         raise error
 
-    async def _handle(self, events: list[Any]) -> None:
+    async def _handle(self, messages: list[Any]) -> None:
         async with self.lock:
             if self.stopping:  # taken after the final snapshot: unacknowledged, so redelivered after a restart
                 return
             started = time.perf_counter()
             skip_below, aligner, in_counts = self.skip_below, self.aligner, Counter()
-            for event in events:
-                message = event.message
+            event_time = self._event_time
+            for message in messages:
                 tp = (message.topic, message.partition)
                 in_counts[message.topic] += 1
                 floor = skip_below.get(tp)
@@ -285,18 +291,27 @@ class Guard:
                     self.unacked.append(message)  # covered by the restored snapshot
                     self.metrics.skipped.inc()
                     continue
-                aligner.add(tp, message.offset, event_time(message.value), message)
+                aligner.add(tp, message.offset, event_time(message), message)
             if self.decides:  # the split's detection worker reads internal.accepted: lines the actor
                 for topic, n in in_counts.items():  # workers count as their input (sums over pods stay right)
                     self.metrics.events_in.labels(topic).inc(n)
-            self.since_snapshot += len(events)
+            self.since_snapshot += len(messages)
             self.last_input = time.monotonic()
             await self._process(aligner.release(self._lagging, self.last_input))
             self.last_input = time.monotonic()
             spent = time.perf_counter() - started
             self.metrics.batch_seconds.observe(spent)
             self.metrics.busy_seconds.inc(spent)
-            self.metrics.batch_size.observe(len(events))
+            self.metrics.batch_size.observe(len(messages))
+
+    @staticmethod
+    def _event_time(message: Any) -> float:
+        return event_time(message.value)
+
+    def broker_offset(self, offset: int) -> int:
+        """The broker offset an input position (an offset of `input_offsets`) stands at: the same here; the
+        detection worker's positions are per line of a block (streams.accepted)."""
+        return offset
 
     def _lagging(self, tp: TP) -> bool:
         """More data on the broker for this partition than delivered so far? Not known yet (no fetch
@@ -306,8 +321,8 @@ class Guard:
 
     def _position(self, tp: TP) -> int:
         """The next offset this worker has not yet been handed for the partition."""
-        return max(self.input_offsets.get(tp, 0), self.skip_below.get(tp, 0),
-                   self.aligner.last_offset.get(tp, -1) + 1)
+        return self.broker_offset(max(self.input_offsets.get(tp, 0), self.skip_below.get(tp, 0),
+                                      self.aligner.last_offset.get(tp, -1) + 1))
 
     def _input_lags(self) -> bool:
         """Is there input on the broker not yet delivered? Then the worker is busy, not the stream quiet
@@ -642,12 +657,12 @@ class Guard:
                 continue
             if highwater is None:
                 continue
-            position = self.input_offsets.get((tp.topic, tp.partition), 0)
+            position = self.broker_offset(self.input_offsets.get((tp.topic, tp.partition), 0))
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
     def _report(self, now: float) -> None:
         counts = self.counts
-        consumed = sum(self.input_offsets.values())
+        consumed = sum(map(self.broker_offset, self.input_offsets.values()))
         seconds = now - self.last_report
         rate = (consumed - self._reported.get("_consumed", consumed)) / seconds if seconds else 0.0
         self._reported["_consumed"] = consumed
@@ -693,7 +708,7 @@ def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None
         # thread, the pipeline runs on its own (mostly waiting for the detector processes); taking and
         # processing in turn left each idle while the other worked. Batches still enter in order.
         in_flight: asyncio.Future | None = None
-        async for events in stream.noack_take(settings.batch_size, within=settings.take_within_seconds):
+        async for events in stream.noack_take(guard.take_size, within=settings.take_within_seconds):
             if in_flight is not None:
                 await in_flight
             in_flight = asyncio.ensure_future(guard.handle(events))

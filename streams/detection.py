@@ -22,6 +22,7 @@ from aiokafka.partitioner import murmur2
 
 from detectors.pipeline import Step
 from detectors.stages import DetectionStage
+from streams.accepted import lines_of, record_after
 from streams.agents import Guard
 from streams.broker import kafka_python_config
 from streams.points import encode_point
@@ -29,16 +30,11 @@ from streams.sinks import drift_finding
 from streams.outcomes import dumps
 
 log = logging.getLogger(__name__)
+TAKE_BLOCKS = 64  # records the agent takes at once: blocks of up to a few thousand lines each
 
 def kafka_partition(key: str, partitions: int) -> int:
     """The partition the Java client's default partitioner (and aiokafka's, and `produce`'s) gives a key."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def parse_source(key: bytes) -> tuple[str, int]:
-    """An accepted record's key: the input message it forwards, topic:partition:offset."""
-    topic, _, offset = key.decode().rsplit(":", 2)
-    return topic, int(offset)
 
 
 class DetectionGuard(Guard):
@@ -59,21 +55,33 @@ class DetectionGuard(Guard):
     def input_topics(self) -> tuple[str, ...]:
         return (self.topics.accepted,)
 
-    # -- an actor partition whose worker is gone is not a quiet one --------------------------------
-    # While an actor partition moves (a worker killed, a rebalance), its lines stop coming without the
-    # accepted partition looking behind. So a partition also lags while its input topics hold more than the
-    # actors have forwarded so far: the aligner then holds the others back (rather than run the watermark
-    # ahead of the partition's events) and idle ticks wait.
-    async def _handle(self, events: list[Any]) -> None:
+    # The actors forward blocks of lines (streams.accepted): the guard handles each line as a message of its
+    # own, at a line offset, so that positions and snapshots hold between two lines of one block.
+    @property
+    def take_size(self) -> int:
+        return TAKE_BLOCKS
+
+    def broker_offset(self, offset: int) -> int:
+        return record_after(offset)
+
+    @staticmethod
+    def _event_time(message: Any) -> float:
+        return message.ts  # read by the actor's aligner from the line
+
+    async def _handle(self, messages: list[Any]) -> None:
+        lines = [line for message in messages for line in lines_of(message)]
+        # While an actor partition moves (a worker killed, a rebalance), its lines stop coming without the
+        # accepted partition looking behind. So a partition also lags while its input topics hold more than
+        # the actors have forwarded so far: the aligner then holds the others back (rather than run the
+        # watermark ahead of the partition's events) and idle ticks wait.
         delivered = self.delivered
-        for event in events:
-            message = event.message
-            if message.key:
-                topic, offset = parse_source(message.key)
-                read = delivered.setdefault(message.partition, {})
-                if offset >= read.get(topic, 0):
-                    read[topic] = offset + 1
-        await super()._handle(events)
+        for line in lines:
+            read = delivered.setdefault(line.partition, {})
+            if line.source_offset >= read.get(line.source_topic, 0):
+                read[line.source_topic] = line.source_offset + 1
+        batch = self.settings.batch_size  # the aligner gets a batch at a time, as from unbatched records
+        for start in range(0, len(lines), batch):
+            await super()._handle(lines[start:start + batch])
 
     def _lagging(self, tp: Any) -> bool:
         return super()._lagging(tp) or self._input_behind(tp[1])
@@ -128,14 +136,12 @@ class DetectionGuard(Guard):
         sources: list[int] = []
         if messages is not None:
             through = self.through
-            for message in messages:
-                partition = message.partition
+            for line in messages:
+                partition = line.partition
                 sources.append(partition)
-                if message.key:
-                    topic, offset = parse_source(message.key)
-                    read = through.setdefault(partition, {})
-                    if offset >= read.get(topic, 0):
-                        read[topic] = offset + 1
+                read = through.setdefault(partition, {})
+                if line.source_offset >= read.get(line.source_topic, 0):
+                    read[line.source_topic] = line.source_offset + 1
         send, points_topic = self.publisher.add, self.topics.points
         for split in self.detection.points(step, sources):
             for partition, point in split.items():

@@ -15,6 +15,7 @@ from detectors.base import Signal
 from detectors.decision import DecisionStage
 from detectors.stages import ActorStage, Point
 from fake_broker import Batch
+from streams.accepted import split_blocks
 from streams.points import encode_point
 from streams.settings import Settings
 from streams.topics import Topics
@@ -53,9 +54,9 @@ class Consumer:
         return self.highwaters.get((tp.topic, tp.partition), 0)
 
 
-def message(topic: str, offset: int, value: bytes, partition: int = 0):
+def message(topic: str, offset: int, value: bytes, partition: int = 0, key: bytes | None = None):
     return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition, offset=offset, value=value,
-                                                   timestamp=time.time() - 5, key=None,
+                                                   timestamp=time.time() - 5, key=key,
                                                    ack=lambda consumer: None))
 
 
@@ -177,10 +178,12 @@ def test_the_detection_worker_counts_no_input_and_no_outcome_the_actors_count(tm
         assert sample(single, "shillguard_events_out_total", outcome="clean") == 2
 
         async def run() -> None:
-            for guard, topic in ((detect, topics.accepted), (single, topics.ratings)):
+            forwarded = split_blocks([(topics.ratings, 0, 1.0, rating("e0", "u0", 1.0))])
+            key, block = next(forwarded)
+            for guard, topic, value in ((detect, topics.accepted, block), (single, topics.ratings, None)):
                 guard.restored = guard.assigned = True
                 guard._process = _nothing  # noqa: SLF001 - counting happens before the pipeline
-                await guard._handle([message(topic, 0, rating("e0", "u0", 1.0))])  # noqa: SLF001
+                await guard.handle([message(topic, 0, value or rating("e0", "u0", 1.0), key=key.encode())])
 
         asyncio.run(run())
         assert sample(detect, "shillguard_events_in_total", topic=topics.accepted) == 0
