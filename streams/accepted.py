@@ -5,7 +5,11 @@ per line: the detection worker then pays Faust's per-message cost (the bulk of i
 detectors) once a block. A block carries, per line, its source (input topic and offset: the partition is
 the record's), the event time the actor's aligner read from it (so the detection worker's aligner need
 not parse the line again) and the line as it came, bytes and all (a dead letter is forwarded too: the
-detection stage counts lines). The framing is a few fixed-size struct fields per line, hand-written
+detection stage counts lines). It also carries, per input topic, the partition's high watermark as the
+actor's consumer last fetched it: the detection worker must not take a partition for caught up while its
+actor has read input it has not forwarded yet (it would release the other partitions' later events
+first), and ListOffsets, its other source, is asked at most once a second and, on the embedded broker,
+can stop a produce batch short of the end. The framing is a few fixed-size struct fields per line, hand-written
 because the lines are arbitrary bytes and a generic serialiser (JSON, msgpack) would either re-encode them
 or add a dependency for this one use.
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from streams.align import event_time
 from streams.reader import source_id
@@ -30,14 +34,21 @@ MAX_LINES = 4096
 MAX_BYTES = 256 * 1024  # well under Kafka's default message.max.bytes (1 MB)
 _HEAD = struct.Struct("<BqdI")  # topic index, source offset, event time, line length
 _COUNT = struct.Struct("<BI")  # topics named, lines
+_TOPIC = struct.Struct("<qH")  # the topic's input high watermark (-1: not known), name length
 
 
-def encode_block(topics: list[str], lines: list[tuple[int, int, float, bytes]]) -> bytes:
-    """One record's value: `topics` named once, then each line as (topic index, offset, ts, bytes)."""
+class Block(NamedTuple):
+    lines: list[tuple[str, int, float, bytes]]  # (source topic, offset, ts, bytes)
+    highwaters: dict[str, int]  # source topic -> its high watermark on the partition, where the actor knew it
+
+
+def encode_block(topics: list[tuple[str, int]], lines: list[tuple[int, int, float, bytes]]) -> bytes:
+    """One record's value: `topics` named once with their high watermarks, then each line as (topic index,
+    offset, ts, bytes)."""
     parts = [MAGIC, _COUNT.pack(len(topics), len(lines))]
-    for name in topics:
+    for name, highwater in topics:
         encoded = name.encode()
-        parts.append(struct.pack("<H", len(encoded)))
+        parts.append(_TOPIC.pack(highwater, len(encoded)))
         parts.append(encoded)
     pack = _HEAD.pack
     for index, offset, ts, value in lines:
@@ -46,9 +57,12 @@ def encode_block(topics: list[str], lines: list[tuple[int, int, float, bytes]]) 
     return b"".join(parts)
 
 
-def split_blocks(lines: list[tuple[str, int, float, bytes]]) -> Iterator[tuple[str, bytes]]:
+def split_blocks(lines: list[tuple[str, int, float, bytes]],
+                 highwaters: dict[str, int] | None = None) -> Iterator[tuple[str, bytes]]:
     """(key, value) records for a partition's lines (topic, offset, ts, bytes), in order, each block within
-    MAX_LINES and MAX_BYTES (a line longer than that travels alone). The key names the block's first line."""
+    MAX_LINES and MAX_BYTES (a line longer than that travels alone), each with the partition's `highwaters`
+    (input topic -> high watermark). The key names the block's first line."""
+    highwaters = highwaters or {}
     start = 0
     while start < len(lines):
         size, end = 0, start
@@ -58,30 +72,34 @@ def split_blocks(lines: list[tuple[str, int, float, bytes]]) -> Iterator[tuple[s
                 break
             end += 1
         chunk = lines[start:end]
-        topics: dict[str, int] = {}
+        topics = {topic: index for index, topic in enumerate(highwaters)}
         framed = [(topics.setdefault(topic, len(topics)), offset, ts, value) for topic, offset, ts, value in chunk]
         first_topic, first_offset = chunk[0][0], chunk[0][1]
-        yield f"{first_topic}:{first_offset}", encode_block(list(topics), framed)
+        named = [(topic, highwaters.get(topic, -1)) for topic in topics]
+        yield f"{first_topic}:{first_offset}", encode_block(named, framed)
         start = end
 
 
-def decode_block(key: bytes | None, value: bytes) -> list[tuple[str, int, float, bytes]]:
-    """A record's lines as (topic, offset, ts, bytes). A record that is not a block is one line forwarded
-    whole, keyed by its source `topic:partition:offset` (the format before blocks: a rolling upgrade)."""
+def decode_block(key: bytes | None, value: bytes) -> Block:
+    """A record's lines and high watermarks. A record that is not a block is one line forwarded whole,
+    keyed by its source `topic:partition:offset` (the format before blocks: a rolling upgrade)."""
     if not value.startswith(MAGIC):
         if not key:
             raise ValueError("an accepted record neither a block nor keyed by its source")
         topic, _, offset = key.decode().rsplit(":", 2)
-        return [(topic, int(offset), event_time(value), value)]
+        return Block([(topic, int(offset), event_time(value), value)], {})
     at = len(MAGIC)
     n_topics, n_lines = _COUNT.unpack_from(value, at)
     at += _COUNT.size
-    topics = []
+    topics, highwaters = [], {}
     for _ in range(n_topics):
-        (length,) = struct.unpack_from("<H", value, at)
-        at += 2
-        topics.append(value[at:at + length].decode())
+        highwater, length = _TOPIC.unpack_from(value, at)
+        at += _TOPIC.size
+        name = value[at:at + length].decode()
         at += length
+        topics.append(name)
+        if highwater >= 0:
+            highwaters[name] = highwater
     lines = []
     unpack, head = _HEAD.unpack_from, _HEAD.size
     for _ in range(n_lines):
@@ -91,7 +109,7 @@ def decode_block(key: bytes | None, value: bytes) -> list[tuple[str, int, float,
         at += length
     if at != len(value):
         raise ValueError(f"an accepted block of {len(value)} bytes ends at {at}")
-    return lines
+    return Block(lines, highwaters)
 
 
 def line_offset(record_offset: int, index: int) -> int:
@@ -127,11 +145,11 @@ class Line:
         return self.record.ack(consumer) if self.last else False
 
 
-def lines_of(message: Any) -> list[Line]:
-    """A Faust message of the accepted topic as its `Line`s."""
-    decoded = decode_block(message.key, message.value)
+def lines_of(message: Any) -> tuple[list[Line], dict[str, int]]:
+    """A Faust message of the accepted topic as its `Line`s, and the high watermarks it carries."""
+    decoded, highwaters = decode_block(message.key, message.value)
     last = len(decoded) - 1
     topic, partition, offset, timestamp = message.topic, message.partition, message.offset, message.timestamp
     return [Line(topic, partition, line_offset(offset, i), value, source, source_offset, ts, timestamp, message,
                  i == last)
-            for i, (source, source_offset, ts, value) in enumerate(decoded)]
+            for i, (source, source_offset, ts, value) in enumerate(decoded)], highwaters

@@ -197,7 +197,12 @@ class ActorWorker:
                 blocks.setdefault(number, []).append((message.topic, offset, ts, message.value))
         accepted = self.topics.accepted
         for number, lines in blocks.items():
-            for key, value in split_blocks(lines):
+            highwaters = {}
+            for topic in self.topics.inputs:
+                highwater = self._highwater((topic, number))
+                if highwater is not None:
+                    highwaters[topic] = highwater
+            for key, value in split_blocks(lines, highwaters):
                 send(accepted, key.encode(), value, partition=number)
         return touched
 
@@ -423,7 +428,7 @@ class ActorWorker:
             state = states[record.partition]
             if record.topic == topics.accepted:
                 state.forwarded.update(source_id(source, record.partition, offset)
-                                       for source, offset, _, _ in decode_block(record.key, record.value))
+                                       for source, offset, _, _ in decode_block(record.key, record.value).lines)
             elif record.topic == topics.rejected:
                 src = header(record, "src")
                 if src is not None:
