@@ -118,23 +118,24 @@ def export(settings: Any, out_dir: str | Path) -> dict[str, Any]:
         ledger.flag((value["kind"], str(value["id"])), None if value.get("status") == "released" else value)
 
     ledger.write(out)
-    rejected_lines = ledger.rejected_lines
-    accepted_events = {event_id for event_id, lines in lines_of_event.items()
-                       if any(line not in rejected_lines for line in lines)}
-    anonymous_accepted = sum(1 for line, event_id in ledger.event_ids.items()
-                             if event_id is None and line not in rejected_lines)
-    missing = sorted(event_id for event_id in accepted_events if not decided.get(event_id))
-    duplicates = sorted(event_id for event_id, n in decided.items() if n > 1)
-    summary = {
-        **summary_head(ledger.export_counts(), ledger),
-        "delivery": {"input_messages": inputs, "missing": len(missing) + anonymous_accepted,
-                     "duplicates": len(duplicates), "duplicate_retractions": duplicate_retractions,
-                     "rejected_without_source": ledger.tally["rejected"] - len(rejected_lines),
-                     "missing_examples": missing[:10], "duplicate_examples": duplicates[:10]},
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    summary = {**summary_head(ledger.export_counts(), ledger),
+               "delivery": _delivery(ledger, inputs, decided, duplicate_retractions),
+               "seconds": round(time.perf_counter() - started, 3)}
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return summary
+
+
+def _delivery(ledger: Ledger, inputs: int, decided: Counter[str], duplicate_retractions: int) -> dict[str, Any]:
+    """Exactly one outcome per accepted event? `decided`: the outcomes on the clean and quarantined topics."""
+    rejected_lines = ledger.rejected_lines
+    anonymous_accepted = sum(1 for line, event_id in ledger.event_ids.items()
+                             if event_id is None and line not in rejected_lines)
+    missing = sorted(event_id for event_id in ledger.line_of if not decided.get(event_id))
+    duplicates = sorted(event_id for event_id, n in decided.items() if n > 1)
+    return {"input_messages": inputs, "missing": len(missing) + anonymous_accepted, "duplicates": len(duplicates),
+            "duplicate_retractions": duplicate_retractions,
+            "rejected_without_source": ledger.tally["rejected"] - len(rejected_lines),
+            "missing_examples": missing[:10], "duplicate_examples": duplicates[:10]}
 
 
 def _event_id(value: bytes) -> str | None:
