@@ -46,7 +46,7 @@ from streams.metrics import Metrics
 from streams.offsets import Highwaters
 from streams.points import decode_point
 from streams.publisher import BatchPublisher
-from streams.publishing import Outputs
+from streams.publishing import Outputs, Send
 from streams.reader import end_offsets, header, read, source_id
 from streams.state import snapshot_key
 from streams.web import register_metrics
@@ -222,11 +222,14 @@ class ActorWorker:
             same = self._same_partitions[topic] = len(partitions) == self.settings.partitions
         return number if same else None
 
-    def _sender(self, number: int) -> Any:
+    def _sender(self, number: int) -> Send:
         """Records of actor partition `number` go to the same partition of the outcome topics where these
         have the inputs' partition count, else by key."""
         add, partition = self.publisher.add, self._partition
-        return lambda topic, key, value, headers: add(topic, key, value, headers, partition=partition(topic, number))
+
+        def send(topic: str, key: bytes | None, value: bytes, headers: list | None) -> None:
+            add(topic, key, value, headers, partition=partition(topic, number))
+        return send
 
     def _publish(self, number: int, state: Partition, point: Point, flags: list, outcomes: list,
                  duplicates: list) -> None:

@@ -78,7 +78,8 @@ def export(settings: Any, out_dir: str | Path) -> dict[str, Any]:
         released_by = header(record, "released_by")
         ts = orjson.loads(record.value).get("ts", 0.0)
         if released_by is not None:
-            releases[event_id] = (released_by.decode(), (header(record, "reason") or b"").decode(), ts, record.value)
+            reason = (header(record, "reason") or b"").decode()
+            releases[event_id] = (released_by.decode(), reason, ts, record.value)
             continue
         decided[event_id] += 1
         ledger.decide(event_id, "clean", [], ts, record.value)

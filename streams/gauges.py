@@ -54,7 +54,8 @@ def set_lag(metrics: Metrics, consumer: Any, inputs: tuple[str, ...], position: 
             continue
         if highwater is None:
             continue
-        metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position((tp.topic, tp.partition)), 0))
+        lag = max(highwater - position((tp.topic, tp.partition)), 0)
+        metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
 
 def counts_text(counts: Any, held: int) -> str:

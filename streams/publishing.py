@@ -82,7 +82,8 @@ class Outputs:
         topics, event, verdict = self.topics, outcome.event, outcome.verdict
         key = actor(event)[1].encode()
         if outcome.released_by is not None:  # given back by an analyst's release (Pipeline.control)
-            headers = [("released_by", outcome.released_by.encode()), ("reason", "; ".join(outcome.reasons).encode())]
+            headers = [("released_by", outcome.released_by.encode()),
+                       ("reason", "; ".join(outcome.reasons).encode())]
             if verdict == "clean":
                 send(topics.clean, key, outcome.payload or to_json(event), headers)
             else:  # a retracted event: a `restored` record
