@@ -35,19 +35,18 @@ from typing import Any
 
 import orjson
 
-from detectors.decision import Outcome
-from detectors.events import Rejection, actor, decode_event, to_json
+from detectors.events import Rejection, decode_event, to_json
 from detectors.stages import ActorStage, Point
-from streams import partition_state
-from streams.agents import _faust_tp
+from streams import gauges, partition_state, snapshots
 from streams.accepted import decode_block, split_blocks
 from streams.align import EventTimeAligner, event_time
 from streams.assembly import build_decision
 from streams.broker import kafka_python_config
 from streams.metrics import Metrics
-from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
+from streams.offsets import Highwaters
 from streams.points import decode_point
 from streams.publisher import BatchPublisher
+from streams.publishing import Outputs, Send
 from streams.reader import end_offsets, header, read, source_id
 from streams.state import snapshot_key
 from streams.web import register_metrics
@@ -83,6 +82,7 @@ class ActorWorker:
         self.unacked: list[Any] = []
         self.dirty: set[int] = set()
         self.counts: Counter[str] = Counter()
+        self.outputs = Outputs(topics, self.metrics, self.counts)
         self.assigned = False
         self.restoring: asyncio.Future | None = None  # the restore of newly assigned partitions
         self._publisher: BatchPublisher | None = None
@@ -91,7 +91,7 @@ class ActorWorker:
         self.last_snapshot = self.last_report = time.monotonic()
         self.snapshot_cost = 0.0
         self.aligner = EventTimeAligner(settings.align_max_wait_seconds, settings.align_max_queued)
-        self._highwaters: dict[TP, tuple[float, int | None]] = {}
+        self.highwaters = Highwaters()
         self.last_input = time.monotonic()
         self.watermark = 0.0  # of the last point decided
         # partition -> event id -> produce time, for the latency histogram (held events only; not pickled:
@@ -163,7 +163,6 @@ class ActorWorker:
         """Input in event-time order across the partitions' topics (streams.align, as the guard reads its
         input): held, dead-lettered, and forwarded in one block per partition (streams.accepted). Returns the
         partitions touched."""
-        rejected = self.topics.rejected
         send, partitions = self.publisher.add, self.partitions
         touched: set[int] = set()
         blocks: dict[int, list[tuple[str, int, float, bytes]]] = {}
@@ -178,14 +177,7 @@ class ActorWorker:
             src = source_id(message.topic, number, offset)
             decoded = decode_event(message.value)
             if type(decoded) is Rejection:
-                if src in state.rejected:
-                    state.rejected.discard(src)
-                    self.metrics.suppressed.labels("rejected").inc()
-                else:
-                    key = decoded.event_id.encode() if decoded.event_id else None
-                    send(rejected, key, dumps(rejection_record(decoded)), [("src", src.encode())],
-                         partition=self._partition(rejected, number))
-                    self.counts["rejected"] += 1
+                self.outputs.rejection(self._sender(number), decoded, src, state)
             else:
                 state.stage.hold(decoded, src)
                 if message.timestamp:
@@ -206,22 +198,9 @@ class ActorWorker:
                 send(accepted, key.encode(), value, partition=number)
         return touched
 
-    def _highwater(self, tp: TP, max_age: float = 0.05) -> int | None:
-        """The partition's high watermark as the consumer last fetched it (asked again after `max_age`
-        seconds: the aligner asks per message); None when not assigned (any more) or not known yet."""
-        now = time.monotonic()
-        cached = self._highwaters.get(tp)
-        if cached is None or now - cached[0] >= max_age:
-            try:
-                highwater = self.app.consumer.highwater(_faust_tp(tp))
-            except Exception:  # noqa: BLE001 - not assigned (any more), not started
-                highwater = None
-            cached = self._highwaters[tp] = (now, highwater)
-        return cached[1]
-
     def _lagging(self, tp: TP) -> bool:
         """More of this input partition on the broker than delivered so far (or not known yet)?"""
-        highwater = self._highwater(tp)
+        highwater = self.highwaters.get(self.app, tp)
         state = self.partitions.get(tp[1])
         position = max(state.positions.get(tp[0], 0) if state else 0, self.aligner.last_offset.get(tp, -1) + 1)
         return highwater is None or highwater > position
@@ -248,84 +227,29 @@ class ActorWorker:
             same = self._same_partitions[topic] = len(partitions) == self.settings.partitions
         return number if same else None
 
+    def _sender(self, number: int) -> Send:
+        """Records of actor partition `number` go to the same partition of the outcome topics where these
+        have the inputs' partition count, else by key."""
+        add, partition = self.publisher.add, self._partition
+
+        def send(topic: str, key: bytes | None, value: bytes, headers: list | None) -> None:
+            add(topic, key, value, headers, partition=partition(topic, number))
+        return send
+
     def _publish(self, number: int, state: Partition, point: Point, flags: list, outcomes: list,
                  duplicates: list) -> None:
-        topics, send, counts, metrics = self.topics, self.publisher.add, self.counts, self.metrics
+        outputs, send = self.outputs, self._sender(number)
         produced_at, now = self.produced_at.get(number, {}), time.time()
         for event, src in duplicates:
-            if src in state.rejected:
-                state.rejected.discard(src)
-                metrics.suppressed.labels("rejected").inc()
-                continue
-            rejection = Rejection(to_json(event), "duplicate_event_id: already seen", event.event_id)
-            send(topics.rejected, event.event_id.encode(), dumps(rejection_record(rejection)),
-                 [("src", src.encode())], partition=self._partition(topics.rejected, number))
-            counts["rejected"] += 1
+            outputs.rejection(send, Rejection(to_json(event), "duplicate_event_id: already seen", event.event_id),
+                              src, state)
         for outcome in outcomes:
-            if outcome.released_by is not None:  # given back by an analyst's release (a control record)
-                self._give_back(number, outcome, point.watermark)
-                continue
-            decided = self._unpublished(state, outcome)
-            if decided is not outcome:  # an earlier owner published it (or released it: now a retraction)
-                metrics.suppressed.labels(outcome.verdict).inc()
-                if decided is None:
-                    produced_at.pop(outcome.event.event_id, None)
-                    continue
-            outcome = decided
-            verdict = outcome.verdict
-            key = actor(outcome.event)[1].encode()
-            if verdict == "clean":
-                topic, value = topics.clean, outcome.payload or to_json(outcome.event)
-            else:
-                topic = topics.quarantined if verdict == "quarantined" else topics.retracted
-                value = dumps(outcome_record(outcome, point.watermark))
-            send(topic, key, value, None, partition=self._partition(topic, number))
-            counts[verdict] += 1
-            produced = produced_at.pop(outcome.event.event_id, None)
-            if produced and verdict != "retracted":  # produce to first outcome, as the guard measures it
-                metrics.outcome_latency.observe(now - produced)
-        for flag in flags:
-            send(topics.flags, f"{flag.kind}:{flag.id}".encode(), dumps(flag_record(flag)),
-                 [("updated", b"1" if flag.updated else b"0")])
-            metrics.flags.labels(flag.kind, str(flag.updated).lower()).inc()
-            counts["flags"] += 1
+            # An analyst's release goes out as it comes (streams.publishing): nothing is suppressed for it.
+            outputs.outcome(send, outcome, point.watermark, state if outcome.released_by is None else None,
+                            produced_at, now)
+        outputs.flags(self.publisher.add, flags)  # by key
         for event, _ in duplicates:  # its produce time, unless the original is still held (one sample less)
             produced_at.pop(event.event_id, None)
-
-    def _give_back(self, number: int, outcome: Outcome, watermark: float) -> None:
-        """As the guard publishes it: clean again with `released_by` and `reason` headers (a retracted event as
-        a `restored` record on the retracted topic)."""
-        topics = self.topics
-        headers = [("released_by", outcome.released_by.encode()), ("reason", "; ".join(outcome.reasons).encode())]
-        key = actor(outcome.event)[1].encode()
-        if outcome.verdict == "clean":
-            self.publisher.add(topics.clean, key, outcome.payload or to_json(outcome.event), headers,
-                               partition=self._partition(topics.clean, number))
-            self.counts["released"] += 1
-        else:
-            self.publisher.add(topics.retracted, key, dumps(outcome_record(outcome, watermark)), headers,
-                               partition=self._partition(topics.retracted, number))
-            self.counts["restored"] += 1
-
-    @staticmethod
-    def _unpublished(state: Partition, outcome: Outcome) -> Outcome | None:
-        """The outcome to publish, given what an earlier owner published after the snapshot: None where it
-        already did; a retraction where it released an event that is condemned now (as streams.agents)."""
-        event_id = outcome.event.event_id
-        if outcome.verdict == "retracted":
-            if event_id in state.retracted:
-                state.retracted.discard(event_id)
-                return None
-            return outcome
-        before = state.decided.pop(event_id, None)
-        if before is None:
-            return outcome
-        if before == "clean" and outcome.verdict == "quarantined":
-            if event_id in state.retracted:
-                state.retracted.discard(event_id)
-                return None
-            return Outcome("retracted", outcome.event, outcome.reasons, outcome.payload)
-        return None
 
     # -- snapshots and partitions moving -------------------------------------------------------
     async def snapshot(self, numbers: set[int] | None = None) -> None:
@@ -350,12 +274,8 @@ class ActorWorker:
                 size += len(value)
         await self.publisher.wait()
         self.dirty -= chosen
-        consumer = self.app.consumer if self.app is not None else None
         acks, self.unacked = self.unacked, []
-        if consumer is not None:
-            for message in acks:
-                if message.partition in self.partitions:
-                    message.ack(consumer)
+        snapshots.acknowledge(self.app, (message for message in acks if message.partition in self.partitions))
         self.last_snapshot = time.monotonic()
         self.snapshot_cost = time.perf_counter() - started
         if chosen:
@@ -368,7 +288,7 @@ class ActorWorker:
         async with self.lock:
             gone = numbers & set(self.partitions)
             # Input waiting in the aligner was not acknowledged: the partitions' next owner reads it again.
-            self._count_forced()
+            self._forced = gauges.count_forced(self.metrics, self.aligner, self._forced)
             self.aligner = EventTimeAligner(self.settings.align_max_wait_seconds, self.settings.align_max_queued)
             self._forced = 0
             if gone:
@@ -461,9 +381,7 @@ class ActorWorker:
     async def tick(self) -> None:
         if len(self.aligner):
             await self.release_waiting()
-        # As the guard's: at most every interval, stretched to 30x the last snapshot's cost (its share of
-        # the CPU stays small as the state grows).
-        interval = max(self.settings.snapshot_interval_seconds, 30 * self.snapshot_cost)
+        interval = snapshots.interval(self.settings, self.snapshot_cost)
         if (self.dirty or self.unacked) and time.monotonic() - self.last_snapshot >= interval:
             await self.snapshot()
 
@@ -471,25 +389,17 @@ class ActorWorker:
     def update_gauges(self) -> None:
         """The gauges of what this worker holds now: its input partitions' lag, held events, readiness."""
         metrics = self.metrics
-        metrics.held.set(self.held_count)
-        metrics.aligned.set(len(self.aligner))
-        metrics.watermark.set(self.watermark)
-        metrics.ready.set(1 if self.assigned and not (self.app is not None and self.app.rebalancing) else 0)
-        self._count_forced()
+        ready = self.assigned and not (self.app is not None and self.app.rebalancing)
+        gauges.set_holding(metrics, self.held_count, self.aligner, self.watermark, ready)
+        self._forced = gauges.count_forced(metrics, self.aligner, self._forced)
         if self.app is None:
             return
         for number, state in list(self.partitions.items()):
             for topic in self.topics.inputs:
-                highwater = self._highwater((topic, number), max_age=0.0)  # fresh on every scrape
+                highwater = self.highwaters.get(self.app, (topic, number), max_age=0.0)  # fresh on every scrape
                 if highwater is not None:
                     lag = max(highwater - state.positions.get(topic, 0), 0)
                     metrics.consumer_lag.labels(topic, str(number)).set(lag)
-
-    def _count_forced(self) -> None:
-        forced = self.aligner.forced - self._forced
-        if forced > 0:
-            self.metrics.align_forced.inc(forced)
-            self._forced = self.aligner.forced
 
     def _forget(self, numbers: set[int]) -> None:
         """Partitions this worker no longer holds: their lag is the next owner's to report (summed over
@@ -507,9 +417,7 @@ class ActorWorker:
         if now - self.last_report < 10.0:
             return
         self.last_report = now
-        log.info("actors: partitions %s, clean %d, quarantined %d, retracted %d, rejected %d, flags %d, held %d",
-                 sorted(self.partitions), self.counts["clean"], self.counts["quarantined"],
-                 self.counts["retracted"], self.counts["rejected"], self.counts["flags"], self.held_count)
+        log.info("actors: partitions %s, %s", sorted(self.partitions), gauges.counts_text(self.counts, self.held_count))
 
 
 def register(app: Any, worker: ActorWorker, settings: Any, topics: Any) -> None:

@@ -13,6 +13,11 @@ Delivery: at least once, made exactly once per event by deduplication.
   suppressed when the restored pipeline decides them again, and carried in later snapshots until then.
 So every accepted event gets exactly one message on `events.clean` or `events.quarantined` (a later
 retraction one on `events.retracted`), every rejected input message exactly one on `events.rejected`.
+
+The guard orchestrates (batches, control records, the timer, shutdown, under one lock); its jobs live in
+modules of their own: streams.recovery (restore, a new broker, what was published after the snapshot),
+streams.publishing (outcomes to records, less what was published), streams.snapshots, streams.offsets
+(where the input partitions end), streams.gauges (/metrics and the periodic log line).
 """
 
 from __future__ import annotations
@@ -20,89 +25,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
-from detectors.decision import Outcome
-from detectors.events import Rejection, actor, to_json
+from detectors.events import Rejection
 from detectors.pipeline import Pipeline, Step
-from streams import state as state_module
+from streams import gauges, recovery, snapshots
 from streams.activity import ItemActivity
 from streams.align import EventTimeAligner, event_time
 from streams.assembly import build_pipeline
-from streams.broker import kafka_python_config
 from streams.metrics import Metrics
+from streams.offsets import Highwaters
 from streams.publisher import BatchPublisher
-from streams.outcomes import dumps, flag_record, outcome_record, rejection_record
-from streams.reader import end_offsets, header, read, source_id
+from streams.publishing import Outputs
+# Published stays importable from here: snapshots written before streams.recovery pickled it as this module's.
+from streams.recovery import Published
+from streams.reader import source_id
 from streams.settings import Settings
-from streams.sinks import drift_finding
-from streams.state import Snapshot, SnapshotRejected, StateDir, snapshot_key
+from streams.state import StateDir, snapshot_key
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
 
 
-class Published:
-    """What a previous run of this worker published after its last snapshot: not to be published again."""
-
-    def __init__(self) -> None:
-        self.decided: dict[str, str] = {}  # event_id -> verdict on the clean or quarantined topic
-        self.retracted: set[str] = set()
-        self.rejected: set[str] = set()  # source ids (topic:partition:offset) of dead letters
-
-    def __bool__(self) -> bool:
-        return bool(self.decided or self.retracted or self.rejected)
-
-    def __len__(self) -> int:
-        return len(self.decided) + len(self.retracted) + len(self.rejected)
-
-    def merge(self, other: "Published") -> None:
-        self.decided.update(other.decided)
-        self.retracted |= other.retracted
-        self.rejected |= other.rejected
-
-
-def scan_published(settings: Settings, topics: Topics, start: dict[TP, int]) -> tuple[Published, dict[TP, int]]:
-    """Outcomes on the output topics from `start` to their end, and the end offsets."""
-    published = Published()
-    config = kafka_python_config(settings)
-    ends: dict[TP, int] = dict(start)
-    for record in read(config, [topics.clean, topics.quarantined, topics.retracted, topics.rejected], start):
-        ends[(record.topic, record.partition)] = record.offset + 1
-        if record.topic == topics.rejected:
-            src = header(record, "src")
-            if src is not None:
-                published.rejected.add(src.decode())
-            continue
-        try:
-            value = orjson.loads(record.value)
-        except orjson.JSONDecodeError:
-            continue
-        event_id = value.get("event_id") if isinstance(value, dict) else None
-        if event_id is None:
-            continue
-        # An analyst's word (a release, a restoration) is not the pipeline's verdict on the event.
-        if header(record, "released_by") is not None or value.get("verdict") == "restored":
-            continue
-        if record.topic == topics.retracted:
-            published.retracted.add(str(event_id))
-        elif record.topic == topics.clean:
-            published.decided[str(event_id)] = "clean"
-        else:
-            published.decided[str(event_id)] = "quarantined"
-    return published, ends
-
-
 class Guard:
-    """Owns the worker's pipeline, its offsets, its pending sends and its snapshots. `decides`: its pipeline
-    decides and it publishes outcomes (the detection stage of the split topology, streams.detection, does
-    neither)."""
+    """Owns the worker's pipeline, its offsets, its pending sends and its snapshots, and runs them in turn.
+    `decides`: its pipeline decides and it publishes outcomes (the detection stage of the split topology,
+    streams.detection, does neither)."""
 
     decides = True
 
@@ -130,6 +83,7 @@ class Guard:
         self.unacked: list[Any] = []
         self.produced_at: dict[str, float] = {}  # event_id -> produce time, for the latency histogram
         self.counts: Counter[str] = Counter()
+        self.outputs = Outputs(topics, self.metrics, self.counts)
         self.activity = ItemActivity()  # recent clean raters per item, for the console's ring picture
         self.rate = 0.0  # input messages per second over the last report interval
         self.last_trainer: dict[str, Any] | None = None  # the trainer's last control record
@@ -144,67 +98,16 @@ class Guard:
         self.dirty = False
         self.snapshot_cost = 0.0
         self.aligner = EventTimeAligner(settings.align_max_wait_seconds, settings.align_max_queued)
-        self._highwaters: dict[TP, tuple[float, int | None]] = {}
-        self._reported = Counter()
+        self.highwaters = Highwaters()
+        self._forced = 0  # the aligner's forced releases counted on /metrics
+        self._consumed: int | None = None  # input offsets at the last report
         self.pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
         self._unfinished: tuple[Any, list[Any]] | None = None  # a batch started, not yet finished
 
-    # -- recovery (before the app starts) ----------------------------------------------------
+    # -- recovery (before the app starts): streams.recovery ---------------------------------------
     def recover(self, store_epoch: str | None = None) -> str:
-        """Restore the snapshot; return the consumer group id to use. `store_epoch` is the quarantine
-        store's current topic epoch, kept where the topics are the ones it knew.
-
-        What the detectors and the decision stage learned about users, items, sellers and clients does not
-        depend on the broker: on a new broker (its topics behind the snapshot's offsets: the embedded one,
-        which keeps them in memory, after a restart) that state is kept, and only the offsets start afresh,
-        in a new consumer group and a new topic epoch."""
-        snapshot = None
-        try:
-            snapshot = self.state_dir.load()
-        except SnapshotRejected as error:
-            log.error("snapshot %s rejected, never unpickled: %s; set aside as .rejected, starting afresh",
-                      self.state_dir.snapshot_path, error)
-            self.state_dir.set_aside()
-        except Exception as error:  # noqa: BLE001 - a truncated or foreign pickle is as good as none
-            log.warning("snapshot unreadable (%s): starting afresh", error)
-        config = kafka_python_config(self.settings)
-        new_topics = False
-        if snapshot is not None:
-            ends = end_offsets(config, {topic for topic, _ in snapshot.input_offsets} | set(self.inputs))
-            behind = [tp for tp, offset in snapshot.input_offsets.items()
-                      if ends.get(tp, -1) < self.broker_offset(offset)]
-            if behind:
-                log.warning("the broker's topics are behind the snapshot (%s: %s < %s): a new broker. Keeping "
-                            "what the detectors learned, reading the new topics from their beginning",
-                            behind[0], ends.get(behind[0]), self.broker_offset(snapshot.input_offsets[behind[0]]))
-                self._restore(snapshot, offsets=False)
-                self.state_dir.new_incarnation()
-                new_topics = True
-            else:
-                self._restore(snapshot)
-        elif self.state_dir.snapshot_path.is_file():
-            self.state_dir.discard()
-        group = f"{self.settings.app_id}-{self.state_dir.incarnation()}"
-        if not self.decides:
-            self.output_offsets = {}
-        elif snapshot is None or new_topics:
-            # Reading the inputs from their beginning: anything already on the output topics (a run whose
-            # state was lost) is suppressed, nothing is decided twice.
-            self.published, self.output_offsets = scan_published(self.settings, self.topics, {})
-        else:
-            found, self.output_offsets = scan_published(self.settings, self.topics, snapshot.output_offsets)
-            self.published.merge(found)
-        if new_topics or (snapshot is None and not self.output_offsets_reached()):
-            self.epoch = uuid.uuid4().hex[:12]  # nothing published on these topics yet: a new epoch
-        elif snapshot is not None:
-            self.epoch = snapshot.extra.get("epoch") or store_epoch or uuid.uuid4().hex[:12]
-        else:
-            self.epoch = store_epoch or uuid.uuid4().hex[:12]  # state lost, topics kept: rows still name them
-        self.restored = True
-        if self.published:
-            log.info("restart: %d outcomes published after the last snapshot will not be published again",
-                     len(self.published))
-        return group
+        """Restore the snapshot; return the consumer group id to use (streams.recovery.recover)."""
+        return recovery.recover(self, store_epoch)
 
     def input_topics(self) -> tuple[str, ...]:
         return self.topics.inputs
@@ -222,27 +125,6 @@ class Guard:
     def output_offsets_reached(self) -> bool:
         """Has anything been published on the output topics?"""
         return any(offset > 0 for offset in self.output_offsets.values())
-
-    def _restore(self, snapshot: Snapshot, offsets: bool = True) -> None:
-        """The pipeline's state; with `offsets`, also where it stood on the topics and what it had
-        published after (without: topics that are not the snapshot's, read from their beginning)."""
-        for name in state_module.restore_into(self.pipeline, snapshot):
-            log.warning("snapshot has state for detector %s, which is not configured", name)
-        self.counts.update(snapshot.extra.get("counts", {}))
-        self.restore_extra(snapshot.extra)
-        if not offsets:
-            log.info("restored the detectors and decision stage: watermark %.0f, %d events held",
-                     snapshot.watermark, self.pipeline.decision.held_count)
-            return
-        self.input_offsets = dict(snapshot.input_offsets)
-        self.skip_below = dict(snapshot.input_offsets)
-        self.control_offsets = dict(snapshot.extra.get("control_offsets", {}))
-        self.output_offsets = dict(snapshot.output_offsets)
-        published = snapshot.extra.get("published")
-        if published is not None:
-            self.published = published
-        log.info("restored snapshot: watermark %.0f, %d events held, offsets %s", snapshot.watermark,
-                 self.pipeline.decision.held_count, sum(snapshot.input_offsets.values()))
 
     # -- the agent's work ---------------------------------------------------------------------
     @property
@@ -316,7 +198,7 @@ class Guard:
     def _lagging(self, tp: TP) -> bool:
         """More data on the broker for this partition than delivered so far? Not known yet (no fetch
         answered for it): maybe, so wait (the aligner stops waiting when all input stalls)."""
-        highwater = self._highwater(tp)
+        highwater = self.highwaters.get(self.app, tp)
         return highwater is None or highwater > self._position(tp)
 
     def _position(self, tp: TP) -> int:
@@ -339,27 +221,11 @@ class Guard:
             if faust_tp.topic not in inputs:
                 continue
             tp = (faust_tp.topic, faust_tp.partition)
-            highwater = self._highwater(tp)
+            highwater = self.highwaters.get(self.app, tp)
             # Not fetched yet (just assigned, after a restart): what waits there is unknown, not nothing.
             if highwater is None or highwater > self._position(tp):
                 return True
         return False
-
-    def _highwater(self, tp: TP) -> int | None:
-        # The fetcher's last word on the partition's end; asked of the consumer thread at most every 50 ms.
-        now = time.monotonic()
-        cached = self._highwaters.get(tp)
-        if cached is not None and now - cached[0] < 0.05:
-            return cached[1]
-        consumer = self.app.consumer if self.app is not None else None
-        highwater = None
-        if consumer is not None:
-            try:
-                highwater = consumer.highwater(_faust_tp(tp))
-            except Exception:  # noqa: BLE001 - not assigned (any more)
-                highwater = None
-        self._highwaters[tp] = (now, highwater)
-        return highwater
 
     async def _process(self, messages: list[Any]) -> None:
         """Messages in event-time order through the pipeline, outcomes out (the lock is held)."""
@@ -401,85 +267,22 @@ class Guard:
         self._publish(step, chunk)
 
     def _publish(self, step: Step, messages: list[Any] | None = None) -> None:
-        topics, published, counts = self.topics, self.published, self.counts
-        send = self.publisher.add
-        produced_at = self.produced_at
+        """A finished batch's (`messages`') or a control step's outcomes, dead letters, flags and drift
+        findings to the output topics, less what a previous run published (streams.publishing)."""
+        outputs, published, produced_at, send = self.outputs, self.published, self.produced_at, self.publisher.add
         if messages is not None:
             for decoded, message in zip(step.decoded, messages):
                 if type(decoded) is Rejection:
-                    src = source_id(message.topic, message.partition, message.offset)
-                    if published.rejected and src in published.rejected:
-                        published.rejected.discard(src)
-                        self.metrics.suppressed.labels("rejected").inc()
-                        continue
-                    key = decoded.event_id.encode() if decoded.event_id else None
-                    send(topics.rejected, key, dumps(rejection_record(decoded)),
-                               [("src", src.encode())])
-                    counts["rejected"] += 1
+                    outputs.rejection(send, decoded, source_id(message.topic, message.partition, message.offset),
+                                      published)
                 else:
                     produced_at[decoded.event_id] = message.timestamp
-        watermark = step.watermark  # of the decision these outcomes come from
-        now = time.time()
-        observe = self.metrics.outcome_latency.observe
+        watermark, now = step.watermark, time.time()  # the watermark of the decision these outcomes come from
         for outcome in step.outcomes:
-            event = outcome.event
-            event_id = event.event_id
-            verdict = outcome.verdict
-            if published:
-                if verdict == "retracted":
-                    if event_id in published.retracted:
-                        published.retracted.discard(event_id)
-                        self.metrics.suppressed.labels(verdict).inc()
-                        continue
-                elif event_id in published.decided:
-                    before = published.decided.pop(event_id)
-                    produced_at.pop(event_id, None)
-                    self.metrics.suppressed.labels(verdict).inc()
-                    # Released before the restart, condemned now (a flag came sooner this time): the clean
-                    # verdict stands, so it is retracted like any released event, once.
-                    condemned = before == "clean" and verdict == "quarantined"
-                    if condemned and event_id in published.retracted:
-                        published.retracted.discard(event_id)
-                        continue
-                    if not condemned:
-                        if before != verdict:
-                            log.warning("event %s was published %s before the restart and is %s now: "
-                                        "the published verdict stands", event_id, before, verdict)
-                        continue
-                    outcome, verdict = Outcome("retracted", event, outcome.reasons, outcome.payload), "retracted"
-            key = actor(event)[1].encode()
-            if outcome.released_by is not None:  # given back by an analyst's release (Pipeline.control)
-                headers = [("released_by", outcome.released_by.encode()),
-                           ("reason", "; ".join(outcome.reasons).encode())]
-                if verdict == "clean":
-                    send(topics.clean, key, outcome.payload or to_json(event), headers)
-                else:
-                    send(topics.retracted, key, dumps(outcome_record(outcome, watermark)), headers)
-                counts["released" if verdict == "clean" else "restored"] += 1
-                continue
-            if verdict == "clean":
-                send(topics.clean, key, outcome.payload or to_json(event), None)
-            elif verdict == "quarantined":
-                send(topics.quarantined, key, dumps(outcome_record(outcome, watermark)), None)
-            else:
-                send(topics.retracted, key, dumps(outcome_record(outcome, watermark)), None)
-            counts[verdict] += 1
-            if verdict != "retracted":
-                produced = produced_at.pop(event_id, None)
-                if produced:
-                    observe(now - produced)
+            outputs.outcome(send, outcome, watermark, published, produced_at, now)
         self.activity.observe(o.event for o in step.outcomes if o.verdict == "clean")
-        for report in step.drifts:  # a detector's score distribution changed: say so, on /metrics and as an alert
-            finding = drift_finding(report)
-            send(topics.alerts, finding["finding_info"]["uid"].encode(), dumps(finding), None)
-            self.metrics.drifts.labels(report["detector"]).inc()
-            log.warning("DRIFT %s: mean score %.3f -> %.3f (ADWIN, window %d)", report["detector"],
-                        report["mean_before"], report["mean_after"], report["window"])
-        for flag in step.flags:
-            send(topics.flags, f"{flag.kind}:{flag.id}".encode(), dumps(flag_record(flag)),
-                       [("updated", b"1" if flag.updated else b"0")])
-            self.metrics.flags.labels(flag.kind, str(flag.updated).lower()).inc()
-            counts["flags"] += 1
+        outputs.drifts(send, step.drifts)
+        outputs.flags(send, step.flags)
 
     @property
     def publisher(self) -> BatchPublisher:
@@ -558,11 +361,11 @@ class Guard:
             seconds = (now - max(self.last_idle, self.last_input)) * self.settings.idle_speedup
             self.last_idle = now
             await asyncio.shield(self._idle(seconds))
-        interval = max(self.settings.snapshot_interval_seconds, 30 * self.snapshot_cost)
-        if (self.dirty or self.unacked) and (now - self.last_snapshot >= interval
+        if (self.dirty or self.unacked) and (now - self.last_snapshot >= snapshots.interval(self.settings,
+                                                                                             self.snapshot_cost)
                                              or self.since_snapshot >= self.settings.snapshot_max_events):
             await self.snapshot()
-        self._update_gauges()
+        self.update_gauges()
         if now - self.last_report >= 10.0:
             self._report(now)
 
@@ -604,75 +407,37 @@ class Guard:
                     return
                 await self._finish_started()  # the snapshot covers every batch started
                 await self._flush_pending()  # raises if the broker refused any: the caller crashes the worker
-                snapshot = state_module.capture(
-                    self.pipeline, self.input_offsets, self.output_offsets,
-                    extra={"published": self.published, "counts": dict(self.counts), "epoch": self.epoch,
-                           "control_offsets": dict(self.control_offsets), **self.snapshot_extra()})
-                data = state_module.dumps(snapshot)
+                data = snapshots.capture(self)
                 acks, self.unacked = self.unacked, []
                 self.since_snapshot = 0
                 self.dirty = False
             await asyncio.get_running_loop().run_in_executor(None, self.state_dir.save_bytes, data)
-            consumer = self.app.consumer if self.app is not None else None
-            if consumer is not None:
-                for message in acks:
-                    message.ack(consumer)
+            snapshots.acknowledge(self.app, acks)
             self.last_snapshot = time.monotonic()
             self.snapshot_cost = time.perf_counter() - started
             self.metrics.snapshot_seconds.observe(self.snapshot_cost)
             self.metrics.snapshot_bytes.set(len(data))
 
-    def _update_gauges(self) -> None:
-        self.metrics.held.set(self.pipeline.decision.held_count)
-        self.metrics.aligned.set(len(self.aligner))
-        forced = self.aligner.forced - self._reported["_forced"]
-        if forced:
-            self.metrics.align_forced.inc(forced)
-            self._reported["_forced"] = self.aligner.forced
-        self.metrics.watermark.set(self.pipeline.watermark)
-        decision = self.pipeline.decision
-        self.metrics.flag_threshold.set(decision.flag_threshold)
-        for name, adwin in self.pipeline.drift.detectors.items():
-            self.metrics.score_mean.labels(name).set(adwin.estimation)
-        fusion = decision.fusion
-        if hasattr(fusion, "learned_weights"):
-            self.metrics.analyst_labels.set(fusion.labels)
-            for name, weight in fusion.learned_weights().items():
-                self.metrics.fusion_weight.labels(name).set(weight)
-        self.metrics.ready.set(1 if self.ready else 0)
+    def update_gauges(self) -> None:
+        """Set when /metrics is scraped and on the timer (streams.gauges)."""
+        gauges.set_holding(self.metrics, self.pipeline.decision.held_count, self.aligner, self.pipeline.watermark,
+                           self.ready)
+        self._forced = gauges.count_forced(self.metrics, self.aligner, self._forced)
+        gauges.set_decision(self.metrics, self.pipeline)
         consumer = getattr(self.app, "consumer", None) if self.app is not None else None
-        if consumer is None:
-            return
-        try:
-            assignment = consumer.assignment()
-        except Exception:  # noqa: BLE001 - not started yet
-            return
-        inputs = self.inputs
-        for tp in assignment:
-            if tp.topic not in inputs:
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001
-                continue
-            if highwater is None:
-                continue
-            position = self.broker_offset(self.input_offsets.get((tp.topic, tp.partition), 0))
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+        if consumer is not None:
+            gauges.set_lag(self.metrics, consumer, self.inputs,
+                           lambda tp: self.broker_offset(self.input_offsets.get(tp, 0)))
 
     def _report(self, now: float) -> None:
-        counts = self.counts
         consumed = sum(map(self.broker_offset, self.input_offsets.values()))
         seconds = now - self.last_report
-        rate = (consumed - self._reported.get("_consumed", consumed)) / seconds if seconds else 0.0
-        self._reported["_consumed"] = consumed
-        self.last_report = now
-        self.rate = rate
-        if counts or consumed:
-            log.info("guard: offset sum %d (%.0f/s), clean %d, quarantined %d, retracted %d, rejected %d, "
-                     "flags %d, held %d", consumed, rate, counts["clean"], counts["quarantined"],
-                     counts["retracted"], counts["rejected"], counts["flags"],
-                     self.pipeline.decision.held_count)
+        before = consumed if self._consumed is None else self._consumed
+        self.rate = (consumed - before) / seconds if seconds else 0.0
+        self._consumed, self.last_report = consumed, now
+        if self.counts or consumed:
+            log.info("guard: offset sum %d (%.0f/s), %s", consumed, self.rate,
+                     gauges.counts_text(self.counts, self.pipeline.decision.held_count))
 
     async def on_shutdown(self) -> None:
         """Finish the batch in hand, take a last snapshot (everything processed so far is covered, nothing is
@@ -689,12 +454,6 @@ class Guard:
             self.stopping = True
             await asyncio.get_running_loop().run_in_executor(self.pipeline_thread, self.pipeline.close)
         self.pipeline_thread.shutdown(wait=False)
-
-
-def _faust_tp(tp: TP) -> Any:
-    from faust.types import TP as FaustTP
-
-    return FaustTP(tp[0], tp[1])
 
 
 def register(app: Any, guard: Guard, settings: Settings, topics: Topics) -> None:

@@ -26,8 +26,6 @@ from streams.accepted import lines_of, record_after
 from streams.agents import Guard
 from streams.broker import kafka_python_config
 from streams.points import encode_point
-from streams.sinks import drift_finding
-from streams.outcomes import dumps
 
 log = logging.getLogger(__name__)
 TAKE_BLOCKS = 64  # records the agent takes at once: blocks of up to a few thousand lines each
@@ -171,7 +169,4 @@ class DetectionGuard(Guard):
                      partition=partition)
             self.counts["points"] += 1
             self.counts["signals"] += sum(len(found) for point in split.values() for _, found in point.signals)
-        for report in step.drifts:
-            finding = drift_finding(report)
-            send(self.topics.alerts, finding["finding_info"]["uid"].encode(), dumps(finding), None)
-            self.metrics.drifts.labels(report["detector"]).inc()
+        self.outputs.drifts(send, step.drifts)

@@ -21,7 +21,7 @@ def register(app: Any, guard: Any, store: Any = None, settings: Any = None) -> N
                 "rebalancing": bool(app.rebalancing), "held": guard.pipeline.decision.held_count}
         return web.json(body, status=200 if ready else 503)
 
-    register_metrics(app, guard.metrics, guard._update_gauges)  # noqa: SLF001
+    register_metrics(app, guard.metrics, guard.update_gauges)
 
     if store is None:
         return
@@ -50,7 +50,7 @@ def register_metrics(app: Any, metrics: Any, refresh: Callable[[], None]) -> Non
 
 def worker_health(guard: Any) -> dict[str, Any]:
     """The figures /metrics has, summed up for the console's health page."""
-    guard._update_gauges()  # noqa: SLF001
+    guard.update_gauges()
     totals: dict[str, float] = {}
     by_label: dict[str, dict[str, float]] = {}
     for family in guard.metrics.registry.collect():
