@@ -191,7 +191,7 @@ class ActorWorker:
         for number, lines in blocks.items():
             highwaters = {}
             for topic in self.topics.inputs:
-                highwater = self._highwater((topic, number))
+                highwater = self.highwaters.get(self.app, (topic, number))
                 if highwater is not None:
                     highwaters[topic] = highwater
             for key, value in split_blocks(lines, highwaters):
