@@ -33,8 +33,6 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from detectors.events import Rejection, decode_event, to_json
 from detectors.stages import ActorStage, Point
 from streams import gauges, partition_state, snapshots
@@ -47,7 +45,8 @@ from streams.offsets import Highwaters
 from streams.points import decode_point
 from streams.publisher import BatchPublisher
 from streams.publishing import Outputs, Send
-from streams.reader import end_offsets, header, read, source_id
+from streams.reader import end_offsets, read, source_id
+from streams.recovery import note_output
 from streams.state import snapshot_key
 from streams.web import register_metrics
 
@@ -349,18 +348,8 @@ class ActorWorker:
             if record.topic == topics.accepted:
                 state.forwarded.update(source_id(source, record.partition, offset)
                                        for source, offset, _, _ in decode_block(record.key, record.value).lines)
-            elif record.topic == topics.rejected:
-                src = header(record, "src")
-                if src is not None:
-                    state.rejected.add(src.decode())
-            else:
-                event_id = orjson.loads(record.value).get("event_id")
-                if event_id is None:
-                    continue
-                if record.topic == topics.retracted:
-                    state.retracted.add(str(event_id))
-                else:
-                    state.decided[str(event_id)] = "clean" if record.topic == topics.clean else "quarantined"
+            else:  # as the guard reads what it published (an analyst's release is not a verdict)
+                note_output(state, record, topics)
         for number, state in states.items():
             log.info("partition %d: restored at input offsets %s, points offset %d, %d events held", number,
                      state.positions, state.points_read, state.stage.decision.held_count + state.stage.waiting)

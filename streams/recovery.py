@@ -42,6 +42,30 @@ class Published:
         self.rejected |= other.rejected
 
 
+def note_output(published: Any, record: Any, topics: Topics) -> None:
+    """One record of an output topic into what was published (`published.decided`, `.retracted`,
+    `.rejected`: a `Published`, or an actor partition's own)."""
+    if record.topic == topics.rejected:
+        src = header(record, "src")
+        if src is not None:
+            published.rejected.add(src.decode())
+        return
+    try:
+        value = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        return
+    event_id = value.get("event_id") if isinstance(value, dict) else None
+    if event_id is None:
+        return
+    # An analyst's word (a release, a restoration) is not the pipeline's verdict on the event.
+    if header(record, "released_by") is not None or value.get("verdict") == "restored":
+        return
+    if record.topic == topics.retracted:
+        published.retracted.add(str(event_id))
+    else:
+        published.decided[str(event_id)] = "clean" if record.topic == topics.clean else "quarantined"
+
+
 def scan_published(settings: Settings, topics: Topics, start: dict[TP, int]) -> tuple[Published, dict[TP, int]]:
     """Outcomes on the output topics from `start` to their end, and the end offsets."""
     published = Published()
@@ -49,27 +73,7 @@ def scan_published(settings: Settings, topics: Topics, start: dict[TP, int]) -> 
     ends: dict[TP, int] = dict(start)
     for record in read(config, [topics.clean, topics.quarantined, topics.retracted, topics.rejected], start):
         ends[(record.topic, record.partition)] = record.offset + 1
-        if record.topic == topics.rejected:
-            src = header(record, "src")
-            if src is not None:
-                published.rejected.add(src.decode())
-            continue
-        try:
-            value = orjson.loads(record.value)
-        except orjson.JSONDecodeError:
-            continue
-        event_id = value.get("event_id") if isinstance(value, dict) else None
-        if event_id is None:
-            continue
-        # An analyst's word (a release, a restoration) is not the pipeline's verdict on the event.
-        if header(record, "released_by") is not None or value.get("verdict") == "restored":
-            continue
-        if record.topic == topics.retracted:
-            published.retracted.add(str(event_id))
-        elif record.topic == topics.clean:
-            published.decided[str(event_id)] = "clean"
-        else:
-            published.decided[str(event_id)] = "quarantined"
+        note_output(published, record, topics)
     return published, ends
 
 

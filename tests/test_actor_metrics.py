@@ -195,3 +195,31 @@ def test_the_detection_worker_counts_no_input_and_no_outcome_the_actors_count(tm
 
 async def _nothing(messages) -> None:
     pass
+
+
+def test_a_new_owner_reads_an_analysts_release_as_no_verdict(tmp_path, monkeypatch):
+    """What an earlier owner published after its snapshot is not sent again; an analyst's release (a clean
+    record with `released_by`) or a restoration is the analyst's word, not the pipeline's verdict, as the
+    single worker reads it (streams.recovery.note_output): counted as a verdict, a restored stage that
+    quarantines the event again would publish a retraction nobody decided."""
+    import streams.actors as actors_module
+    from streams.actors import ActorWorker, Partition
+
+    settings = Settings(state_dir=tmp_path, detectors="profile", offload_detectors="", partitions=2,
+                        learn_from_analysts=False)
+    topics = Topics.from_settings(settings)
+    record = lambda topic, value, headers=(): SimpleNamespace(topic=topic, partition=1, value=value,  # noqa: E731
+                                                               headers=list(headers), key=None)
+    records = [record(topics.clean, orjson.dumps({"event_id": "e1"})),
+               record(topics.clean, orjson.dumps({"event_id": "e2"}), [("released_by", b"ana")]),
+               record(topics.retracted, orjson.dumps({"event_id": "e3", "verdict": "restored"})),
+               record(topics.retracted, orjson.dumps({"event_id": "e4", "verdict": "retracted"})),
+               record(topics.quarantined, b"not json"),
+               record(topics.rejected, b"{}", [("src", b"events.ratings:1:7")])]
+    monkeypatch.setattr(actors_module, "read", lambda *args, **kwargs: iter(records))
+    worker = ActorWorker(settings, topics)
+    state = Partition(ActorStage(DecisionStage()))
+    worker._scan({}, {1: state})  # noqa: SLF001
+    assert state.decided == {"e1": "clean"}
+    assert state.retracted == {"e4"}
+    assert state.rejected == {"events.ratings:1:7"}
