@@ -35,8 +35,12 @@ class Stream:
         self.ts = 0.0
         self.n = 0
         self.state = Partition(ActorStage(DecisionStage(
-            hold_seconds=10, retraction_horizon=4000, recent_retraction=600, max_released_per_entity=6)))
+            hold_seconds=10, retraction_horizon=20000, recent_retraction=3000, max_released_per_entity=30)))
         self.released: list[str] = []
+
+    def user(self) -> str:
+        """A few busy users (over the per-entity bound), many quiet ones."""
+        return f"u{self.random.randint(0, 2) if self.random.random() < 0.3 else self.random.randint(0, 150)}"
 
     def step(self, state: Partition | None = None) -> list[tuple[str, str]]:
         """One batch: a few events, a release, sometimes a signal. The same draws whatever `state` is fed."""
@@ -45,17 +49,17 @@ class Stream:
         for _ in range(rand.randint(1, 6)):
             self.ts += rand.uniform(0, 30)
             self.n += 1
-            stage.admit(RatingEvent(event_id=f"e{self.n}", ts=self.ts, user_id=f"u{rand.randint(0, 40)}",
+            stage.admit(RatingEvent(event_id=f"e{self.n}", ts=self.ts, user_id=self.user(),
                                     item_id=f"i{rand.randint(0, 9)}", rating=rand.randint(1, 5)))
         outcomes = stage.release(self.ts)
         roll = rand.random()
-        if roll < 0.08:  # a flag: retracts the user's recent released events
-            _, retracted = stage.apply([Signal("user", f"u{rand.randint(0, 40)}", "profile", 0.95)], self.ts)
+        if roll < 0.03:  # a flag: retracts the user's recent released events
+            _, retracted = stage.apply([Signal("user", f"u{rand.randint(0, 150)}", "profile", 0.95)], self.ts)
             outcomes += retracted
-        elif roll < 0.12:  # whole history: the older kept events go too
-            signal = Signal("user", f"u{rand.randint(0, 40)}", "copies", 0.95, whole_history=True)
+        elif roll < 0.045:  # whole history: the older kept events go too
+            signal = Signal("user", f"u{rand.randint(0, 150)}", "copies", 0.95, whole_history=True)
             outcomes += stage.apply([signal], self.ts)[1]
-        elif roll < 0.2:  # a signal naming released events of other users
+        elif roll < 0.1:  # a signal naming released events of other users
             named = tuple(rand.sample(self.released, min(3, len(self.released))))
             outcomes += stage.apply([Signal("item", f"i{rand.randint(0, 9)}", "dense_block", 0.95,
                                             event_ids=named)], self.ts)[1]
@@ -243,3 +247,25 @@ def test_a_snapshot_from_before_deltas_is_restored_then_replaced():
     records = chain.records(restored, decision_of(restored), KEY)
     assert records[0][0].startswith(b"base:")
     assert {k for k, v in records if v is None} == {b"chunk:0", b"head"}
+
+
+def test_two_writes_of_one_delta_never_mix(monkeypatch):
+    """A partition's old owner, not quite dead, and its new one write the same delta at once: the chunks under
+    the latest head are not all of its write, so that delta is incomplete (not taken for tampered)."""
+    monkeypatch.setattr(partition_state, "CHUNK", 4096)
+    stream, log, chain = Stream(23), [], Chain()
+    run(stream, log, chain, 150)
+    kept = pickle.loads(pickle.dumps(stream.state))
+    stream.step()
+    zombie, other = copy.deepcopy(chain), copy.deepcopy(stream.state)  # deepcopy leaves the journal out
+    decision_of(other)._journal = copy.deepcopy(decision_of(stream.state)._journal)
+    decision_of(other).admit(RatingEvent(event_id="z", ts=0.0, user_id="u1", item_id="i1", rating=1))
+    ours = chain.records(stream.state, decision_of(stream.state), KEY)
+    theirs = zombie.records(other, decision_of(other), KEY)
+    assert ours[0][0].startswith(b"delta:") and len(theirs) > 2 and ours[0][0] == theirs[0][0]
+    assert ours[-1][0] == theirs[-1][0]
+    log += [Message(*r) for r in theirs[:-1]] + [Message(*ours[0])] + [Message(*theirs[-1])]
+    rejected = []
+    restored, _ = restore(log, KEY, decision_of, rejected.append)
+    same(decision_of(restored), decision_of(kept))
+    assert rejected == []
