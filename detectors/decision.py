@@ -138,15 +138,20 @@ class DecisionStage:
         self._journal: _Journal | None = None  # changes to the released events since a mark, when asked for
 
     def __getstate__(self) -> dict[str, Any]:
-        # The journal is the snapshot writer's, of changes since its last write: not part of the state.
+        # The journal is the snapshot writer's, of changes since its last write: not part of the state. The
+        # index by id is the released events again (an eighth of the snapshot): rebuilt on restore.
         state = dict(self.__dict__)
         state.pop("_journal", None)
+        state.pop("_released_by_id", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Snapshots from before releases gave events back lack what a release needs: empty, then the rest.
         self.__dict__.update(_condemned={}, _reviewed={}, _history={}, _journal=None)
         self.__dict__.update(state)
+        if "_released_by_id" not in state:
+            self._released_by_id = {event_id: key for key, released in self._released.items()
+                                    for _, event_id, _ in released}
 
     # -- incremental snapshots: the released events are most of the state, and append-mostly -----------
     def journal_start(self) -> None:
@@ -158,17 +163,24 @@ class DecisionStage:
     def journaling(self) -> bool:
         return self._journal is not None
 
-    def journal_take(self) -> tuple[list[tuple[tuple[str, str], tuple[float, str, bytes]]], list[str]]:
+    def journal_take(self) -> tuple[dict[tuple[str, str], list[tuple[float, str, bytes]]], list[str]]:
         """What changed among the released events since the mark (`journal_start` or the last take): those
-        released since, still kept ((entity, (ts, event_id, JSON)) in release order), and the ids of those
-        kept at the mark and forgotten since (retracted, expired, over the per-entity bound). A new mark."""
+        released since and still kept (entity -> its (ts, event_id, JSON) in release order), and the ids of
+        those kept at the mark and forgotten since (retracted, expired, over the per-entity bound). A new
+        mark."""
         journal = self._journal
         if journal is None:
             raise RuntimeError("journal_take without journal_start")
         self._journal = _Journal()
-        return list(journal.added.values()), list(journal.removed)
+        added: dict[tuple[str, str], list[tuple[float, str, bytes]]] = {}
+        for key, record in journal.added.values():
+            records = added.get(key)
+            if records is None:  # grouped by entity: each key pickled once, not per event
+                records = added[key] = []
+            records.append(record)
+        return added, list(journal.removed)
 
-    def journal_replay(self, added: Iterable[tuple[tuple[str, str], tuple[float, str, bytes]]],
+    def journal_replay(self, added: dict[tuple[str, str], list[tuple[float, str, bytes]]],
                        removed: Iterable[str]) -> None:
         """Apply what `journal_take` returned to a copy of the stage as it was at the mark: its released
         events then equal the original's. (Every removal keeps a deque's order and every release appends, so
@@ -194,12 +206,13 @@ class DecisionStage:
                 released[key] = queue = deque(record for record in queue if record[1] not in ids)
             if not queue:
                 del released[key]
-        for key, record in added:
+        for key, records in added.items():
             queue = released.get(key)
             if queue is None:
                 queue = released[key] = deque()
-            queue.append(record)
-            by_id[record[1]] = key
+            queue.extend(records)
+            for record in records:
+                by_id[record[1]] = key
 
     def detach_released(self) -> tuple[dict, dict]:
         """Take the released events out (an incremental snapshot pickles the rest); `attach_released` puts
