@@ -87,6 +87,25 @@ def topic_bytes(settings, names: list[str]) -> int:
                for record in read(kafka_python_config(settings), names))
 
 
+def snapshot_bytes(settings, name: str) -> dict[str, int]:
+    """The actor state topic's bytes by kind of record (streams.partition_state: bases, deltas, and
+    tombstones, which carry none), and how many bases and deltas were written."""
+    from streams.broker import kafka_python_config
+    from streams.reader import read
+
+    out = {"base": 0, "delta": 0, "bases": 0, "deltas": 0, "tombstones": 0}
+    for record in read(kafka_python_config(settings), [name]):
+        key = record.key or b""
+        kind = "base" if key.startswith(b"base:") else "delta" if key.startswith(b"delta:") else "other"
+        if record.value is None:
+            out["tombstones"] += 1
+            continue
+        out[kind] = out.get(kind, 0) + len(record.value) + len(key)
+        if key.count(b":") == (1 if kind == "base" else 2):  # a head
+            out[kind + "s"] += 1
+    return out
+
+
 def wait_ready(processes: list[Process], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for process in processes:
@@ -180,9 +199,10 @@ def run(count: int, events: Path, workdir: Path, base_env: dict[str, str], kill_
         summary = export(settings, workdir / f"export-{count}")
         topics = Topics.from_settings(settings)
         moved = {name: topic_bytes(settings, [name]) for name in topics.internal}
+        snapshots = snapshot_bytes(settings, topics.actor_state) if count else None
         span = summary.get("outcome_span_seconds")
         return {"actors": count, "summary": summary, "wall_s": round(wall, 1), "cpu_detect": cpu_detect,
-                "cpu_actors": cpu_actors, "internal_bytes": moved, "span": span, "killed": killed,
+                "cpu_actors": cpu_actors, "internal_bytes": moved, "snapshots": snapshots, "span": span, "killed": killed,
                 "rejoined": rejoined, "flags": workdir / f"export-{count}" / "flags.jsonl"}
     finally:
         broker.send_signal(signal.SIGTERM)
@@ -235,6 +255,10 @@ def main() -> None:
         cpu = result["cpu_detect"] + result["cpu_actors"]
         killed = " (one killed -9" + (", rejoined" if result["rejoined"] else "") + ")" if result["killed"] else ""
         moved = ", ".join(f"{name} {size / n_lines:.0f}" for name, size in result["internal_bytes"].items())
+        if result.get("snapshots"):
+            snaps = result["snapshots"]
+            moved += (f" (bases {snaps['base'] / n_lines:.0f} in {snaps['bases']}, deltas {snaps['delta'] / n_lines:.0f}"
+                      f" in {snaps['deltas']}, {snaps['tombstones']} tombstones)")
         who = f"{count} actor worker(s)" if count else "one worker (SHILLGUARD_ROLE=all)"
         line = (f"{who}{killed}: {n_lines / result['wall_s']:,.0f} events/s ({result['wall_s']} s "
                 f"from the first produced to the last outcome); CPU {1e6 * cpu / n_lines:.0f} us/event (detection "

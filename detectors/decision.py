@@ -135,11 +135,100 @@ class DecisionStage:
         self._condemned: dict[tuple[str, str], deque[tuple[float, str, bytes, str]]] = {}
         self._reviewed: dict[tuple[str, str], dict[str, float]] = {}  # scores an analyst released
         self._history: dict[tuple[str, str], list[dict[str, Any]]] = {}  # analysts' decisions
+        self._journal: _Journal | None = None  # changes to the released events since a mark, when asked for
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The journal is the snapshot writer's, of changes since its last write: not part of the state. The
+        # index by id is the released events again (an eighth of the snapshot): rebuilt on restore.
+        state = dict(self.__dict__)
+        state.pop("_journal", None)
+        state.pop("_released_by_id", None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Snapshots from before releases gave events back lack what a release needs: empty, then the rest.
-        self.__dict__.update(_condemned={}, _reviewed={}, _history={})
+        self.__dict__.update(_condemned={}, _reviewed={}, _history={}, _journal=None)
         self.__dict__.update(state)
+        if "_released_by_id" not in state:
+            self._released_by_id = {event_id: key for key, released in self._released.items()
+                                    for _, event_id, _ in released}
+
+    # -- incremental snapshots: the released events are most of the state, and append-mostly -----------
+    def journal_start(self) -> None:
+        """Record from now on which released events are added and which forgotten (`journal_take`): an
+        incremental snapshot writes those instead of every released event."""
+        self._journal = _Journal()
+
+    @property
+    def journaling(self) -> bool:
+        return self._journal is not None
+
+    def journal_take(self) -> tuple[dict[tuple[str, str], list[tuple[float, str, bytes]]], list[str]]:
+        """What changed among the released events since the mark (`journal_start` or the last take): those
+        released since and still kept (entity -> its (ts, event_id, JSON) in release order), and the ids of
+        those kept at the mark and forgotten since (retracted, expired, over the per-entity bound). A new
+        mark."""
+        journal = self._journal
+        if journal is None:
+            raise RuntimeError("journal_take without journal_start")
+        self._journal = _Journal()
+        added: dict[tuple[str, str], list[tuple[float, str, bytes]]] = {}
+        for key, record in journal.added.values():
+            records = added.get(key)
+            if records is None:  # grouped by entity: each key pickled once, not per event
+                records = added[key] = []
+            records.append(record)
+        return added, list(journal.removed)
+
+    def journal_replay(self, added: dict[tuple[str, str], list[tuple[float, str, bytes]]],
+                       removed: Iterable[str]) -> None:
+        """Apply what `journal_take` returned to a copy of the stage as it was at the mark: its released
+        events then equal the original's. (Every removal keeps a deque's order and every release appends, so
+        a deque is its survivors in order, then the events added since in order.)"""
+        released, by_id = self._released, self._released_by_id
+        gone: dict[tuple[str, str], set[str]] = {}
+        for event_id in removed:
+            key = by_id.pop(event_id, None)
+            if key is not None:
+                gone.setdefault(key, set()).add(event_id)
+        for key, ids in gone.items():
+            queue = released.get(key)
+            if not queue:
+                continue
+            left = len(ids)
+            while queue and left and queue[0][1] in ids:  # expiry and the bound take the oldest
+                queue.popleft()
+                left -= 1
+            while queue and left and queue[-1][1] in ids:  # a flag retracts the newest
+                queue.pop()
+                left -= 1
+            if left:
+                released[key] = queue = deque(record for record in queue if record[1] not in ids)
+            if not queue:
+                del released[key]
+        for key, records in added.items():
+            queue = released.get(key)
+            if queue is None:
+                queue = released[key] = deque()
+            queue.extend(records)
+            for record in records:
+                by_id[record[1]] = key
+
+    def detach_released(self) -> tuple[dict, dict]:
+        """Take the released events out (an incremental snapshot pickles the rest); `attach_released` puts
+        them back."""
+        taken = (self._released, self._released_by_id)
+        self._released, self._released_by_id = {}, {}
+        return taken
+
+    def attach_released(self, taken: tuple[dict, dict]) -> None:
+        self._released, self._released_by_id = taken
+
+    def _forgotten(self, event_id: str) -> None:
+        """A released event left the retraction index: the journal notes it."""
+        journal = self._journal
+        if journal is not None and journal.added.pop(event_id, None) is None:
+            journal.removed.add(event_id)
 
     # -- holding and releasing ------------------------------------------------------------
     def admit(self, *events: Event) -> None:
@@ -156,6 +245,7 @@ class DecisionStage:
         pop, actor_field, held_ids, implicated = heapq.heappop, ACTOR_FIELD, self._held_ids, self._implicated
         flags, released_of, released_by_id, cap = (self._flags, self._released, self._released_by_id,
                                                    self.max_released_per_entity)
+        journal = self._journal.added if self._journal is not None else None
         while held and held[0][0] <= watermark:
             event = pop(held)[2]
             kind, name = actor_field[type(event)]
@@ -172,10 +262,16 @@ class DecisionStage:
             if released is None:
                 released = released_of[key] = deque()
             payload = to_json(event)
-            released.append((event.ts, event_id, payload))
+            record = (event.ts, event_id, payload)
+            released.append(record)
             released_by_id[event_id] = key
+            if journal is not None:
+                journal[event_id] = (key, record)
             if len(released) > cap:
-                released_by_id.pop(released.popleft()[1], None)
+                oldest = released.popleft()[1]
+                released_by_id.pop(oldest, None)
+                if journal is not None:
+                    self._forgotten(oldest)
             out.append(Outcome("clean", event, [], payload))
         # Expiry scans every entity, so it runs once per hundredth of the horizon, not per release.
         if out and watermark - self._expired_at >= self.retraction_horizon / 100:
@@ -200,7 +296,9 @@ class DecisionStage:
         for key in [k for k, q in self._released.items() if not q or q[0][0] < horizon]:
             released = self._released[key]
             while released and released[0][0] < horizon:  # oldest first: released in ts order
-                self._released_by_id.pop(released.popleft()[1], None)
+                oldest = released.popleft()[1]
+                self._released_by_id.pop(oldest, None)
+                self._forgotten(oldest)
             if not released:
                 del self._released[key]
         for key in [k for k, q in self._condemned.items() if not q or q[-1][0] < horizon]:
@@ -283,6 +381,7 @@ class DecisionStage:
         reason = _flag_reason(flag)
         for ts, event_id, payload in released:
             self._released_by_id.pop(event_id, None)
+            self._forgotten(event_id)
             self._condemn(key, ts, event_id, payload, "retracted")
         return [_retraction(record, reason) for record in released]
 
@@ -293,6 +392,7 @@ class DecisionStage:
             self._released[key] = deque(record for record in released if record[1] not in ids)
             for ts, event_id, payload in hit:
                 self._released_by_id.pop(event_id, None)
+                self._forgotten(event_id)
                 self._condemn(key, ts, event_id, payload, "retracted")
         return [_retraction(record, reason) for record in hit]
 
@@ -360,6 +460,12 @@ class DecisionStage:
 
     def history(self, kind: str, entity_id: str) -> list[dict[str, Any]]:
         return list(self._history.get((kind, entity_id), ()))
+
+
+@dataclass(slots=True)
+class _Journal:
+    added: dict[str, tuple[tuple[str, str], tuple[float, str, bytes]]] = field(default_factory=dict)  # by id
+    removed: set[str] = field(default_factory=set)  # kept at the mark, forgotten since
 
 
 def _retraction(record: tuple[float, str, bytes], reason: str) -> Outcome:

@@ -78,6 +78,7 @@ class ActorWorker:
         self.key = snapshot_key(settings)
         self.app: Any = None
         self.partitions: dict[int, Partition] = {}
+        self.chains: dict[int, partition_state.Chain] = {}  # what each partition's snapshots build on
         self.unacked: list[Any] = []
         self.dirty: set[int] = set()
         self.counts: Counter[str] = Counter()
@@ -268,10 +269,14 @@ class ActorWorker:
             for topic in self.outcome_topics:
                 if (topic, number) in offsets:
                     state.outputs[topic] = offsets[(topic, number)]
-            for key, value in partition_state.records(state, self.key):
+            chain = self.chains.setdefault(number, partition_state.Chain())
+            for key, value in chain.records(state, state.stage.decision, self.key):
                 self.publisher.add(self.topics.actor_state, key, value, partition=number)
-                size += len(value)
+                size += len(value) if value is not None else 0
         await self.publisher.wait()
+        for number in chosen:
+            if number in self.chains:
+                self.chains[number].stored()
         self.dirty -= chosen
         acks, self.unacked = self.unacked, []
         snapshots.acknowledge(self.app, (message for message in acks if message.partition in self.partitions))
@@ -295,6 +300,7 @@ class ActorWorker:
                 await self._snapshot(gone)
                 for number in gone:
                     del self.partitions[number]
+                    self.chains.pop(number, None)
                 self._forget(gone)
 
     def assigned_partitions(self, numbers: set[int]) -> None:
@@ -303,6 +309,7 @@ class ActorWorker:
         stale = (set(self.partitions) | set(self.produced_at)) - numbers
         for number in set(self.partitions) - numbers:  # not revoked first (a stopped member's)
             del self.partitions[number]
+            self.chains.pop(number, None)
         self._forget(stale)
         self.aligner.track((topic, number) for topic in self.topics.inputs for number in numbers)
         self.restoring = asyncio.ensure_future(self._restore_assigned(sorted(numbers - set(self.partitions))))
@@ -311,21 +318,24 @@ class ActorWorker:
         async with self.lock:
             if new:
                 restored = await asyncio.get_running_loop().run_in_executor(None, self._restore, new)
-                self.partitions.update(restored)
+                for number, (state, chain) in restored.items():
+                    self.partitions[number], self.chains[number] = state, chain
             self.assigned = True
         log.info("actors: partitions %s (restored %s)", sorted(self.partitions), new)
 
-    def _restore(self, numbers: list[int]) -> dict[int, Partition]:
-        """Each partition's latest snapshot (or a fresh state), and what was published and forwarded after:
-        one read of the state topic's last records and one of the outputs, for every partition at once."""
+    def _restore(self, numbers: list[int]) -> dict[int, tuple[Partition, partition_state.Chain]]:
+        """Each partition's latest snapshot (or a fresh state) with the chain its next snapshots build on,
+        and what was published and forwarded after: one read of the state topic's last records and one of
+        the outputs, for every partition at once."""
         config = kafka_python_config(self.settings)
         topic = self.topics.actor_state
         ends = end_offsets(config, [topic])
-        found: dict[int, Partition | None] = {}
-        # A snapshot is a few records: looked for among the partition's last records first (without
-        # compaction the partition keeps every snapshot), then, where none is complete there, in all of it.
+        found: dict[int, tuple[Partition | None, partition_state.Chain]] = {}
+        # A base and its deltas are a few records: looked for among the partition's last records first
+        # (without compaction the partition keeps every snapshot), then, where no base is complete there, in
+        # all of it (records after a base in the window are in the window too).
         for window in (256, None):
-            wanted = [n for n in numbers if found.get(n) is None]
+            wanted = [n for n in numbers if found.get(n, (None,))[0] is None]
             if not wanted:
                 break
             start = {(topic, n): max(ends.get((topic, n), 0) - window, 0) if window else 0 for n in wanted}
@@ -333,11 +343,13 @@ class ActorWorker:
             for message in read(config, [topic], start, partitions=wanted):
                 messages[message.partition].append(message)
             for number in wanted:
-                found[number] = partition_state.latest(messages[number], self.key, lambda why, n=number: log.error(
-                    "partition %d: a state snapshot was rejected (%s): the one before stands", n, why))
-        states = {n: found.get(n) or Partition(ActorStage(build_decision(self.settings))) for n in numbers}
+                found[number] = partition_state.restore(
+                    messages[number], self.key, lambda state: state.stage.decision,
+                    lambda why, n=number: log.error(
+                        "partition %d: a state snapshot was rejected (%s): the one before stands", n, why))
+        states = {n: found[n][0] or Partition(ActorStage(build_decision(self.settings))) for n in numbers}
         self._scan(config, states)
-        return states
+        return {n: (state, found[n][1]) for n, state in states.items()}
 
     def _scan(self, config: dict[str, Any], states: dict[int, Partition]) -> None:
         """What was published and forwarded after each partition's snapshot (by a worker killed since)."""
