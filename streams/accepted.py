@@ -5,11 +5,12 @@ per line: the detection worker then pays Faust's per-message cost (the bulk of i
 detectors) once a block. A block carries, per line, its source (input topic and offset: the partition is
 the record's), the event time the actor's aligner read from it (so the detection worker's aligner need
 not parse the line again) and the line as it came, bytes and all (a dead letter is forwarded too: the
-detection stage counts lines). It also carries, per input topic, the partition's high watermark as the
-actor's consumer last fetched it: the detection worker must not take a partition for caught up while its
-actor has read input it has not forwarded yet (it would release the other partitions' later events
-first), and ListOffsets, its other source, is asked at most once a second and, on the embedded broker,
-can stop a produce batch short of the end. The framing is a few fixed-size struct fields per line, hand-written
+detection stage counts lines). It also carries the high watermarks of every input partition the actor
+holds, as its consumer last fetched them: the detection worker must not take a partition for caught up
+while its actor has read input it has not forwarded yet (it would release the other partitions' later
+events first). A block of one partition speaks for the others too, because the actor sends the blocks of
+one batch together and the detection worker may fetch some before the rest; ListOffsets, its other
+source, can stop a produce batch short of the end on the embedded broker. The framing is a few fixed-size struct fields per line, hand-written
 because the lines are arbitrary bytes and a generic serialiser (JSON, msgpack) would either re-encode them
 or add a dependency for this one use.
 
@@ -34,22 +35,25 @@ MAX_LINES = 4096
 MAX_BYTES = 256 * 1024  # well under Kafka's default message.max.bytes (1 MB)
 _HEAD = struct.Struct("<BqdI")  # topic index, source offset, event time, line length
 _COUNT = struct.Struct("<BI")  # topics named, lines
-_TOPIC = struct.Struct("<qH")  # the topic's input high watermark (-1: not known), name length
+_MARK = struct.Struct("<BHq")  # topic index, partition, high watermark
 
 
 class Block(NamedTuple):
     lines: list[tuple[str, int, float, bytes]]  # (source topic, offset, ts, bytes)
-    highwaters: dict[str, int]  # source topic -> its high watermark on the partition, where the actor knew it
+    highwaters: dict[tuple[str, int], int]  # (input topic, partition) -> high watermark, as the actor knew it
 
 
-def encode_block(topics: list[tuple[str, int]], lines: list[tuple[int, int, float, bytes]]) -> bytes:
-    """One record's value: `topics` named once with their high watermarks, then each line as (topic index,
-    offset, ts, bytes)."""
+def encode_block(topics: list[str], marks: list[tuple[int, int, int]],
+                 lines: list[tuple[int, int, float, bytes]]) -> bytes:
+    """One record's value: `topics` named once, the high watermarks as (topic index, partition, offset),
+    then each line as (topic index, offset, ts, bytes)."""
     parts = [MAGIC, _COUNT.pack(len(topics), len(lines))]
-    for name, highwater in topics:
+    for name in topics:
         encoded = name.encode()
-        parts.append(_TOPIC.pack(highwater, len(encoded)))
+        parts.append(struct.pack("<H", len(encoded)))
         parts.append(encoded)
+    parts.append(struct.pack("<H", len(marks)))
+    parts.extend(_MARK.pack(*mark) for mark in marks)
     pack = _HEAD.pack
     for index, offset, ts, value in lines:
         parts.append(pack(index, offset, ts, len(value)))
@@ -58,10 +62,10 @@ def encode_block(topics: list[tuple[str, int]], lines: list[tuple[int, int, floa
 
 
 def split_blocks(lines: list[tuple[str, int, float, bytes]],
-                 highwaters: dict[str, int] | None = None) -> Iterator[tuple[str, bytes]]:
+                 highwaters: dict[tuple[str, int], int] | None = None) -> Iterator[tuple[str, bytes]]:
     """(key, value) records for a partition's lines (topic, offset, ts, bytes), in order, each block within
-    MAX_LINES and MAX_BYTES (a line longer than that travels alone), each with the partition's `highwaters`
-    (input topic -> high watermark). The key names the block's first line."""
+    MAX_LINES and MAX_BYTES (a line longer than that travels alone), each with `highwaters` ((input topic,
+    partition) -> high watermark). The key names the block's first line."""
     highwaters = highwaters or {}
     start = 0
     while start < len(lines):
@@ -72,11 +76,12 @@ def split_blocks(lines: list[tuple[str, int, float, bytes]],
                 break
             end += 1
         chunk = lines[start:end]
-        topics = {topic: index for index, topic in enumerate(highwaters)}
+        topics: dict[str, int] = {}
+        marks = [(topics.setdefault(topic, len(topics)), number, highwater)
+                 for (topic, number), highwater in highwaters.items()]
         framed = [(topics.setdefault(topic, len(topics)), offset, ts, value) for topic, offset, ts, value in chunk]
         first_topic, first_offset = chunk[0][0], chunk[0][1]
-        named = [(topic, highwaters.get(topic, -1)) for topic in topics]
-        yield f"{first_topic}:{first_offset}", encode_block(named, framed)
+        yield f"{first_topic}:{first_offset}", encode_block(list(topics), marks, framed)
         start = end
 
 
@@ -91,15 +96,19 @@ def decode_block(key: bytes | None, value: bytes) -> Block:
     at = len(MAGIC)
     n_topics, n_lines = _COUNT.unpack_from(value, at)
     at += _COUNT.size
-    topics, highwaters = [], {}
+    topics = []
     for _ in range(n_topics):
-        highwater, length = _TOPIC.unpack_from(value, at)
-        at += _TOPIC.size
-        name = value[at:at + length].decode()
+        (length,) = struct.unpack_from("<H", value, at)
+        at += 2
+        topics.append(value[at:at + length].decode())
         at += length
-        topics.append(name)
-        if highwater >= 0:
-            highwaters[name] = highwater
+    (n_marks,) = struct.unpack_from("<H", value, at)
+    at += 2
+    highwaters = {}
+    for _ in range(n_marks):
+        index, number, highwater = _MARK.unpack_from(value, at)
+        at += _MARK.size
+        highwaters[(topics[index], number)] = highwater
     lines = []
     unpack, head = _HEAD.unpack_from, _HEAD.size
     for _ in range(n_lines):

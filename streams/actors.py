@@ -188,12 +188,14 @@ class ActorWorker:
             else:
                 blocks.setdefault(number, []).append((message.topic, offset, ts, message.value))
         accepted = self.topics.accepted
+        highwaters = {}
+        if blocks:
+            for number in self.partitions:
+                for topic in self.topics.inputs:
+                    highwater = self.highwaters.get(self.app, (topic, number))
+                    if highwater is not None:
+                        highwaters[(topic, number)] = highwater
         for number, lines in blocks.items():
-            highwaters = {}
-            for topic in self.topics.inputs:
-                highwater = self.highwaters.get(self.app, (topic, number))
-                if highwater is not None:
-                    highwaters[topic] = highwater
             for key, value in split_blocks(lines, highwaters):
                 send(accepted, key.encode(), value, partition=number)
         return touched

@@ -77,8 +77,8 @@ class DetectionGuard(Guard):
         for message in messages:
             got, highwaters = lines_of(message)
             lines += got
-            known = reported.setdefault(message.partition, {})
-            for topic, highwater in highwaters.items():
+            for (topic, number), highwater in highwaters.items():
+                known = reported.setdefault(number, {})
                 if highwater > known.get(topic, 0):
                     known[topic] = highwater
         # While an actor partition moves (a worker killed, a rebalance), its lines stop coming without the

@@ -28,13 +28,14 @@ def rating(n: int, ts: float) -> bytes:
 def test_a_block_carries_every_line_byte_for_byte_with_its_source_and_time():
     lines = [("events.ratings", 10, 1.5, rating(1, 1.5)), ("events.clicks", 3, 2.0, b"\xff\x00 not json"),
              ("events.ratings", 11, NO_TIME, b""), ("events.catalog", 0, 3.25, b"{}")]
-    records = list(split_blocks(lines, {"events.ratings": 40, "events.queries": 7}))
+    records = list(split_blocks(lines, {("events.ratings", 0): 40, ("events.queries", 0): 7,
+                                        ("events.ratings", 5): 2}))
     assert len(records) == 1
     key, value = records[0]
     assert key == "events.ratings:10"
     block = decode_block(key.encode(), value)
     assert block.lines == lines
-    assert block.highwaters == {"events.ratings": 40, "events.queries": 7}
+    assert block.highwaters == {("events.ratings", 0): 40, ("events.queries", 0): 7, ("events.ratings", 5): 2}
 
 
 def test_blocks_are_cut_by_lines_and_bytes_and_keep_the_order():
@@ -128,7 +129,7 @@ def test_the_detection_worker_waits_for_input_its_actor_has_read_and_not_forward
     ListOffsets says nothing more."""
     from streams.detection import DetectionGuard
 
-    settings = Settings(state_dir=tmp_path, detectors="profile", offload_detectors="", partitions=1,
+    settings = Settings(state_dir=tmp_path, detectors="profile", offload_detectors="", partitions=2,
                         learn_from_analysts=False)
     topics = Topics.from_settings(settings)
     guard = DetectionGuard(settings, topics)
@@ -138,13 +139,20 @@ def test_the_detection_worker_waits_for_input_its_actor_has_read_and_not_forward
         guard._process = lambda messages: asyncio.sleep(0)  # noqa: SLF001
         guard.restored = guard.assigned = True
         first = [(topics.ratings, n, float(n), rating(n, float(n))) for n in range(3)]
-        block = Record(0, next(split_blocks(first, {topics.ratings: 5}))[1])
+        block = Record(0, next(split_blocks(first, {(topics.ratings, 0): 5}))[1])
         asyncio.run(guard.handle([SimpleNamespace(message=block)]))
         assert guard._input_behind(0)  # noqa: SLF001 - lines 3 and 4 were read by the actor, not forwarded
         rest = [(topics.ratings, n, float(n), rating(n, float(n))) for n in range(3, 5)]
-        block = Record(1, next(split_blocks(rest, {topics.ratings: 5}))[1])
+        block = Record(1, next(split_blocks(rest, {(topics.ratings, 0): 5}))[1])
         asyncio.run(guard.handle([SimpleNamespace(message=block)]))
         assert not guard._input_behind(0)  # noqa: SLF001
+        # A block of partition 1 speaks for partition 0 too: the actor has read two more lines there.
+        other = [(topics.ratings, 0, 9.0, rating(9, 9.0))]
+        block = Record(0, next(split_blocks(other, {(topics.ratings, 0): 7, (topics.ratings, 1): 1}))[1],
+                       partition=1)
+        asyncio.run(guard.handle([SimpleNamespace(message=block)]))
+        assert guard._input_behind(0)  # noqa: SLF001
+        assert not guard._input_behind(1)  # noqa: SLF001
     finally:
         guard.pipeline.close()
 
