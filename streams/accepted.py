@@ -10,9 +10,9 @@ holds, as its consumer last fetched them: the detection worker must not take a p
 while its actor has read input it has not forwarded yet (it would release the other partitions' later
 events first). A block of one partition speaks for the others too, because the actor sends the blocks of
 one batch together and the detection worker may fetch some before the rest; ListOffsets, its other
-source, can stop a produce batch short of the end on the embedded broker. The framing is a few fixed-size struct fields per line, hand-written
-because the lines are arbitrary bytes and a generic serialiser (JSON, msgpack) would either re-encode them
-or add a dependency for this one use.
+source, can stop a produce batch short of the end on the embedded broker. The framing is a few fixed-size
+struct fields per line, hand-written because the lines are arbitrary bytes and a generic serialiser (JSON,
+msgpack) would either re-encode them or add a dependency for this one use.
 
 Inside the detection worker a block's lines are `Line`s, each with an offset of its own (`line_offset`: the
 record's offset times 2**SHIFT plus its index) so that the guard's positions, snapshots and skipping of
@@ -30,7 +30,7 @@ from streams.align import event_time
 from streams.reader import source_id
 
 MAGIC = b"SGB1"
-SHIFT = 20  # a block holds fewer than 2**SHIFT lines (split_block keeps it far below)
+SHIFT = 20  # a block holds fewer than 2**SHIFT lines (split_blocks keeps it far below)
 MAX_LINES = 4096
 MAX_BYTES = 256 * 1024  # well under Kafka's default message.max.bytes (1 MB)
 _HEAD = struct.Struct("<BqdI")  # topic index, source offset, event time, line length

@@ -30,6 +30,14 @@ from streams.points import encode_point
 log = logging.getLogger(__name__)
 TAKE_BLOCKS = 64  # records the agent takes at once: blocks of up to a few thousand lines each
 
+def advance(read: dict[int, dict[str, int]], lines: list[Any]) -> None:
+    """Move `read` (accepted partition -> input topic -> next offset) past `lines` (streams.accepted)."""
+    for line in lines:
+        topics = read.setdefault(line.partition, {})
+        if line.source_offset >= topics.get(line.source_topic, 0):
+            topics[line.source_topic] = line.source_offset + 1
+
+
 def kafka_partition(key: str, partitions: int) -> int:
     """The partition the Java client's default partitioner (and aiokafka's, and `produce`'s) gives a key."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
@@ -85,11 +93,7 @@ class DetectionGuard(Guard):
         # accepted partition looking behind. So a partition also lags while its input topics hold more than
         # the actors have forwarded so far: the aligner then holds the others back (rather than run the
         # watermark ahead of the partition's events) and idle ticks wait.
-        delivered = self.delivered
-        for line in lines:
-            read = delivered.setdefault(line.partition, {})
-            if line.source_offset >= read.get(line.source_topic, 0):
-                read[line.source_topic] = line.source_offset + 1
+        advance(self.delivered, lines)
         batch = self.settings.batch_size  # the aligner gets a batch at a time, as from unbatched records
         for start in range(0, len(lines), batch):
             await super()._handle(lines[start:start + batch])
@@ -155,13 +159,8 @@ class DetectionGuard(Guard):
     def _publish(self, step: Any, messages: list[Any] | None = None) -> None:
         sources: list[int] = []
         if messages is not None:
-            through = self.through
-            for line in messages:
-                partition = line.partition
-                sources.append(partition)
-                read = through.setdefault(partition, {})
-                if line.source_offset >= read.get(line.source_topic, 0):
-                    read[line.source_topic] = line.source_offset + 1
+            sources = [line.partition for line in messages]
+            advance(self.through, messages)
         send, points_topic = self.publisher.add, self.topics.points
         for split in self.detection.points(step, sources):
             for partition, point in split.items():
