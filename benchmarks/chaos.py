@@ -107,7 +107,7 @@ def main() -> None:
     events.write_bytes(b"\n".join(lines) + b"\n")
     (workdir / "truth.json").write_bytes(orjson.dumps(truth))
     pipeline = build_pipeline(Settings())
-    replay(events, workdir / "replay", pipeline)
+    replay(events, workdir / "replay", pipeline, final=False)  # compared with live workers
     pipeline.close()
     duration = len(lines) / args.rate
     print(f"stream: {len(lines):,} lines, {len(truth['attacks'])} planted attacks; produced at {args.rate:.0f}/s "

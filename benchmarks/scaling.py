@@ -242,7 +242,8 @@ def main() -> None:
         base_env["SHILLGUARD_DETECTORS"] = args.detectors
     settings = Settings(learn_from_analysts=False, **({"detectors": args.detectors} if args.detectors else {}))
     pipeline = build_pipeline(settings)
-    replayed = replay(events, workdir / "replay", pipeline, batch_size=settings.batch_size)
+    replayed = replay(events, workdir / "replay", pipeline, batch_size=settings.batch_size,
+                      final=False)  # compared with live workers, whose input does not end
     pipeline.close()
     replay_users = flagged_users(workdir / "replay" / "flags.jsonl")
     print(f"stream: {n_lines:,} lines ({events}); replay: {replayed['counts']}, {len(replay_users)} users flagged")

@@ -71,7 +71,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         pipeline = build_pipeline(Settings())
-        replay(args.events, workdir / "replay", pipeline)
+        replay(args.events, workdir / "replay", pipeline, final=False)  # compared with live workers
         pipeline.close()
         print(f"replay: {time.monotonic() - started:.0f} s", flush=True)
         with EmbeddedBroker(f"127.0.0.1:{free_port()}") as broker:

@@ -46,6 +46,12 @@ class Detector(abc.ABC):
     def observe(self, events: Sequence[Event], now: float) -> list[Signal]:
         """Update state with a micro-batch of events and return the signals it raises."""
 
+    def finish(self, now: float) -> list[Signal]:
+        """The input has ended for good (a replay of a file: nothing more will come). A detector that waits
+        for more of the stream before it judges (an item's audience to gather) decides now on what it has;
+        the rest treat it as an empty tick. A live worker never calls it: its input does not end."""
+        return self.observe([], now)
+
     def snapshot(self) -> bytes:
         """State as bytes; everything a detector keeps is plain Python and numpy, so pickle suffices (numpy
         arrays still mostly at their initial value written compactly: detectors.state_pickle)."""

@@ -97,7 +97,7 @@ class Offloaded(Protocol):
 
     names: list[str]
 
-    def submit(self, lines: list[bytes | str], now: float) -> None: ...
+    def submit(self, lines: list[bytes | str], now: float, final: bool = False) -> None: ...
 
     def collect(self) -> list[tuple[str, list[Signal], float]]: ...
 
@@ -211,24 +211,24 @@ class Pipeline:
         if self._started:
             raise RuntimeError(f"finish the started batches before {before}")
 
-    def _submit(self, lines: list[bytes | str], now: float, end: int) -> None:
+    def _submit(self, lines: list[bytes | str], now: float, end: int, final: bool = False) -> None:
         for group in self.offloaded:
-            group.submit(lines, now)
+            group.submit(lines, now, final)
             due = self._due.get(id(group))
             if due is not None:
                 due.append(end)
 
-    def _detect(self, events: list[Event], end: int, tick: bool = False) -> None:
+    def _detect(self, events: list[Event], end: int, tick: bool = False, final: bool = False) -> None:
         """Admit a part's events and let every detector observe them; their signals wait for a decision (a
-        lagged detector's, with the part's end, for theirs)."""
+        lagged detector's, with the part's end, for theirs). `final`: the end of the input (Detector.finish)."""
         self.decision.admit(*events)
         if events:
             self.watermark = max(self.watermark, max(event.ts for event in events))
         if tick:  # an empty batch: detectors finish their periodic work on it (idle, flush)
-            self._submit([], self.watermark, end)
+            self._submit([], self.watermark, end, final)
         for detector in self.detectors:
             started = time.perf_counter()
-            found = detector.observe(events, self.watermark)
+            found = detector.finish(self.watermark) if final else detector.observe(events, self.watermark)
             self.detector_seconds[detector.name] += time.perf_counter() - started
             self._hold(detector.name, found, end)
         for group in self.offloaded:
@@ -320,10 +320,12 @@ class Pipeline:
         if fusion.active:
             self.decision.flag_threshold = fusion.calibrate(self.decision.population(), self.position)
 
-    def flush(self) -> Step:
-        """End of input: release everything that is still held."""
+    def flush(self, final: bool = True) -> Step:
+        """End of input: release everything that is still held. `final`: the input has ended for good (a
+        file), so detectors decide what waits for more of the stream (Detector.finish); False stops where a
+        live worker would stand after the same input (to compare a replay with a worker)."""
         self._require_finished("flush")
-        self._detect([], self.position, tick=True)
+        self._detect([], self.position, tick=True, final=final)
         step = self._decide(Step(), None)
         step.outcomes.extend(self.decision.flush())
         return step

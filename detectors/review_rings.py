@@ -37,7 +37,8 @@ first raters are its whole audience for an hour, and in a stream's first weeks e
 handful of raters (by volume, a settled thin item holds at most `thin_raters` of `settle_ratings` ratings,
 whatever the stream's rate). Tests run at the rating that makes them due (every `test_seconds` of event
 time) and on empty ticks, so replay and a worker decide alike; a stream with no usable time (a ratings
-dump at one timestamp) is judged on its empty ticks as if every item had settled.
+dump at one timestamp) is judged on its empty ticks as if every item had settled, and so is every item at the
+end of a replayed file (`finish`): nothing more will come to settle it.
 
 What it cannot see: a ring large enough to push its products past `thin_raters` itself, and a ring whose
 members rate one product each (no pool); `dense_block` sees the first when its members rate most of the
@@ -160,6 +161,11 @@ class ReviewRingDetector(Detector):
                     signals += self._round(ts)
             self._rate(event.user_id, event.item_id, event.rating >= self.top_rating, ts)
         return signals
+
+    def finish(self, now: float) -> list[Signal]:
+        """The end of the input: every thin item has the whole audience it will get, settled or not (a
+        replay of a review site's dump whose last weeks, or whole span, fall inside the settling wait)."""
+        return self._round(float("inf"))
 
     def _rate(self, user: str, item_id: str, top: bool, ts: float) -> None:
         self._ratings += 1

@@ -66,8 +66,12 @@ def main(verbose: bool) -> None:
 @click.option("--control", "control_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="JSON lines of control records (analysts' decisions, the trainer's MODELDIR/signals.jsonl), "
                    "applied after the input as the worker applies the control topic's.")
+@click.option("--final/--open-ended", default=True,
+              help="final (default): EVENTS is the whole input, so at its end detectors judge what waits for "
+                   "more of the stream (thin items not yet settled) on what there is. open-ended: stop where a "
+                   "live worker would stand after the same events (to compare the two).")
 def replay_command(events: str, out_dir: str, detectors: str | None, hold_seconds: float | None,
-                   progress: bool | None, control_file: str | None) -> None:
+                   progress: bool | None, control_file: str | None, final: bool) -> None:
     """Run the full pipeline in-process over EVENTS (a JSON-lines file, or - for stdin)."""
     from rich.console import Console
 
@@ -94,7 +98,7 @@ def replay_command(events: str, out_dir: str, detectors: str | None, hold_second
             with open(control_file, "rb") as source:
                 control = [orjson.loads(line) for line in source if line.strip()]
         summary = replay(events, out_dir, pipeline, batch_size=settings.batch_size, progress=progress,
-                         control=control)
+                         control=control, final=final)
     finally:
         pipeline.close()
     counts = summary["counts"]

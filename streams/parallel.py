@@ -62,8 +62,8 @@ class DetectorProcess:
         self._in_flight = 0  # batches submitted and not collected: answered in order
         self._finalizer = weakref.finalize(self, _stop, self._conn, self._process)
 
-    def submit(self, lines: list[bytes | str], now: float) -> None:
-        self._send(("observe", lines, now))
+    def submit(self, lines: list[bytes | str], now: float, final: bool = False) -> None:
+        self._send(("observe", lines, now, final))
         self._in_flight += 1
 
     def collect(self) -> list[tuple[str, list[Signal], float]]:
@@ -155,12 +155,12 @@ def _serve(conn: Connection, names: list[str], settings: dict) -> None:
             if failure is not None:
                 raise RuntimeError(f"building detectors failed:\n{failure}")
             if op == "observe":
-                _, lines, now = request
+                _, lines, now, final = request
                 events = [decode_event(line) for line in lines]  # accepted by the parent: all valid
                 answer = []
                 for detector in detectors:
                     started = time.perf_counter()
-                    signals = detector.observe(events, now)
+                    signals = detector.finish(now) if final else detector.observe(events, now)
                     answer.append((detector.name, signals, time.perf_counter() - started))
             elif op == "snapshot":
                 answer = {detector.name: detector.snapshot() for detector in detectors}

@@ -41,10 +41,11 @@ def iter_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[bytes]]:
 
 
 def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_size: int = 2048,
-           progress: bool = False, control: list[dict] | None = None) -> dict:
+           progress: bool = False, control: list[dict] | None = None, final: bool = True) -> dict:
     """Run `pipeline` over the JSON lines in `source` ('-' for stdin); return the summary. `control`: records
     of the control topic (analysts' decisions, the trainer's signals: `Pipeline.control`), applied after the
-    input as the worker applies them between batches, before the held events are flushed."""
+    input as the worker applies them between batches, before the held events are flushed. `final`: the file
+    is the whole input (`Pipeline.flush`); False to compare with a live worker, whose input does not end."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger()
@@ -68,7 +69,7 @@ def replay(source: str | Path, out_dir: str | Path, pipeline: Pipeline, batch_si
             _record(ledger, pipeline.finish(last), files)
         if control:
             _record(ledger, pipeline.control(control), files)
-        _record(ledger, pipeline.flush(), files)
+        _record(ledger, pipeline.flush(final), files)
     seconds = time.perf_counter() - started
     ledger.write(out)
     summary = _summary(ledger, pipeline, seconds)

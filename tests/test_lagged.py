@@ -80,7 +80,7 @@ class Recorder:
     def __init__(self, names: list[str]):
         self.names, self.submitted, self.collected = names, 0, 0
 
-    def submit(self, lines: list, now: float) -> None:
+    def submit(self, lines: list, now: float, final: bool = False) -> None:
         self.submitted += 1
 
     def collect(self) -> list[tuple[str, list[Signal], float]]:

@@ -137,3 +137,24 @@ def test_close_ends_the_child():
     assert group.collect() == [("coordination", [], pytest.approx(0.0, abs=1.0))]
     group.close()
     assert group._process.poll() is not None
+
+
+def test_the_end_of_the_input_reaches_offloaded_detectors():
+    """`flush()` ends a file for good: review_rings, offloaded, judges the thin items still settling (this stream
+    is shorter than its settling volume); `flush(final=False)` stops where a live worker would, with none."""
+    simulation = build(synthetic_base(seed=4), plan_attacks("collusion", size=40), seed=4, max_events=12_000)
+    lines = [orjson.dumps(event) for event in simulation.events]
+    members = set(simulation.truth["attacks"][0]["entities"]["user"])
+    found = {}
+    for final in (False, True):
+        pipeline = build_pipeline(Settings(detectors="profile,review_rings", offload_detectors="review_rings"))
+        try:
+            assert pipeline.offloaded[0].names == ["review_rings"]
+            for k in range(0, len(lines), 1000):
+                pipeline.process(lines[k:k + 1000])
+            pipeline.flush(final)
+            found[final] = {f.id for f in pipeline.decision.flags() if f.kind == "user"}
+        finally:
+            pipeline.close()
+    assert not found[False]
+    assert found[True] and found[True] <= members

@@ -133,6 +133,18 @@ def test_a_ratings_dump_without_time_is_judged_on_the_flush_tick():
     assert {f"f{m}" for m in range(8)} <= _flagged(detector.observe([], now=1.0))
 
 
+def test_the_end_of_the_input_judges_items_still_settling():
+    """A ring whose products were listed in the stream's last days (or a site smaller than the settling
+    volume): a live worker waits for them to settle, the end of a replayed file judges them."""
+    rng = np.random.default_rng(6)
+    events = sorted(_population(rng) + _ring(rng, start=55 * DAY), key=lambda e: e.ts)
+    ring = {f"f{m}" for m in range(8)}
+    waiting = ReviewRingDetector()  # settles after 20,000 ratings: this stream holds a few thousand
+    assert not _flagged(waiting.observe(events, now=events[-1].ts) + waiting.observe([], now=events[-1].ts))
+    found = _flagged(waiting.finish(events[-1].ts))
+    assert ring <= found and not any(user.startswith("u") for user in found)
+
+
 def test_state_is_bounded():
     rng = np.random.default_rng(6)
     detector = _detector(max_users=200, max_items=300, max_user_items=3)

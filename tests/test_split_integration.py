@@ -41,7 +41,7 @@ def split_stream(tmp_path_factory):
     path = directory / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     settings = Settings(detectors=DETECTORS, learn_from_analysts=False, offload_detectors="")
-    replay(path, directory / "replay", build_pipeline(settings))
+    replay(path, directory / "replay", build_pipeline(settings), final=False)  # compared with live workers
     return path
 
 

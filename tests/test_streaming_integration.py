@@ -70,7 +70,7 @@ def stream(tmp_path_factory):
     path = directory / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     (directory / "truth.json").write_bytes(orjson.dumps(truth))
-    replay(path, directory / "replay", build_pipeline(Settings()))
+    replay(path, directory / "replay", build_pipeline(Settings()), final=False)  # compared with live workers
     return path
 
 
