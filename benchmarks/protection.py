@@ -7,7 +7,9 @@ the exposure of the push targets in benign users' top-10 and top-100 lists (mean
 of lists holding the target) and HR@10/NDCG@10 on each benign user's newest benign event (held out of all
 three). Pass: the clean-fed model removes >= 90% of the raw model's exposure gain over the benign-only
 model among the top 10 and among the top 100 (an implicit-feedback push such as a co-visitation one may
-buy places 11 to 100 first), and keeps HR@10 >= 97% of the benign-only model's.
+buy places 11 to 100 first), and keeps HR@10 >= 97% of the benign-only model's. Exit code 0 on a pass, 1 on
+a failure, 2 (NO GAIN) where the raw model ranks the targets no higher than the benign-only one: a push that
+bought nothing leaves nothing to remove, and the stream says nothing about protection.
 
 Every figure is a mean over `--seeds` training seeds, with its standard error: exposure and HR over the
 seeds; the HR@10 ratio from the per-user hits (averaged over the seeds) of the same users under both models,
@@ -226,7 +228,9 @@ def summarize(runs: list[dict], targets: list[str]) -> list[dict]:
                          "hr_decided": decided(hr_ratio, hr_ratio_se, NEED_HR),
                          # a model with no gain at 100 to remove (nan) passes that criterion vacuously
                          "pass": bool(removed >= NEED_REMOVED and not removed_100 < NEED_REMOVED
-                                      and hr_ratio >= NEED_HR)})
+                                      and hr_ratio >= NEED_HR),
+                         # the push bought the raw model nothing, at 10 or at 100: nothing to remove
+                         "no_gain": not gain > 0 and not gain_100 > 0})
     for row in rows:
         row.pop("hits", None)
     return rows
@@ -297,7 +301,11 @@ def print_leaks(table: list[dict]) -> None:
 
 
 def verdict(row: dict) -> str:
-    """PASS/FAIL on the point estimates, and whether the standard errors settle it."""
+    """PASS/FAIL on the point estimates, and whether the standard errors settle it; NO GAIN where the attack
+    bought the raw model no exposure (the stream cannot show protection either way)."""
+    if row.get("no_gain"):
+        return ("NO GAIN: the raw stream's model ranks the push targets no higher than the benign-only model "
+                "(top 10 and top 100): no exposure to remove, so this stream measures no protection")
     removed_ok, hr_ok = row["gain_removed"] >= NEED_REMOVED, row["hr_ratio"] >= NEED_HR
     removed_100_ok = not row.get("gain_removed_100", float("nan")) < NEED_REMOVED  # nan: no gain to remove
     criteria = ((removed_ok, row["removed_decided"]), (removed_100_ok, row.get("removed_100_decided", "decided")),
@@ -437,7 +445,7 @@ def main() -> None:
         print_table(rows, doc["families"])
         if args.json:
             Path(args.json).write_text(json.dumps(doc))
-        sys.exit(0 if all(r["pass"] for r in rows if r["stream"] == "summary") else 1)
+        sys.exit(exit_code([r for r in rows if r["stream"] == "summary"]))
     if args.demo:
         events, truth, clean = build_demo(Path(args.demo), args.seed, recall=args.demo_recall,
                                           n_fakes=args.demo_fakes, filler=args.demo_filler)
@@ -466,9 +474,14 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({"inputs": inputs, "targets": data["targets"],
                                                "families": data["families"], "leaks": table, "runs": runs,
                                                "rows": rows}))
-    summaries = [r for r in rows if r["stream"] == "summary"]
-    if summaries and not all(r["pass"] for r in summaries):
-        sys.exit(1)
+    sys.exit(exit_code([r for r in rows if r["stream"] == "summary"]))
+
+
+def exit_code(summaries: list[dict]) -> int:
+    """1 where a judged stream fails, else 2 where the attack bought no exposure to remove, else 0."""
+    if any(not r["pass"] and not r.get("no_gain") for r in summaries):
+        return 1
+    return 2 if any(r.get("no_gain") for r in summaries) else 0
 
 
 if __name__ == "__main__":

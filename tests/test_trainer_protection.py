@@ -76,3 +76,15 @@ def test_statistics():
     assert abs(ratio - 0.9) < 0.03 and 0 < se < 0.02
     assert protection.decided(0.99, 0.005, 0.97) == "decided"
     assert protection.decided(0.98, 0.01, 0.97) == "undecided"
+
+
+def test_an_attack_that_bought_nothing_is_no_gain_not_a_failure():
+    row = {"gain_removed": float("nan"), "gain_removed_100": float("nan"), "hr_ratio": 1.0, "pass": False,
+           "removed_decided": "undecided", "removed_100_decided": "undecided", "hr_decided": "decided",
+           "no_gain": True}
+    assert protection.verdict(row).startswith("NO GAIN")
+    assert protection.exit_code([row]) == 2
+    failed = {**row, "no_gain": False, "gain_removed": 0.5, "removed_decided": "decided"}
+    assert protection.verdict(failed) == "FAIL"
+    assert protection.exit_code([row, failed]) == 1
+    assert protection.exit_code([{**failed, "pass": True}]) == 0
