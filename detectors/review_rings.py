@@ -8,8 +8,8 @@ the same thin items (at most `thin_raters` raters) and give them top ratings.
 
 An account's pool is the ratings that it and its repeat co-raters (accounts that rated at least
 `min_shared` of the same thin items) gave the thin items it rated. The account is a member when the pool
-spans at least `min_items` items, holds at least `min_coraters` ratings by repeat co-raters and at least
-`min_top_share` top ratings, and its count of top ratings beats a binomial test against the share of top
+spans at least `min_items` items, holds at least `min_coraters` ratings by repeat co-raters and top ratings
+at or above the floor (below), and its count of top ratings beats a binomial test against the share of top
 ratings among the thin items' ratings by accounts not found so far, at `alpha` divided by the accounts that
 rated a thin item (Bonferroni). A ring that owns many thin items raises that share (on a review site with a
 third of its accounts fake, 0.38-0.40 where real raters give 0.18-0.19): the test grows conservative with
@@ -21,14 +21,20 @@ gathers 5s from everyone who finds it), so pooled over all their raters a heavy 
 passed the binomial by taste alone (36 real raters on one MovieLens-based stream, pools 20% at the top
 against 13%); real raters seldom meet twice on thin items, ring members do. Why the floor (an effect
 size): heavy real raters who meet on a dozen good films pool 20-40% 5s, significant over a hundred
-ratings (21 of them on another stream); a ring's pools are nearly all top ratings.
+ratings (21 of them on another stream); a ring's pools are nearly all top ratings. The floor is `top_gap`
+of the way from the site's habit to all-top, and at least `min_top_share`; the habit is the larger of the
+baseline and the share of top ratings on items past thin (rings do not own those, so contamination does
+not move it). On a generous site (most ratings 5s) good obscure items gather 5s from nearly everyone and
+heavy fans pool 80-90% of them: with the fixed 60% floor alone, a MovieLens-based attack-free stream whose
+ratings were moved up one star at random (4 to 5, 3 to 4 or 5) had 283 real raters named, 18 with this
+floor.
 
 Only the top of the scale is tested: an obscure item's 1s are its organic verdict (bad obscure films gather
 1s from everyone; on MovieLens-based streams a test of the bottom end named heavy real raters), and a ring
 that demotes aims at competitors with an audience, whose opinion `rating_shift` follows.
 
 Then the ring's products: a thin item with at least `min_owners` members among its top raters and at least
-`min_top_share` of its ratings at the top belongs to the ring and is signalled as a target. Accounts that
+the floor of its ratings at the top belongs to the ring and is signalled as a target. Accounts that
 rated at least `min_items` thin items, all at the top, at least half of them the ring's products, join the
 ring (a member with two or three products has too small a pool of its own; a real fan of one product rated
 other thin items otherwise, and a casual rater of one product is not judged). So does a tested member's
@@ -49,7 +55,8 @@ members rate one product each (no pool); `dense_block` sees the first when its m
 products.
 
 Parameters: `thin_raters`; `settle_seconds`, `settle_ratings`; `min_shared`; `min_items`; `min_coraters`;
-`alpha`; `retest_drop`, the fall of the baseline that has every account tested again; `min_top_share`; `min_owners`; `member_score` for a tested member and its ring's products,
+`alpha`; `retest_drop`, the fall of the baseline that has every account tested again; `min_top_share`,
+`top_gap` and `min_habit_ratings` (ratings of items past thin before their share counts as the habit); `min_owners`; `member_score` for a tested member and its ring's products,
 `joined_score` for an account that joins through products; `test_seconds`; `top_rating`, the least rating
 that counts as the top of the scale (1..5 stars); `max_user_items` thin items kept per account; `max_users`
 and `max_items` kept (the oldest go first).
@@ -106,7 +113,8 @@ class ReviewRingDetector(Detector):
 
     def __init__(self, thin_raters: int = 25, settle_seconds: float = 7 * 86400.0, settle_ratings: int = 20_000,
                  min_shared: int = 2, min_items: int = 2, min_coraters: int = 2, min_top_share: float = 0.6,
-                 alpha: float = 0.01, min_owners: int = 2, retest_drop: float = 0.05, member_score: float = 0.95,
+                 alpha: float = 0.01, min_owners: int = 2, retest_drop: float = 0.05, top_gap: float = 0.5,
+                 min_habit_ratings: int = 1000, member_score: float = 0.95,
                  joined_score: float = 0.9, test_seconds: float = 6 * 3600.0, top_rating: float = 5.0,
                  max_user_items: int = 100,
                  max_users: int = 500_000, max_items: int = 500_000):
@@ -120,6 +128,8 @@ class ReviewRingDetector(Detector):
         self.min_items = min_items
         self.min_owners = min_owners
         self.retest_drop = retest_drop
+        self.top_gap = top_gap
+        self.min_habit_ratings = min_habit_ratings
         self.member_score = member_score
         self.joined_score = joined_score
         self.test_seconds = test_seconds
@@ -132,6 +142,9 @@ class ReviewRingDetector(Detector):
         self._users: dict[str, list[tuple[str, _Item]]] = {}
         self._thin_ratings = 0  # ratings on items thin now, and how many of them at the top
         self._thin_top = 0
+        self._wide_ratings = 0  # ratings of items past thin (with an audience), and how many at the top
+        self._wide_top = 0
+        self._floor_now = min_top_share  # the least top share of a pool or product, as of the last round
         self._dirty: set[str] = set()  # accounts whose pool changed since the last round
         self._settling: deque[tuple[float, int, str]] = deque()  # (first rating's time and number, item)
         self._ratings = 0  # ratings seen
@@ -147,6 +160,9 @@ class ReviewRingDetector(Detector):
         state.setdefault("_tested", set(state["_members"]))
         state.setdefault("_share_tested", 0.0)
         state.setdefault("retest_drop", 0.05)
+        for key, value in (("top_gap", 0.5), ("min_habit_ratings", 1000), ("_wide_ratings", 0), ("_wide_top", 0),
+                           ("_floor_now", state["min_top_share"])):
+            state.setdefault(key, value)
         self.__dict__.update(state)
 
     # -- streaming ------------------------------------------------------------------------------------
@@ -190,8 +206,10 @@ class ReviewRingDetector(Detector):
                 self._settling.popleft()
             self._settling.append((ts, self._ratings, item_id))
         raters = item.raters
-        if raters is None:  # long past thin: only counted
+        if raters is None:  # long past thin: only counted, and into the site's habit
             item.count += 1
+            self._wide_ratings += 1
+            self._wide_top += top
             return
         before = raters.get(user)
         if before is not None:  # a rating changed: the last one counts
@@ -212,6 +230,8 @@ class ReviewRingDetector(Detector):
                 if mine is not None:
                     mine[:] = [entry for entry in mine if entry[1] is not item]
             item.raters = None
+            self._wide_ratings += len(raters) + 1
+            self._wide_top += item.top + top
             return
         raters[user] = top
         item.top += top
@@ -250,15 +270,16 @@ class ReviewRingDetector(Detector):
         dirty, self._dirty = self._dirty, set()
         if not dirty or share is None:
             return []
+        floor = self._floor_now = self._floor(share)
         level = self.alpha / max(len(self._users), 1)
         signals: list[Signal] = []
         found: list[str] = []
         for user in sorted(dirty - self._members):
-            evidence = self._pool(user)
+            evidence = self._pool(user, floor)
             if evidence is None:
                 continue
             top, ratings, items = evidence
-            if top < self.min_top_share * ratings:
+            if top < floor * ratings:
                 continue
             p = float(binom.sf(top - 1, ratings, share))
             if p < level:
@@ -290,15 +311,26 @@ class ReviewRingDetector(Detector):
         were thin; one that stops being thin, or is forgotten, has no raters)."""
         return [(item_id, item) for item_id, item in self._users.get(user, ()) if item.settled and item.raters]
 
-    def _pool(self, user: str) -> tuple[int, int, list[str]] | None:
+    def _floor(self, share: float) -> float:
+        """The least share of top ratings a pool (and a product) must hold: `top_gap` of the way from the
+        site's habit to all-top, and at least `min_top_share`. The habit is the larger of the baseline and the
+        share of top ratings on items with an audience (past thin; rings do not own them, so contamination
+        does not move it): on a site where most ratings are 5s, fans of good obscure items pool 5s as a
+        ring does, and only pools far above the habit say anything."""
+        habit = share
+        if self._wide_ratings >= self.min_habit_ratings:
+            habit = max(habit, self._wide_top / self._wide_ratings)
+        return max(self.min_top_share, habit + self.top_gap * (1.0 - habit))
+
+    def _pool(self, user: str, floor: float) -> tuple[int, int, list[str]] | None:
         """(top ratings, ratings, items): the ratings that the account and its repeat co-raters (accounts
         that rated at least `min_shared` of the same thin items) gave the settled thin items it rated;
-        None without `min_items` items, `min_top_share` of its own ratings of them at the top, or
+        None without `min_items` items, `floor` of its own ratings of them at the top, or
         `min_coraters` ratings by repeat co-raters."""
         thin = self._thin_of(user)
         # A member gives its products top ratings itself: checked first, on its own ratings (cheap), before
         # its co-raters are counted (a heavy rater meets hundreds of them on its thin items).
-        if len(thin) < self.min_items or sum(item.raters[user] for _, item in thin) < self.min_top_share * len(thin):
+        if len(thin) < self.min_items or sum(item.raters[user] for _, item in thin) < floor * len(thin):
             return None
         seen = self._shared(thin, user)
         pool = {other for other, n in seen.items() if n >= self.min_shared}
@@ -348,7 +380,7 @@ class ReviewRingDetector(Detector):
                 if not item.raters or not item.settled:
                     continue
                 owners = [u for u, top in item.raters.items() if top and u in self._members]
-                if len(owners) < self.min_owners or item.top < self.min_top_share * len(item.raters):
+                if len(owners) < self.min_owners or item.top < self._floor_now * len(item.raters):
                     continue
                 self._owned.add(item_id)
                 signals.append(Signal("item", item_id, self.name, self.member_score, {
