@@ -22,6 +22,8 @@ Scenarios (`shillguard simulate` options; MovieLens-100K via $SHILLGUARD_MOVIELE
   attack_free   --attacks none --max-events N       only benign traffic: crowds, casual raters, waves
   review_site   --sparse --timestamps none --contamination 0.35    the stand-in for a labelled review site
   review_site_random_time   the same with --timestamps random: dates that are there and carry nothing
+  generous_attack_free   attack_free with --generous G: a site where most ratings are 5s (G drawn per stream)
+  generous_review_site   review_site_random_time with --generous G
   covisit       --attacks covisit --max-events N
   sleeper       --attacks sleeper --max-events N
   slow_nuke     --attacks slow_nuke --max-events N
@@ -38,6 +40,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from simulator.build import Shape, build, plan_attacks  # noqa: E402
 from simulator.cli import load_base  # noqa: E402
 from simulator.evaluate import evaluate_replay  # noqa: E402
+from simulator.ranges import Ranges  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 # The service's default set without the MiniLM text encoder (see the docstring)
@@ -58,17 +62,30 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                     "shape": {"sparse": True, "timestamps": "none", "contamination": 0.35}},
     "review_site_random_time": {"attacks": "none", "capped": False,
                                 "shape": {"sparse": True, "timestamps": "random", "contamination": 0.35}},
+    # Sites more generous than MovieLens (most ratings 5s), the lift drawn per stream from the split's half
+    "generous_attack_free": {"attacks": "none", "capped": True, "shape": {"generous": "drawn"}},
+    "generous_review_site": {"attacks": "none", "capped": False,
+                             "shape": {"sparse": True, "timestamps": "random", "contamination": 0.35,
+                                       "generous": "drawn"}},
     "covisit": {"attacks": "covisit", "capped": True},
     "sleeper": {"attacks": "sleeper", "capped": True},
     "slow_nuke": {"attacks": "slow_nuke", "capped": True},
 }
 
 
+def shape_of(name: str, seed: int, split: str) -> dict[str, Any]:
+    """The scenario's `Shape` options, a drawn one drawn for this seed from the split's half of its range."""
+    shape = dict(SCENARIOS[name].get("shape", {}))
+    if shape.get("generous") == "drawn":
+        shape["generous"] = round(float(Ranges(split).draw(np.random.default_rng([seed, 7_001]), "generous.share")), 3)
+    return shape
+
+
 def simulate_command(name: str, seed: int, split: str, max_events: int) -> str:
     """The `shillguard simulate` line that makes the same stream."""
     spec = SCENARIOS[name]
     parts = ["shillguard simulate", f"--attacks {spec['attacks']}"]
-    for key, value in spec.get("shape", {}).items():
+    for key, value in shape_of(name, seed, split).items():
         parts.append(f"--{key}" if value is True else f"--{key} {value}")
     if spec["capped"]:
         parts.append(f"--max-events {max_events}")
@@ -85,7 +102,7 @@ def run_one(base, name: str, seed: int, split: str, max_events: int, detectors: 
     started = time.perf_counter()
     simulation = build(base, plan_attacks(spec["attacks"]), seed=seed,
                        max_events=max_events if spec["capped"] else None,
-                       shape=Shape(ranges=split, **spec.get("shape", {})))
+                       shape=Shape(ranges=split, **shape_of(name, seed, split)))
     events_path, truth_path = simulation.write(workdir)
     simulated = time.perf_counter() - started
     settings = Settings(detectors=detectors)

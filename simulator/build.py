@@ -118,6 +118,7 @@ class Shape:
     timestamps: str = "real"      # none: every event at one timestamp, in random order; random: times drawn
                                   # at random over the span, in their order
     sparse: bool = False          # a review site: base users keep 3-30 ratings; ratings only
+    generous: float = 0.0         # a generous site: each real 2-4 moves up a star with this probability
 
     def check(self, attacks: Sequence[AttackSpec]) -> None:
         if self.benign not in BENIGN_MODES:
@@ -125,6 +126,8 @@ class Shape:
         if self.timestamps not in TIMESTAMP_MODES:
             raise ValueError(f"unknown timestamps mode {self.timestamps!r}: one of {', '.join(TIMESTAMP_MODES)}")
         Ranges(self.ranges)
+        if not 0.0 <= self.generous <= 1.0:
+            raise ValueError(f"generous must be between 0 and 1, not {self.generous}")
         if not 0.0 <= self.contamination <= MAX_SHARE:
             raise ValueError(f"contamination must be between 0 and {MAX_SHARE}, not {self.contamination}")
         wrong = sorted({spec.family for spec in attacks} & NO_RATINGS) if self.sparse else []
@@ -140,6 +143,8 @@ def build(base: Base, attacks: Sequence[AttackSpec] = (), seed: int = 0, max_eve
     shape.check(attacks)
     if shape.sparse:
         base = sparsify(base, seed, Ranges(shape.ranges))
+    if shape.generous:
+        base = generous(base, seed, shape.generous)
     whole = base
     if max_events and max_events < EVENTS_PER_RATING * base.n_ratings:
         base = base.head(max(int(max_events / EVENTS_PER_RATING), 100))
@@ -166,6 +171,26 @@ def sparsify(base: Base, seed: int, ranges: Ranges) -> Base:
     keep = np.sort(order[rank < keep_n[user_sorted]])
     return replace(base, name=f"{base.name}-sparse", user=base.user[keep], item=base.item[keep],
                    rating=base.rating[keep], ts=base.ts[keep])
+
+
+def generous(base: Base, seed: int, share: float) -> Base:
+    """A site whose raters are generous (many review sites: most ratings 5s), from a base that is not: each
+    real 2, 3 or 4 moves up a star with probability `share`, a 2 down to 1 in half of those (the habit of
+    such sites is to love or to hate). Item opinions, and so the attacks' camouflage, follow.
+
+    >>> from simulator.synthetic import synthetic_base
+    >>> base = synthetic_base(n_users=50, n_items=40, n_ratings=2_000, seed=1)
+    >>> lifted = generous(base, seed=0, share=1.0)
+    >>> bool((lifted.rating == 5).mean() > (base.rating == 5).mean()), set(lifted.rating[base.rating == 4].tolist())
+    (True, {5})
+    """
+    rng = np.random.default_rng([seed, 5_002])
+    rating = base.rating.astype(np.int16)
+    draw = rng.random(len(rating))
+    moved = (rating >= 2) & (rating <= 4) & (draw < share)
+    down = moved & (rating == 2) & (draw < share / 2)
+    rating = np.where(down, 1, np.where(moved, rating + 1, rating)).astype(base.rating.dtype)
+    return replace(base, name=f"{base.name}-generous", rating=rating)
 
 
 def _build_once(base: Base, attacks: Sequence[AttackSpec], seed: int, cap: int | None,
@@ -302,7 +327,7 @@ def _truth(world: World, events: list[dict[str, Any]], labels: np.ndarray, gener
     return {
         "version": TRUTH_VERSION, "base": world.base.name, "seed": world.seed, "events_file": "events.jsonl",
         "shape": {"benign": shape.benign, "ranges": shape.ranges, "contamination": shape.contamination,
-                  "timestamps": shape.timestamps, "sparse": shape.sparse},
+                  "timestamps": shape.timestamps, "sparse": shape.sparse, "generous": shape.generous},
         "time_range": [int(events[0]["ts"]), int(events[-1]["ts"])] if events else [0, 0],
         "totals": {
             "lines": len(events), "events": len(events), "generated_events": generated,

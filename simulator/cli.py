@@ -70,16 +70,19 @@ def _show_ranges(ctx: click.Context, _param: click.Parameter, value: bool) -> No
                    "random over the span (either way time carries no signal).")
 @click.option("--sparse", is_flag=True,
               help="A review site's shape: each real user keeps 3-30 of their ratings; ratings only.")
+@click.option("--generous", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="A generous site (most ratings 5s, as on many review sites): each real 2-4 moves up a star "
+                   "with this probability (a 2 down to 1 in half of those); item opinions follow.")
 def simulate(data: str, out_dir: Path, attacks: str | None, attack_size: float, filler_size: float,
              targets: int, target_pool: str, spread: str, seed: int, max_events: int | None, benign: str,
-             ranges: str, contamination: float, timestamps: str, sparse: bool) -> None:
+             ranges: str, contamination: float, timestamps: str, sparse: bool, generous: float) -> None:
     """Write a benign stream with labelled attacks planted in it: OUT/events.jsonl and OUT/truth.json."""
     console = Console()
     started = time.perf_counter()
     if attacks is None:
         attacks = "none" if contamination > 0 else "all"
     shape = Shape(benign=benign, ranges=ranges, contamination=contamination, timestamps=timestamps,
-                  sparse=sparse)
+                  sparse=sparse, generous=generous)
     try:
         base = load_base(data, seed)
         specs = plan_attacks(attacks, size=attack_size, filler=filler_size, targets=targets,
