@@ -175,8 +175,12 @@ def sparsify(base: Base, seed: int, ranges: Ranges) -> Base:
 
 def generous(base: Base, seed: int, share: float) -> Base:
     """A site whose raters are generous (many review sites: most ratings 5s), from a base that is not: each
-    real 2, 3 or 4 moves up a star with probability `share`, a 2 down to 1 in half of those (the habit of
-    such sites is to love or to hate). Item opinions, and so the attacks' camouflage, follow.
+    real 2, 3 or 4 moves up a star with the probability of its rater's habit, a 2 down to 1 in half of those
+    (the habit of such sites is to love or to hate). Habits are the raters' own: each rater's probability is
+    drawn from a beta of mean `share` (concentration 4), so that a rater's 1s and 5s come from one habit, as
+    on a real site, not from a coin per rating (which made some films' 1-raters, whose 2s the coin moved
+    down and whose other ratings it moved up, look like a nuke's accounts). Item opinions, and so the
+    attacks' camouflage, follow.
 
     >>> from simulator.synthetic import synthetic_base
     >>> base = synthetic_base(n_users=50, n_items=40, n_ratings=2_000, seed=1)
@@ -186,9 +190,14 @@ def generous(base: Base, seed: int, share: float) -> Base:
     """
     rng = np.random.default_rng([seed, 5_002])
     rating = base.rating.astype(np.int16)
+    if share >= 1.0:
+        habit = np.ones(base.n_users)
+    else:
+        habit = rng.beta(4.0 * share, 4.0 * (1.0 - share), base.n_users)
+    chance = habit[base.user]
     draw = rng.random(len(rating))
-    moved = (rating >= 2) & (rating <= 4) & (draw < share)
-    down = moved & (rating == 2) & (draw < share / 2)
+    moved = (rating >= 2) & (rating <= 4) & (draw < chance)
+    down = moved & (rating == 2) & (draw < chance / 2)
     rating = np.where(down, 1, np.where(moved, rating + 1, rating)).astype(base.rating.dtype)
     return replace(base, name=f"{base.name}-generous", rating=rating)
 
