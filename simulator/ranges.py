@@ -151,7 +151,7 @@ RANGES: dict[str, Range] = {
     "contamination.spread_hours": _float(1, 720, 24, "hours a shilling or camouflage attack takes", log=True),
     # The sparse review-site shape (`--sparse`).
     "sparse.keep": _int(3, 30, 12, "ratings each real user keeps (per user, in this range)", log=True),
-    "generous.share": _float(0.3, 1.0, 0.65, "chance a real 2-4 moves up a star on a generous site (benchmarks)"),
+    "generous.share": _float(0.3, 1.0, 0.65, "mean chance a real 2-4 moves up a star on a generous site"),
 }
 
 

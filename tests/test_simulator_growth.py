@@ -352,7 +352,7 @@ def test_cli_contamination_defaults_to_no_other_attacks(tmp_path):
     assert result.exit_code == 0, result.output
     truth = orjson.loads((tmp_path / "truth.json").read_bytes())
     assert truth["shape"] == {"benign": "full", "ranges": "report", "contamination": 0.3, "timestamps": "none",
-                              "sparse": True}
+                              "sparse": True, "generous": 0.0}
     assert {a["family"] for a in truth["attacks"]} <= {"random", "average", "bandwagon", "segment", "camouflage",
                                                          "covisit", "collusion"}
     assert "spammers:" in result.output and "(30.0%)" in result.output
