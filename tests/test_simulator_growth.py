@@ -360,3 +360,22 @@ def test_cli_contamination_defaults_to_no_other_attacks(tmp_path):
                                         "--attacks", "sweep"])
     assert bad.exit_code != 0 and "ratings only" in bad.output
     assert "full" in HALVES
+
+
+def test_a_generous_site_lifts_each_raters_ratings_by_their_own_habit():
+    from simulator.build import generous
+    plain = base()
+    lifted = generous(plain, seed=0, share=0.5)
+    assert (lifted.user == plain.user).all() and (lifted.item == plain.item).all()
+    assert (lifted.rating == 5).mean() > (plain.rating == 5).mean() + 0.1
+    assert ((lifted.rating == plain.rating) | (lifted.rating == plain.rating + 1)
+            | ((plain.rating == 2) & (lifted.rating == 1))).all()  # up a star, or a 2 down to 1
+    movable = (plain.rating >= 2) & (plain.rating <= 4)
+    moved = np.bincount(plain.user[movable], lifted.rating[movable] != plain.rating[movable], minlength=plain.n_users)
+    share = moved / np.maximum(np.bincount(plain.user[movable], minlength=plain.n_users), 1)
+    busy = np.bincount(plain.user[movable], minlength=plain.n_users) >= 30
+    assert 0.4 < share[busy].mean() < 0.6 and share[busy].std() > 0.1  # habits differ between raters
+    sim = build(plain, plan_attacks("none"), seed=1, shape=Shape(generous=0.5))
+    assert sim.truth["shape"]["generous"] == 0.5
+    with pytest.raises(ValueError, match="generous"):
+        Shape(generous=1.5).check([])
