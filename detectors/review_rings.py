@@ -156,11 +156,9 @@ class ReviewRingDetector(Detector):
         self._round_at: float | None = None
         self._share_tested = 0.0  # the highest baseline an account was tested against since all last were
 
-    def __setstate__(self, state: dict) -> None:  # snapshots from before pool joins lack `_tested`
-        state.setdefault("_tested", set(state["_members"]))
-        state.setdefault("_share_tested", 0.0)
-        state.setdefault("retest_drop", 0.05)
-        for key, value in (("top_gap", 0.5), ("min_habit_ratings", 1000), ("_wide_ratings", 0), ("_wide_top", 0),
+    def __setstate__(self, state: dict) -> None:  # older snapshots lack what came later: its starting value
+        for key, value in (("_tested", set(state["_members"])), ("_share_tested", 0.0), ("retest_drop", 0.05),
+                           ("top_gap", 0.5), ("min_habit_ratings", 1000), ("_wide_ratings", 0), ("_wide_top", 0),
                            ("_floor_now", state["min_top_share"])):
             state.setdefault(key, value)
         self.__dict__.update(state)

@@ -118,7 +118,8 @@ class Shape:
     timestamps: str = "real"      # none: every event at one timestamp, in random order; random: times drawn
                                   # at random over the span, in their order
     sparse: bool = False          # a review site: base users keep 3-30 ratings; ratings only
-    generous: float = 0.0         # a generous site: each real 2-4 moves up a star with this probability
+    generous: float = 0.0         # a generous site: each real 2-4 moves up a star by its rater's habit,
+                                  # drawn around this mean
 
     def check(self, attacks: Sequence[AttackSpec]) -> None:
         if self.benign not in BENIGN_MODES:

@@ -72,7 +72,8 @@ def _show_ranges(ctx: click.Context, _param: click.Parameter, value: bool) -> No
               help="A review site's shape: each real user keeps 3-30 of their ratings; ratings only.")
 @click.option("--generous", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="A generous site (most ratings 5s, as on many review sites): each real 2-4 moves up a star "
-                   "with this probability (a 2 down to 1 in half of those); item opinions follow.")
+                   "with its rater's probability, drawn per rater around this mean (a 2 down to 1 in half of "
+                   "those); item opinions follow.")
 def simulate(data: str, out_dir: Path, attacks: str | None, attack_size: float, filler_size: float,
              targets: int, target_pool: str, spread: str, seed: int, max_events: int | None, benign: str,
              ranges: str, contamination: float, timestamps: str, sparse: bool, generous: float) -> None:

@@ -7,6 +7,7 @@ import copy
 import pickle
 import random
 from collections import namedtuple
+from typing import Any
 
 import pytest
 
@@ -107,6 +108,13 @@ def run(stream: Stream, log: list[Message], chain: Chain, batches: int, every: i
             write(log, chain, stream.state)
 
 
+def started(seed: int, batches: int) -> tuple[Stream, list[Message], Chain, Any]:
+    """A stream run `batches` batches with its writes, and a copy of its state then."""
+    stream, log, chain = Stream(seed), [], Chain()
+    run(stream, log, chain, batches)
+    return stream, log, chain, pickle.loads(pickle.dumps(stream.state))
+
+
 def kinds(log: list[Message]) -> dict[str, int]:
     """Heads of bases and deltas on the log, and tombstones."""
     keys = [m.key for m in log if m.value is not None]
@@ -158,9 +166,7 @@ def test_restored_chain_goes_on_with_deltas():
 
 
 def test_a_write_killed_before_its_head_is_ignored():
-    stream, log, chain = Stream(11), [], Chain()
-    run(stream, log, chain, 200)
-    kept = pickle.loads(pickle.dumps(stream.state))
+    stream, log, chain, kept = started(11, 200)
     for _ in range(5):
         stream.step()
     killed = write(log, chain, stream.state, head=False)
@@ -200,9 +206,7 @@ def test_compaction_removes_nothing_a_restore_needs(share):
 
 
 def test_a_tampered_delta_is_rejected_and_the_state_before_it_stands():
-    stream, log, chain = Stream(13), [], Chain()
-    run(stream, log, chain, 120)
-    kept = pickle.loads(pickle.dumps(stream.state))
+    stream, log, chain, kept = started(13, 120)
     for _ in range(5):
         stream.step()
     written = write(log, chain, stream.state)
@@ -218,9 +222,7 @@ def test_a_tampered_delta_is_rejected_and_the_state_before_it_stands():
 
 
 def test_a_signed_delta_replayed_under_another_key_is_rejected():
-    stream, log, chain = Stream(17), [], Chain()
-    run(stream, log, chain, 120)
-    kept = pickle.loads(pickle.dumps(stream.state))
+    stream, log, chain, kept = started(17, 120)
     stream.step()
     first = write(log, chain, stream.state)
     stream.step()
@@ -253,9 +255,7 @@ def test_two_writes_of_one_delta_never_mix(monkeypatch):
     """A partition's old owner, not quite dead, and its new one write the same delta at once: the chunks under
     the latest head are not all of its write, so that delta is incomplete (not taken for tampered)."""
     monkeypatch.setattr(partition_state, "CHUNK", 4096)
-    stream, log, chain = Stream(23), [], Chain()
-    run(stream, log, chain, 150)
-    kept = pickle.loads(pickle.dumps(stream.state))
+    stream, log, chain, kept = started(23, 150)
     stream.step()
     zombie, other = copy.deepcopy(chain), copy.deepcopy(stream.state)  # deepcopy leaves the journal out
     decision_of(other)._journal = copy.deepcopy(decision_of(stream.state)._journal)
