@@ -41,6 +41,15 @@ other thin items otherwise, and a casual rater of one product is not judged). So
 repeat co-rater whose thin ratings are all at the top: its ratings made the member's pool significant.
 Joined accounts do not recruit, so no chain runs from one to the next.
 
+Islands: a ring whose members each rate one to three of its products has no pools (no two members meet
+twice), but its accounts and products form a closed patch of the graph that only top ratings reach: accounts
+whose every thin rating is at the top, joined by settled thin items that only top ratings reached. Such an
+island's accounts are members when it holds at least `min_owners` accounts and `min_items` items and that
+many top ratings in a row would come by chance at the site's habit less often than the pool test's level.
+On the attacked tune streams (MovieLens-based) islands named 11 more ring members of 32 on one stream, no real
+rater on nine streams of every kind, one on a generous review site (a real rater whose few thin ratings
+were 5s, one of them a ring's product).
+
 Time: an item is judged thin only once `settle_seconds` of event time and `settle_ratings` ratings of the
 stream have passed since its first rating and it still has at most `thin_raters` raters: a premiere's
 first raters are its whole audience for an hour, and in a stream's first weeks even popular films have a
@@ -51,7 +60,8 @@ dump at one timestamp) is judged on its empty ticks as if every item had settled
 end of a replayed file (`finish`): nothing more will come to settle it.
 
 What it cannot see: a ring large enough to push its products past `thin_raters` itself, and a ring whose
-members rate one product each (no pool); `dense_block` sees the first when its members rate most of the
+members rate one product each and camouflage with ratings below the top on other thin items (no pool, no
+island); `dense_block` sees the first when its members rate most of the
 products.
 
 Parameters: `thin_raters`; `settle_seconds`, `settle_ratings`; `min_shared`; `min_items`; `min_coraters`;
@@ -287,6 +297,7 @@ class ReviewRingDetector(Detector):
                 signals.append(Signal("user", user, self.name, self.member_score, {
                     "test": "pool", "items": items[:20], "top_ratings": top, "ratings": ratings,
                     "top_share_expected": round(share, 4), "p_value": p, "level": level}, whole_history=True))
+        signals += self._islands(dirty, share, level, found)
         # Products are looked at again wherever a member's items changed or settled, not only at a new member.
         signals += self._products(found + sorted(dirty & self._members))
         signals += self._joiners(sorted(dirty & self._tested))
@@ -309,15 +320,83 @@ class ReviewRingDetector(Detector):
         were thin; one that stops being thin, or is forgotten, has no raters)."""
         return [(item_id, item) for item_id, item in self._users.get(user, ()) if item.settled and item.raters]
 
+    def _islands(self, dirty: set[str], share: float, level: float, found: list[str]) -> list[Signal]:
+        """Islands: accounts whose every thin rating is at the top, joined by settled thin items that only
+        top ratings reached (two raters or more). A ring whose members each rate one to three of its
+        products makes no pool (no two of them meet twice), but its products and accounts still form such a
+        closed all-top patch of the graph; real raters rarely do (an obscure item's audience disagrees, and
+        a real rater's thin ratings are not all at the top). An island's accounts are members when it holds
+        at least `min_owners` accounts and `min_items` items, and its ratings, all at the top, would be that
+        many top ratings in a row at the site's habit with a chance below the pool test's level. Appends
+        the members found to `found`."""
+        habit = self._habit(share)
+        signals: list[Signal] = []
+        seen: set[str] = set()
+        for start in sorted(dirty - self._members):
+            if start in seen or not self._all_top(start):
+                continue
+            accounts, items, ratings = self._island(start)
+            seen |= accounts
+            p = habit ** ratings
+            if len(accounts) < self.min_owners or len(items) < self.min_items or p >= level:
+                continue
+            for user in sorted(accounts - self._members):
+                self._members.add(user)
+                found.append(user)
+                signals.append(Signal("user", user, self.name, self.member_score, {
+                    "test": "island", "accounts": len(accounts), "items": sorted(items)[:20], "ratings": ratings,
+                    "top_share_expected": round(habit, 4), "p_value": p, "level": level}, whole_history=True))
+        return signals
+
+    def _island(self, start: str, cap: int = 10_000) -> tuple[set[str], set[str], int]:
+        """The all-top accounts and all-top items reachable from `start`, and the ratings joining them (a
+        breadth-first search, stopped at `cap` accounts: a patch that large is no ring's)."""
+        accounts, items, ratings = {start}, set(), 0
+        queue = deque([start])
+        while queue and len(accounts) < cap:
+            user = queue.popleft()
+            for item_id, item in self._users.get(user, ()):
+                if not self._all_top_item(item):
+                    continue
+                ratings += 1
+                if item_id in items:
+                    continue
+                items.add(item_id)
+                for rater in item.raters:
+                    if rater not in accounts and self._all_top(rater):
+                        accounts.add(rater)
+                        queue.append(rater)
+        return accounts, items, ratings
+
+    @staticmethod
+    def _all_top_item(item: _Item) -> bool:
+        return bool(item.settled and item.raters and len(item.raters) >= 2 and item.top == len(item.raters))
+
+    def _all_top(self, user: str) -> bool:
+        """Whether every thin item the account rated got its top rating, and one of them is an all-top item."""
+        joined = False
+        for _, item in self._users.get(user, ()):
+            raters = item.raters
+            if raters:
+                if not raters[user]:
+                    return False  # most accounts stop here, at their first rating below the top
+                joined = joined or (item.settled and len(raters) >= 2 and item.top == len(raters))
+        return joined
+
+    def _habit(self, share: float) -> float:
+        """The site's habit: the larger of the baseline and the share of top ratings on items with an
+        audience (past thin; rings do not own them, so contamination does not move it)."""
+        if self._wide_ratings >= self.min_habit_ratings:
+            return max(share, self._wide_top / self._wide_ratings)
+        return share
+
     def _floor(self, share: float) -> float:
         """The least share of top ratings a pool (and a product) must hold: `top_gap` of the way from the
         site's habit to all-top, and at least `min_top_share`. The habit is the larger of the baseline and the
         share of top ratings on items with an audience (past thin; rings do not own them, so contamination
         does not move it): on a site where most ratings are 5s, fans of good obscure items pool 5s as a
         ring does, and only pools far above the habit say anything."""
-        habit = share
-        if self._wide_ratings >= self.min_habit_ratings:
-            habit = max(habit, self._wide_top / self._wide_ratings)
+        habit = self._habit(share)
         return max(self.min_top_share, habit + self.top_gap * (1.0 - habit))
 
     def _pool(self, user: str, floor: float) -> tuple[int, int, list[str]] | None:

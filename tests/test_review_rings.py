@@ -93,6 +93,30 @@ def test_fans_of_obscure_gems_are_not_a_ring():
     assert {u for u in everyone if not u.startswith("f")}, "pooled over every co-rater, taste passes the test"
 
 
+def _chain_ring(members: int, start: float = 20 * DAY) -> list[RatingEvent]:
+    """A ring whose members each rate two of its products, member m products m and m+1: no two members meet
+    twice, so no member has a pool."""
+    return [RatingEvent(event_id=f"c{m}-{p}", ts=start + m * 3600.0, user_id=f"c{m}", item_id=f"q{p % members}",
+                        rating=5) for m in range(members) for p in (m, m + 1)]
+
+
+def test_a_ring_whose_members_never_meet_twice_is_an_island():
+    rng = np.random.default_rng(7)
+    signals = _run(_detector(), _population(rng, good_share=0.1) + _chain_ring(12))
+    users = {s.id: s.evidence["test"] for s in signals if s.kind == "user"}
+    assert users == {f"c{m}": "island" for m in range(12)}
+    assert _flagged(signals, "item") == {f"q{p}" for p in range(12)}
+
+
+def test_fans_of_obscure_gems_make_no_island():
+    # Real raters whose few thin ratings are all 5s, on gems that only 5s reached, do touch one another;
+    # such a patch is too small to be unlikely at the site's habit, and a ring of three is too.
+    for seed in range(4):
+        rng = np.random.default_rng(200 + seed)
+        signals = _run(_detector(), _population(rng, users=900, good_share=0.3) + _chain_ring(3))
+        assert not _flagged(signals), seed
+
+
 def test_a_premiere_is_not_judged_by_its_first_hour():
     # Two new films whose first raters (the same fans) give 5s within the hour; a week's audience follows.
     rng = np.random.default_rng(3)
@@ -216,13 +240,14 @@ def test_a_members_all_top_co_rater_joins_by_pool_and_a_mixed_one_does_not():
     # A ring of six on products p0-p5 (each member rates all of them: a significant pool). Member f0 also
     # 5-stars x0 and x1, which only an accomplice rates besides: the accomplice's own pool (two accounts,
     # four ratings) is too small to test, but it is in f0's pool and gave every thin item it rated a 5.
-    # A real rater who met f0 on y0 and y1 the same way but rated another thin item low is not named.
+    # A real rater who met f0 on y0 and y1 the same way but rated another thin item low is not named. (f0
+    # gives one thin item a 2, so it and the accomplice are no all-top island: the join alone names it.)
     rng = np.random.default_rng(7)
     ring = [_rate(f"f{m}", f"p{p}", 5, 20 * DAY + 3600.0 * (6 * m + p)) for m in range(6) for p in range(6)]
     at = 22 * DAY
     extra = [_rate(user, item, rating, at + 60.0 * k) for k, (user, item, rating) in enumerate([
         ("f0", "x0", 5), ("f0", "x1", 5), ("accomplice", "x0", 5), ("accomplice", "x1", 5),
-        ("f0", "y0", 5), ("f0", "y1", 5), ("fan", "y0", 5), ("fan", "y1", 5), ("fan", "q9", 2)])]
+        ("f0", "y0", 5), ("f0", "y1", 5), ("fan", "y0", 5), ("fan", "y1", 5), ("fan", "q9", 2), ("f0", "z0", 2)])]
     signals = _run(_detector(), _population(rng) + ring + extra)
     joined = {s.id: s.evidence for s in signals if s.kind == "user" and s.evidence.get("test") == "joined"}
     assert joined.get("accomplice", {}).get("via") == "pool"
