@@ -223,3 +223,23 @@ def test_a_targets_ordinary_fans_are_not_named_with_its_attackers():
     flagged = {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
     assert sum(user.startswith("fake") for user in flagged) >= 50
     assert not {user for user in flagged if user.startswith("u")}
+
+
+def test_a_target_must_move_its_items_opinion_or_make_much_of_its_audience():
+    events = _average_push(np.random.default_rng(5), 25)
+    detector = ProfileDetector()
+    signals = detector.observe(events, now=240_100.0) + detector.observe([], now=240_100.0)
+    target = next(s.evidence for s in signals if s.kind == "item")
+    members = {s.id for s in signals if s.kind == "user" and
+               any(t["item"] == "i299" for t in s.evidence.get("targets", ()))}
+    ratings = [e.rating for e in events if e.item_id == "i299"]
+    others = (sum(ratings) - 5 * len(members)) / (len(ratings) - len(members))
+    assert target["audience_share"] == pytest.approx(len(members) / len(ratings), abs=1e-3)
+    assert target["mean_shift"] == pytest.approx(len(members) * (5 - others) / len(ratings), abs=1e-3)
+    # The same accounts, judged where a campaign must move the mean further and fill more of the audience
+    # than theirs did: no target, and no member.
+    strict = ProfileDetector(min_shift=target["mean_shift"] / 4 + 0.01,
+                             min_audience_share=target["audience_share"] + 0.01)
+    signals = strict.observe(events, now=240_100.0) + strict.observe([], now=240_100.0)
+    assert not [s for s in signals if s.kind == "item"]
+    assert not {s.id for s in signals if s.kind == "user" and s.score >= 0.5}
