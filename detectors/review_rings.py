@@ -10,10 +10,8 @@ An account's pool is the ratings that it and its repeat co-raters (accounts that
 `min_shared` of the same thin items) gave the thin items it rated. The account is a member when the pool
 spans at least `min_items` items, holds at least `min_coraters` ratings by repeat co-raters and top ratings
 at or above the floor (below), and its count of top ratings beats a binomial test against the share of top
-ratings among the thin items' ratings by accounts not found so far (raised by the account's own generosity:
-how far its top ratings of items with an audience exceed those items' consensus, shrunk by `habit_prior`
-ratings; on a generous site some real raters give nearly everything a 5, obscure or not, while a ring's
-camouflage follows the consensus), at `alpha` divided by the accounts that rated a thin item (Bonferroni). A ring that owns many thin items raises that share (on a review site with a
+ratings among the thin items' ratings by accounts not found so far, at `alpha` divided by the accounts that
+rated a thin item (Bonferroni). A ring that owns many thin items raises that share (on a review site with a
 third of its accounts fake, 0.38-0.40 where real raters give 0.18-0.19): the test grows conservative with
 contamination instead of naming more. So the members found leave the baseline, and once it has fallen by
 `retest_drop` every account is tested again against it (a forward search: the baseline moves toward the
@@ -68,15 +66,13 @@ products.
 
 Parameters: `thin_raters`; `settle_seconds`, `settle_ratings`; `min_shared`; `min_items`; `min_coraters`;
 `alpha`; `retest_drop`, the fall of the baseline that has every account tested again; `min_top_share`,
-`top_gap` and `min_habit_ratings` (ratings of items past thin before their share counts as the habit);
-`habit_prior`; `min_owners`; `member_score` for a tested member and its ring's products,
+`top_gap` and `min_habit_ratings` (ratings of items past thin before their share counts as the habit); `min_owners`; `member_score` for a tested member and its ring's products,
 `joined_score` for an account that joins through products; `test_seconds`; `top_rating`, the least rating
 that counts as the top of the scale (1..5 stars); `max_user_items` thin items kept per account; `max_users`
 and `max_items` kept (the oldest go first).
 
 Scaling: per thin item at most `thin_raters` (account, top) pairs, per account at most `max_user_items` item
-ids and two numbers (its ratings of items past thin and their excess over consensus, for at most `max_users`
-accounts); an item past `thin_raters` keeps only its counts. A round tests the accounts whose pools changed since
+ids; an item past `thin_raters` keeps only its count. A round tests the accounts whose pools changed since
 the last. Sharded by item, a ring's products would be judged apart: the pool spans items (issue 18).
 
 References: Mukherjee, Liu & Glance, "Spotting fake reviewer groups in consumer reviews" (WWW 2012): a
@@ -128,7 +124,7 @@ class ReviewRingDetector(Detector):
     def __init__(self, thin_raters: int = 25, settle_seconds: float = 7 * 86400.0, settle_ratings: int = 20_000,
                  min_shared: int = 2, min_items: int = 2, min_coraters: int = 2, min_top_share: float = 0.6,
                  alpha: float = 0.01, min_owners: int = 2, retest_drop: float = 0.05, top_gap: float = 0.5,
-                 min_habit_ratings: int = 1000, habit_prior: float = 10.0, member_score: float = 0.95,
+                 min_habit_ratings: int = 1000, member_score: float = 0.95,
                  joined_score: float = 0.9, test_seconds: float = 6 * 3600.0, top_rating: float = 5.0,
                  max_user_items: int = 100,
                  max_users: int = 500_000, max_items: int = 500_000):
@@ -144,7 +140,6 @@ class ReviewRingDetector(Detector):
         self.retest_drop = retest_drop
         self.top_gap = top_gap
         self.min_habit_ratings = min_habit_ratings
-        self.habit_prior = habit_prior
         self.member_score = member_score
         self.joined_score = joined_score
         self.test_seconds = test_seconds
@@ -163,7 +158,6 @@ class ReviewRingDetector(Detector):
         self._dirty: set[str] = set()  # accounts whose pool changed since the last round
         self._settling: deque[tuple[float, int, str]] = deque()  # (first rating's time and number, item)
         self._ratings = 0  # ratings seen
-        self._habits: dict[str, list[int]] = {}  # account -> [ratings, top ratings] of items past thin
         self._members: set[str] = set()
         self._tested: set[str] = set()  # the members that passed the pool test themselves
         self._owned: set[str] = set()
@@ -175,7 +169,7 @@ class ReviewRingDetector(Detector):
     def __setstate__(self, state: dict) -> None:  # older snapshots lack what came later: its starting value
         for key, value in (("_tested", set(state["_members"])), ("_share_tested", 0.0), ("retest_drop", 0.05),
                            ("top_gap", 0.5), ("min_habit_ratings", 1000), ("_wide_ratings", 0), ("_wide_top", 0),
-                           ("_floor_now", state["min_top_share"]), ("_habits", {}), ("habit_prior", 10.0)):
+                           ("_floor_now", state["min_top_share"])):
             state.setdefault(key, value)
         self.__dict__.update(state)
 
@@ -220,12 +214,10 @@ class ReviewRingDetector(Detector):
                 self._settling.popleft()
             self._settling.append((ts, self._ratings, item_id))
         raters = item.raters
-        if raters is None:  # long past thin: only counted, and into the site's and the account's habit
+        if raters is None:  # long past thin: only counted, and into the site's habit
+            item.count += 1
             self._wide_ratings += 1
             self._wide_top += top
-            self._habit_of(user, top - item.top / item.count)
-            item.count += 1
-            item.top += top
             return
         before = raters.get(user)
         if before is not None:  # a rating changed: the last one counts
@@ -248,11 +240,6 @@ class ReviewRingDetector(Detector):
             item.raters = None
             self._wide_ratings += len(raters) + 1
             self._wide_top += item.top + top
-            consensus = (item.top + top) / item.count
-            for rater, at_top in raters.items():
-                self._habit_of(rater, at_top - consensus)
-            self._habit_of(user, top - consensus)
-            item.top += top
             return
         raters[user] = top
         item.top += top
@@ -302,15 +289,14 @@ class ReviewRingDetector(Detector):
             top, ratings, items = evidence
             if top < floor * ratings:
                 continue
-            expected = self._expected(user, share)
-            p = float(binom.sf(top - 1, ratings, expected))
+            p = float(binom.sf(top - 1, ratings, share))
             if p < level:
                 self._members.add(user)
                 self._tested.add(user)
                 found.append(user)
                 signals.append(Signal("user", user, self.name, self.member_score, {
                     "test": "pool", "items": items[:20], "top_ratings": top, "ratings": ratings,
-                    "top_share_expected": round(expected, 4), "p_value": p, "level": level}, whole_history=True))
+                    "top_share_expected": round(share, 4), "p_value": p, "level": level}, whole_history=True))
         signals += self._islands(dirty, share, level, found)
         # Products are looked at again wherever a member's items changed or settled, not only at a new member.
         signals += self._products(found + sorted(dirty & self._members))
@@ -328,27 +314,6 @@ class ReviewRingDetector(Detector):
                     ratings -= 1
                     top -= at_top
         return top / ratings if ratings > 0 else None
-
-    def _habit_of(self, user: str, excess: float) -> None:
-        """Count an account's rating of an item past thin, and how far it was above the item's consensus (1 for
-        a top rating, less the item's share of top ratings): its own generosity."""
-        habit = self._habits.get(user)
-        if habit is None:
-            if len(self._habits) >= self.max_users:
-                for old in list(self._habits)[: len(self._habits) // 2]:
-                    del self._habits[old]
-            habit = self._habits[user] = [0, 0.0]
-        habit[0] += 1
-        habit[1] += excess
-
-    def _expected(self, user: str, share: float) -> float:
-        """The top share an account's pool is tested against: the baseline, raised by the account's own
-        generosity on items with an audience (how far its share of top ratings there exceeds those items'
-        consensus, shrunk by `habit_prior` ratings). On a generous site some real raters give nearly
-        everything a 5, the films everyone rates as well: their thin items' 5s are their habit, not a ring's
-        work; a ring's members rate the items they use as camouflage near those items' consensus."""
-        ratings, excess = self._habits.get(user, (0, 0.0))
-        return min(1.0, share + max(0.0, excess) / (ratings + self.habit_prior))
 
     def _thin_of(self, user: str) -> list[tuple[str, _Item]]:
         """The settled items, thin now, that the account rated (its list holds only items it rated while they
