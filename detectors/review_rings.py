@@ -10,8 +10,8 @@ An account's pool is the ratings that it and its repeat co-raters (accounts that
 `min_shared` of the same thin items, and at least `min_shared_share` of the account's) gave the thin items it
 rated. (A ring that pushes real obscure films meets their heavy real raters two or three times; counted as
 co-raters, their ordinary ratings dragged the members' pools under the floor: on two full-range attacked
-streams 24 of 59 members were found with `min_shared` alone, 40 with a share of 0.15.) The account is a member when the pool
-spans at least `min_items` items, holds at least `min_coraters` ratings by repeat co-raters and top ratings
+streams 24 of 59 members were found with `min_shared` alone, 40 with a share of 0.15.) The account is a
+member when the pool spans at least `min_items` items, holds at least `min_coraters` ratings by repeat co-raters and top ratings
 at or above the floor (below), and its count of top ratings beats a binomial test against the share of top
 ratings among the thin items' ratings by accounts not found so far, at `alpha` divided by the accounts that
 rated a thin item (Bonferroni). A ring that owns many thin items raises that share (on a review site with a
