@@ -9,8 +9,14 @@ the items it rated and its twin did not. A copy's extras are its targets, at the
 its source's extras are the copy's dropped items, a random sample of a real profile. When the extras of
 several copy pairs converge on one (item, extreme rating) far more often than the pairs' own share of
 extras predicts (a Poisson test against the sum, over accounts in pairs that rated that item at that
-extreme, of the share of their profile that is extra), the accounts whose extras hold it are copies and the
-item is their target. A lone pair is at most weak evidence (`pair_score`, below the flag threshold).
+extreme, of the share of their profile that is extra, and at least `min_lift` times that sum), the accounts
+whose extras hold it are copies and the item is their target. (Why the lift: extras are not a random share
+of a profile, they lean to the films a twin has not reached yet; on a generous review site, where most
+ratings are 5s, real near-duplicates' extras met on popular films at 5 stars 1.9-2.6 times the sum,
+significant over dozens of pairs, and named 87 real raters on one full-range stream; planted copies met on
+their targets 3.2-6.2 times over there, 14-48 times on MovieLens-based streams. A lift of 3 took that
+stream's false flags from 269 to 240, its genuine events held from 25.6% to 21.3%, camouflage recall 0.97
+to 0.93; on a full-range attacked stream false flags 10 to 8, recall the same.) A lone pair is at most weak evidence (`pair_score`, below the flag threshold).
 
 Parameters: `num_perm` MinHash values in `bands` bands; `threshold`, the exact Jaccard of a near-duplicate
 pair (LSH proposes, the stored profiles verify); `min_items` ratings before an account is indexed (3: on
@@ -20,7 +26,7 @@ near-duplicate pairs common, which the group test, not the pair, is there to abs
 `max_items` ratings kept per account (later ones are ignored: copies of real profiles are far smaller);
 `search_every` new ratings, or `search_seconds` of event time, between searches (and on every empty idle or
 flush tick), each over the accounts whose profiles grew since the last; `min_group` accounts with distinct
-twins and `alpha` for a convergent group; `group_score` for its members and target (a member whose twin
+twins, `alpha` and `min_lift` for a convergent group; `group_score` for its members and target (a member whose twin
 also rated the target, otherwise, joins only from a pair at least `join_jaccard` tight in which it holds the
 smaller share of extras); `pair_score` for the copy-like side (the smaller share of extras) of a pair that
 no group explains, once both accounts have been quiet for `settle_seconds` (while one is still arriving it
@@ -123,7 +129,8 @@ class CopyDetector(Detector):
 
     def __init__(self, num_perm: int = 64, bands: int = 16, threshold: float = 0.6, min_items: int = 3,
                  max_items: int = 500, search_every: int = 5_000, search_seconds: float = 86_400.0,
-                 min_group: int = 3, alpha: float = 1e-4, group_score: float = 0.9, pair_score: float = 0.2,
+                 min_group: int = 3, alpha: float = 1e-4, min_lift: float = 3.0, group_score: float = 0.9,
+                 pair_score: float = 0.2,
                  settle_seconds: float = 86_400.0, join_jaccard: float = 0.75, max_partners: int = 50,
                  retention_seconds: float = 365 * 86_400.0, max_users: int = 100_000, max_bucket: int = 500,
                  rating_scale: tuple[float, float] = (1.0, 5.0), seed: int = 0):
@@ -138,6 +145,7 @@ class CopyDetector(Detector):
         self.search_seconds = search_seconds
         self.min_group = min_group
         self.alpha = alpha
+        self.min_lift = min_lift
         self.group_score = group_score
         self.pair_score = pair_score
         self.settle_seconds = settle_seconds
@@ -443,7 +451,7 @@ class CopyDetector(Detector):
         expected = max(sum(shares.values()), 1e-9)
         observed = len(voters)
         p = float(poisson.sf(observed - 1, expected))
-        if p >= self.alpha:
+        if p >= self.alpha or observed < self.min_lift * expected:
             return None
         members = {account: max(twins_of, key=lambda twin: self._jaccard(account, twin))
                    for account, twins_of in voters.items()}

@@ -69,6 +69,20 @@ def test_copies_converging_on_a_target_are_flagged_with_the_target():
     assert member.evidence["expected_by_chance"] < 1.0
 
 
+def test_a_group_must_stand_min_lift_times_above_chance():
+    # Beside its p-value, an effect size: on a generous review site, real near-duplicates' extras meet on
+    # popular films at 5 stars twice as often as their extra shares predict, significant over dozens of
+    # pairs; copies' extras meet on their target several times over. A bar above this group's lift drops it.
+    rng = np.random.default_rng(0)
+    real = real_users(rng)
+    copies = {f"c{k}": copy_of(rng, real[f"u{k}"], [("target", 5)]) for k in range(6)}
+    events = events_of(real, 0.0) + events_of(copies, 30 * DAY)
+    member = next(s for s in run(CopyDetector(), events) if s.id == "c0" and s.score >= 0.5)
+    lift = member.evidence["group_size"] / member.evidence["expected_by_chance"]
+    assert lift >= CopyDetector().min_lift
+    assert not flagged(run(CopyDetector(min_lift=lift * 1.01), events))
+
+
 def test_a_nuke_whose_copies_arrive_before_their_sources_is_found_too():
     rng = np.random.default_rng(1)
     real = real_users(rng)
