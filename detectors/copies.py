@@ -16,7 +16,8 @@ ratings are 5s, real near-duplicates' extras met on popular films at 5 stars 1.9
 significant over dozens of pairs, and named 87 real raters on one full-range stream; planted copies met on
 their targets 3.2-6.2 times over there, 14-48 times on MovieLens-based streams. A lift of 3 took that
 stream's false flags from 269 to 240, its genuine events held from 25.6% to 21.3%, camouflage recall 0.97
-to 0.93; on a full-range attacked stream false flags 10 to 8, recall the same.) A lone pair is at most weak evidence (`pair_score`, below the flag threshold).
+to 0.93; on a full-range attacked stream false flags 10 to 8, recall the same.) A lone pair is at most weak
+evidence (`pair_score`, below the flag threshold).
 
 Parameters: `num_perm` MinHash values in `bands` bands; `threshold`, the exact Jaccard of a near-duplicate
 pair (LSH proposes, the stored profiles verify); `min_items` ratings before an account is indexed (3: on

@@ -102,9 +102,7 @@ class ProfileDetector(Detector):
     def __init__(self, min_ratings: int = 5, max_profile: int = 2000, suspect_z: float = 1.0,
                  outlier_z: float = 6.0, lone_max: float = 0.15, target_alpha: float = 1e-6,
                  min_effect: float = 0.75, min_attack_share: float = 0.7, min_shift: float = 0.05,
-                 min_audience_share: float = 0.1,
-                 min_group: int = 5,
-                 group_every: int = 1000,
+                 min_audience_share: float = 0.1, min_group: int = 5, group_every: int = 1000,
                  min_population: int = 50, degsim_neighbours: int = 10, reference_size: int = 2000,
                  rating_scale: tuple[float, float] = (1.0, 5.0), max_score: float = 0.95, seed: int = 0):
         self.min_ratings = min_ratings
@@ -432,7 +430,6 @@ class ProfileDetector(Detector):
                 "mean_shift": round(float(shift), 3), "audience_share": round(float(audience), 3),
                 "attack_share": round(float(share), 3),
                 "sample_users": [self._users.ids[u] for u in group[:10]]}
-
 
     def _shift(self, item: int, sign: int, members: int) -> float:
         """How far `members` extreme ratings (the scale's top for a push, its bottom for a nuke) moved the

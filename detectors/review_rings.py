@@ -6,31 +6,30 @@ product rated three times has none to shift), and one 5 on an obscure item prove
 gives it a 5). What the ring cannot hide is that it rates together: its accounts meet again and again on
 the same thin items (at most `thin_raters` raters) and give them top ratings.
 
-An account's pool is the ratings that it and its repeat co-raters (accounts that rated at least
-`min_shared` of the same thin items, and at least `min_shared_share` of the account's) gave the thin items it
-rated. (A ring that pushes real obscure films meets their heavy real raters two or three times; counted as
-co-raters, their ordinary ratings dragged the members' pools under the floor: on two full-range attacked
-streams 24 of 59 members were found with `min_shared` alone, 40 with a share of 0.15.) The account is a
-member when the pool spans at least `min_items` items, holds at least `min_coraters` ratings by repeat co-raters and top ratings
-at or above the floor (below), and its count of top ratings beats a binomial test against the share of top
+An account's pool is the ratings that it and its repeat co-raters (accounts that rated at least `min_shared`
+of the same thin items, and at least `min_shared_share` of the account's) gave the thin items it rated. (A
+ring that pushes real obscure films meets their heavy real raters two or three times; counted as co-raters,
+their ordinary ratings dragged the members' pools under the floor: on two full-range attacked streams 24 of 59
+members were found with `min_shared` alone, 40 with a share of 0.15.) The account is a member when the pool
+spans at least `min_items` items, holds at least `min_coraters` ratings by repeat co-raters and top ratings at
+or above the floor (below), and its count of top ratings beats a binomial test against the share of top
 ratings among the thin items' ratings by accounts not found so far, at `alpha` divided by the accounts that
 rated a thin item (Bonferroni). A ring that owns many thin items raises that share (on a review site with a
 third of its accounts fake, 0.38-0.40 where real raters give 0.18-0.19): the test grows conservative with
 contamination instead of naming more. So the members found leave the baseline, and once it has fallen by
-`retest_drop` every account is tested again against it (a forward search: the baseline moves toward the
-real raters' share and stops there, since the real raters stay in it; at the end of the input, rounds run
-until it stops falling). Why repeat co-raters: ratings of one item agree (a good obscure film
-gathers 5s from everyone who finds it), so pooled over all their raters a heavy rater's obscure favourites
-passed the binomial by taste alone (36 real raters on one MovieLens-based stream, pools 20% at the top
-against 13%); real raters seldom meet twice on thin items, ring members do. Why the floor (an effect
-size): heavy real raters who meet on a dozen good films pool 20-40% 5s, significant over a hundred
-ratings (21 of them on another stream); a ring's pools are nearly all top ratings. The floor is `top_gap`
-of the way from the site's habit to all-top, and at least `min_top_share`; the habit is the larger of the
-baseline and the share of top ratings on items past thin (rings do not own those, so contamination does
-not move it). On a generous site (most ratings 5s) good obscure items gather 5s from nearly everyone and
-heavy fans pool 80-90% of them: with the fixed 60% floor alone, a MovieLens-based attack-free stream whose
-ratings were moved up one star at random (4 to 5, 3 to 4 or 5) had 283 real raters named, 18 with this
-floor.
+`retest_drop` every account is tested again against it (a forward search: the baseline moves toward the real
+raters' share and stops there, since the real raters stay in it; at the end of the input, rounds run until it
+stops falling). Why repeat co-raters: ratings of one item agree (a good obscure film gathers 5s from everyone
+who finds it), so pooled over all their raters a heavy rater's obscure favourites passed the binomial by taste
+alone (36 real raters on one MovieLens-based stream, pools 20% at the top against 13%); real raters seldom
+meet twice on thin items, ring members do. Why the floor (an effect size): heavy real raters who meet on a
+dozen good films pool 20-40% 5s, significant over a hundred ratings (21 of them on another stream); a ring's
+pools are nearly all top ratings. The floor is `top_gap` of the way from the site's habit to all-top, and at
+least `min_top_share`; the habit is the larger of the baseline and the share of top ratings on items past thin
+(rings do not own those, so contamination does not move it). On a generous site (most ratings 5s) good obscure
+items gather 5s from nearly everyone and heavy fans pool 80-90% of them: with the fixed 60% floor alone, a
+MovieLens-based attack-free stream whose ratings were moved up one star at random (4 to 5, 3 to 4 or 5) had
+283 real raters named, 18 with this floor.
 
 Only the top of the scale is tested: an obscure item's 1s are its organic verdict (bad obscure films gather
 1s from everyone; on MovieLens-based streams a test of the bottom end named heavy real raters), and a ring
@@ -67,9 +66,10 @@ members rate one product each and camouflage with ratings below the top on other
 island); `dense_block` sees the first when its members rate most of the
 products.
 
-Parameters: `thin_raters`; `settle_seconds`, `settle_ratings`; `min_shared`, `min_shared_share`; `min_items`; `min_coraters`;
-`alpha`; `retest_drop`, the fall of the baseline that has every account tested again; `min_top_share`,
-`top_gap` and `min_habit_ratings` (ratings of items past thin before their share counts as the habit); `min_owners`; `member_score` for a tested member and its ring's products,
+Parameters: `thin_raters`; `settle_seconds`, `settle_ratings`; `min_shared`, `min_shared_share`; `min_items`;
+`min_coraters`; `alpha`; `retest_drop`, the fall of the baseline that has every account tested again;
+`min_top_share`, `top_gap` and `min_habit_ratings` (ratings of items past thin before their share counts as
+the habit); `min_owners`; `member_score` for a tested member and its ring's products,
 `joined_score` for an account that joins through products; `test_seconds`; `top_rating`, the least rating
 that counts as the top of the scale (1..5 stars); `max_user_items` thin items kept per account; `max_users`
 and `max_items` kept (the oldest go first).
@@ -126,7 +126,8 @@ class ReviewRingDetector(Detector):
     name = "review_rings"
 
     def __init__(self, thin_raters: int = 25, settle_seconds: float = 7 * 86400.0, settle_ratings: int = 20_000,
-                 min_shared: int = 2, min_shared_share: float = 0.15, min_items: int = 2, min_coraters: int = 2, min_top_share: float = 0.6,
+                 min_shared: int = 2, min_shared_share: float = 0.15, min_items: int = 2, min_coraters: int = 2,
+                 min_top_share: float = 0.6,
                  alpha: float = 0.01, min_owners: int = 2, retest_drop: float = 0.05, top_gap: float = 0.5,
                  min_habit_ratings: int = 1000, member_score: float = 0.95,
                  joined_score: float = 0.9, test_seconds: float = 6 * 3600.0, top_rating: float = 5.0,
@@ -385,7 +386,7 @@ class ReviewRingDetector(Detector):
             if raters:
                 if not raters[user]:
                     return False  # most accounts stop here, at their first rating below the top
-                joined = joined or (item.settled and len(raters) >= 2 and item.top == len(raters))
+                joined = joined or self._all_top_item(item)
         return joined
 
     def _habit(self, share: float) -> float:
@@ -397,10 +398,8 @@ class ReviewRingDetector(Detector):
 
     def _floor(self, share: float) -> float:
         """The least share of top ratings a pool (and a product) must hold: `top_gap` of the way from the
-        site's habit to all-top, and at least `min_top_share`. The habit is the larger of the baseline and the
-        share of top ratings on items with an audience (past thin; rings do not own them, so contamination
-        does not move it): on a site where most ratings are 5s, fans of good obscure items pool 5s as a
-        ring does, and only pools far above the habit say anything."""
+        site's habit (`_habit`) to all-top, and at least `min_top_share`: on a site where most ratings are 5s,
+        fans of good obscure items pool 5s as a ring does, and only pools far above the habit say anything."""
         habit = self._habit(share)
         return max(self.min_top_share, habit + self.top_gap * (1.0 - habit))
 
